@@ -24,7 +24,7 @@ def require(module: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as err:
         hint = _EXTRAS.get(module.split(".")[0], f"pip install {module.split('.')[0]}")
-        raise ImportError(f"{module!r} is needed for this feature; install it with: {hint}") from err
+        raise ImportError(f"{module!r} is needed here; install it with: {hint}") from err
 
 
 def available(module: str) -> bool:

@@ -1,0 +1,138 @@
+"""The result of a check: a tidy table, settings, stage information and example maps."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._io import atomic_write, write_json
+
+COLUMNS = ["method", "stage", "layer", "sample", "metric", "value"]
+
+
+@dataclass
+class CheckResult:
+    """What a check returns.
+
+    Attributes:
+        table: one row per (method, stage, sample, metric) with exactly the columns
+            ``method, stage, layer, sample, metric, value``.
+        settings: everything needed to reproduce the run (JSON-able).
+        stages: one dict per stage: index, block, layers, output_change, unchanged.
+        examples: maps kept for figures: ``{"inputs": (n, ...), "targets": {stage: (n,)},
+            "maps": {method: {stage: (n, ...)}}}`` as numpy arrays.
+        check: the check's name, e.g. ``"model_randomization"``.
+
+    Example:
+        >>> r = CheckResult(check="demo", table=pd.DataFrame(columns=COLUMNS))
+        >>> r.summary().empty
+        True
+    """
+
+    check: str
+    table: pd.DataFrame
+    settings: dict[str, Any] = field(default_factory=dict)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    examples: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self, ci: float = 0.95) -> pd.DataFrame:
+        """Mean, standard deviation, count and a ``ci`` interval of the mean per method, stage
+        and metric (t-interval over samples; NaN samples are left out and counted in ``n_nan``)."""
+        from scipy import stats
+
+        cols = ["method", "stage", "layer", "metric", "mean", "std", "n", "n_nan", "lo", "hi"]
+        if self.table.empty:
+            return pd.DataFrame(columns=cols)
+        rows = []
+        for (method, stage, layer, metric), g in self.table.groupby(
+            ["method", "stage", "layer", "metric"], sort=False
+        ):
+            v = g["value"].to_numpy(dtype=float)
+            ok = v[~np.isnan(v)]
+            n = ok.size
+            mean = float(ok.mean()) if n else math.nan
+            std = float(ok.std(ddof=1)) if n > 1 else math.nan
+            half = (
+                float(stats.t.ppf(0.5 + ci / 2, n - 1) * std / math.sqrt(n)) if n > 1 else math.nan
+            )
+            rows.append(
+                [method, stage, layer, metric, mean, std, n, int(v.size - n), mean - half,
+                 mean + half]
+            )
+        return pd.DataFrame(rows, columns=cols)
+
+    # ----------------------------------------------------------------------------- persistence
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``results.csv``, ``run.json`` and ``examples.npz`` into ``directory``.
+
+        Each file is written atomically: an interrupted save leaves no partial file.
+        """
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        table = self.table[COLUMNS]
+        atomic_write(d / "results.csv", lambda p: table.to_csv(p, index=False))
+        write_json(d / "run.json", {"check": self.check, "settings": self.settings,
+                                    "stages": self.stages})
+        if self.examples:
+            flat = _flatten_examples(self.examples)
+            atomic_write(d / "examples.npz", lambda p: _savez(p, flat))
+        return d
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> CheckResult:
+        """Read a run directory written by :meth:`save`."""
+        d = Path(directory)
+        missing = [f for f in ("results.csv", "run.json") if not (d / f).is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{d} is not a saliency-sanity run directory: missing {', '.join(missing)}"
+            )
+        table = pd.read_csv(d / "results.csv", keep_default_na=True,
+                            dtype={"method": str, "layer": str, "metric": str})
+        table["layer"] = table["layer"].fillna("")
+        meta = json.loads((d / "run.json").read_text(encoding="utf-8"))
+        examples: dict[str, Any] = {}
+        if (d / "examples.npz").is_file():
+            with np.load(d / "examples.npz", allow_pickle=False) as z:
+                examples = _unflatten_examples({k: z[k] for k in z.files})
+        return cls(check=meta["check"], table=table, settings=meta.get("settings", {}),
+                   stages=meta.get("stages", []), examples=examples)
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
+def _flatten_examples(ex: dict[str, Any]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    if "inputs" in ex:
+        out["inputs"] = np.asarray(ex["inputs"])
+    if "samples" in ex:
+        out["samples"] = np.asarray(ex["samples"])
+    for stage, t in ex.get("targets", {}).items():
+        out[f"targets|{stage}"] = np.asarray(t)
+    for method, per_stage in ex.get("maps", {}).items():
+        for stage, m in per_stage.items():
+            out[f"maps|{method}|{stage}"] = np.asarray(m)
+    return out
+
+
+def _unflatten_examples(flat: dict[str, np.ndarray]) -> dict[str, Any]:
+    ex: dict[str, Any] = {"maps": {}, "targets": {}}
+    for key, arr in flat.items():
+        parts = key.split("|")
+        if parts[0] in ("inputs", "samples"):
+            ex[parts[0]] = arr
+        elif parts[0] == "targets":
+            ex["targets"][int(parts[1])] = arr
+        elif parts[0] == "maps":
+            ex["maps"].setdefault(parts[1], {})[int(parts[2])] = arr
+    return ex
