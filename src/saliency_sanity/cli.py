@@ -1,0 +1,158 @@
+"""The ``saliency-sanity`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _csv(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    return items or None
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="seed for everything random (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import methods, scores
+    from .randomization import init_schemes, orders
+
+    parser = argparse.ArgumentParser(
+        prog="saliency-sanity",
+        description="Sanity checks for saliency maps (Adebayo et al. 2018 and follow-ups).",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"saliency-sanity {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="run the built-in demo (MNIST CNN, cascading randomization)")
+    d.add_argument("--out", default="saliency-sanity-demo", help="run directory to write")
+    d.add_argument("--n-samples", type=int, default=16, help="test images to explain (16)")
+    d.add_argument("--cache-dir", default=None, help="where the trained model is cached")
+    _add_common(d)
+
+    m = sub.add_parser("model-randomization", help="run the model parameter randomization test")
+    m.add_argument("--model", required=True,
+                   help="'package.module:factory', 'file.py:factory' or a TorchScript file")
+    m.add_argument("--model-kwargs", default=None, help="JSON keyword arguments for the factory")
+    m.add_argument("--weights", default=None, help="state_dict file (loaded weights_only)")
+    m.add_argument("--unsafe-load", action="store_true",
+                   help="allow pickled checkpoints (runs code from the file: trusted files only)")
+    m.add_argument("--data", required=True,
+                   help="a built-in data set name, a folder of images (one sub-folder per class), "
+                        "or an .npz with arrays x and y")
+    m.add_argument("--n-samples", type=int, default=16, help="inputs to explain (16)")
+    m.add_argument("--size", type=int, default=None, help="resize folder images to SIZE x SIZE")
+    m.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                   help="convert folder images to 1 or 3 channels")
+    m.add_argument("--methods", default=None,
+                   help=f"comma-separated, from: {', '.join(methods.list())} (default: all that "
+                        "apply)")
+    m.add_argument("--scores", default=None,
+                   help=f"comma-separated, from: {', '.join(scores.list())} (default: all)")
+    m.add_argument("--controls", default="edge_sobel,random_gaussian",
+                   help="comma-separated controls, or 'none'")
+    m.add_argument("--order", choices=list(orders), default="cascading")
+    m.add_argument("--init", choices=init_schemes.list(), default="paper")
+    m.add_argument("--target-mode", choices=["predicted", "fixed"], default="predicted",
+                   help="explain each stage's predicted class (paper) or the labels / the trained "
+                        "model's prediction")
+    m.add_argument("--group-by", default=None,
+                   help="'children' or comma-separated module names/prefixes to group into blocks")
+    m.add_argument("--batch-size", type=int, default=16)
+    m.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the model's)")
+    m.add_argument("--out", required=True, help="run directory to write")
+    _add_common(m)
+
+    sub.add_parser("list", help="list the methods, scores, init schemes and data sets")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``saliency-sanity`` console script."""
+    args = build_parser().parse_args(argv)
+    from .io_inputs import InputError
+
+    try:
+        return _COMMANDS[args.command](args, list(argv) if argv is not None else sys.argv[1:])
+    except (InputError, KeyError, ValueError, TypeError, FileNotFoundError, PermissionError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"saliency-sanity: error: {msg}", file=sys.stderr)
+        return 2
+
+
+def _cmd_demo(args: argparse.Namespace, argv: list[str]) -> int:
+    from .demo import run_demo
+
+    _, out = run_demo(args.out, n_samples=args.n_samples, seed=args.seed,
+                      cache_dir=args.cache_dir, progress=not args.no_progress,
+                      log=lambda s: print(s, file=sys.stderr))
+    _print_outputs(out)
+    return 0
+
+
+def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
+    from .checks import model_randomization_test
+    from .io_inputs import load_data, load_model, parse_kwargs
+    from .run_dir import write_run
+
+    model = load_model(args.model, weights=args.weights, unsafe_load=args.unsafe_load,
+                       kwargs=parse_kwargs(args.model_kwargs))
+    x, y, desc = load_data(args.data, n=args.n_samples, seed=args.seed, size=args.size,
+                           channels=args.channels)
+    controls = [] if args.controls.strip().lower() == "none" else _csv(args.controls) or []
+    group_by = args.group_by
+    if group_by and group_by != "children":
+        group_by = _csv(group_by)
+    target = y if (args.target_mode == "fixed" and y is not None and (y >= 0).all()) else None
+    result = model_randomization_test(
+        model, x, target=target, methods=_csv(args.methods), scores=_csv(args.scores),
+        order=args.order, init=args.init, seed=args.seed, target_mode=args.target_mode,
+        batch_size=args.batch_size, device=args.device, controls=controls, group_by=group_by,
+        progress=not args.no_progress,
+    )
+    result.settings["model"] = {"spec": args.model, "weights": args.weights}
+    result.settings["data"] = desc
+    out = write_run(result, args.out, command=["saliency-sanity", *argv])
+    _print_outputs(out)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace, argv: list[str]) -> int:
+    from . import data, methods, scores
+    from .randomization import init_schemes, orders
+
+    print("methods:      " + ", ".join(methods.list()))
+    print("scores:       " + ", ".join(scores.list()))
+    print("orders:       " + ", ".join(orders))
+    print("init schemes: " + ", ".join(init_schemes.list()))
+    print("data sets:    " + ", ".join(data.list()))
+    return 0
+
+
+def _print_outputs(out: Path) -> None:
+    print(f"run directory: {out}")
+    print(f"  table:   {out / 'results.csv'}")
+    print(f"  run:     {out / 'run.json'}")
+    figs = sorted((out / "figures").glob("*.png"))
+    for f in figs:
+        print(f"  figure:  {f}")
+
+
+_COMMANDS = {
+    "demo": _cmd_demo,
+    "model-randomization": _cmd_model_randomization,
+    "list": _cmd_list,
+}
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

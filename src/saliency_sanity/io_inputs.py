@@ -1,0 +1,238 @@
+"""Loading the user's model and data for the command line (and for scripts)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import pickle
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+class InputError(ValueError):
+    """A problem with what the user passed: the message says what is wrong and what to do."""
+
+
+def load_model(spec: str, weights: str | os.PathLike | None = None, unsafe_load: bool = False,
+               kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """Build a model from ``package.module:factory`` or ``path/to/file.py:factory`` (optionally
+    loading a state_dict from ``weights``), or load a TorchScript file.
+
+    Weights load with ``torch.load(weights_only=True)``; a pickled checkpoint needs
+    ``unsafe_load=True``, which runs code from the file: only for files you trust.
+
+    Example:
+        >>> m = load_model("torch.nn:Identity")
+        >>> type(m).__name__
+        'Identity'
+    """
+    path = Path(spec)
+    if ":" not in spec or (path.is_file() and not spec.endswith(".py")):
+        if not path.is_file():
+            raise InputError(
+                f"model {spec!r}: expected 'package.module:factory', 'file.py:factory' or a "
+                "TorchScript file that exists"
+            )
+        try:
+            model = torch.jit.load(str(path), map_location="cpu")
+        except Exception as err:
+            raise InputError(
+                f"{spec} is not a TorchScript file ({err.__class__.__name__}). Pass a factory as "
+                "'package.module:factory' and the state_dict with --weights"
+            ) from err
+        if weights is not None:
+            raise InputError("--weights is for factories; a TorchScript file carries its weights")
+        return model.eval()
+
+    mod_name, _, attr = spec.rpartition(":")
+    if not mod_name or not attr:
+        raise InputError(f"model {spec!r}: expected 'package.module:factory'")
+    module = _import(mod_name)
+    if not hasattr(module, attr):
+        public = [n for n in dir(module) if not n.startswith("_")][:20]
+        raise InputError(f"{mod_name} has no attribute {attr!r}; it has: {', '.join(public)}")
+    factory = getattr(module, attr)
+    if not callable(factory):
+        raise InputError(f"{spec} is not callable")
+    model = factory(**(kwargs or {}))
+    if not isinstance(model, nn.Module):
+        raise InputError(f"{spec}() returned {type(model).__name__}, not a torch.nn.Module")
+    if weights is not None:
+        state = load_weights(weights, unsafe_load=unsafe_load)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise InputError(f"the weights in {weights} do not fit {spec}: {err}") from err
+    return model.eval()
+
+
+def _import(name: str):
+    if name.endswith(".py"):
+        p = Path(name)
+        if not p.is_file():
+            raise InputError(f"model file {name} does not exist")
+        mod_id = f"_saliency_sanity_user_{abs(hash(str(p.resolve())))}"
+        spec = importlib.util.spec_from_file_location(mod_id, p)
+        if spec is None or spec.loader is None:
+            raise InputError(f"cannot import {name}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[mod_id] = module
+        spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        raise InputError(
+            f"cannot import {name!r} ({err}); is it installed, or on PYTHONPATH?"
+        ) from err
+
+
+def load_weights(path: str | os.PathLike, unsafe_load: bool = False) -> dict[str, torch.Tensor]:
+    """A state_dict from a checkpoint file (also one wrapped as {'state_dict': ...} or
+    {'model': ...}), read with ``weights_only=True`` unless ``unsafe_load``."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"weights file {p} does not exist")
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=not unsafe_load)
+    except pickle.UnpicklingError as err:
+        raise InputError(
+            f"{p} holds Python objects that weights_only loading refuses. If you trust the file, "
+            "pass --unsafe-load (this runs code from the file); better, save "
+            "model.state_dict() instead"
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise InputError(f"{p} is not a readable PyTorch checkpoint (corrupt or truncated?): "
+                         f"{err}") from err
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise InputError(f"{p} does not hold a state_dict (a dict of tensors)")
+    return obj
+
+
+def load_data(spec: str, n: int | None = None, seed: int = 0, size: int | None = None,
+              channels: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """Inputs (and labels, if known) from a built-in data set name, a folder of images, or .npz.
+
+    - built-in name (``saliency_sanity.data.list()``): the first ``n`` test images.
+    - folder: ``folder/<class>/<image>`` (labels from sorted class folder names) or a flat folder
+      of images (no labels); images are scaled to [0, 1]; ``size`` resizes to size x size.
+    - ``.npz``: arrays ``x`` (N, C, H, W), (N, H, W) or (N, D) and optionally ``y`` (N,).
+
+    Returns ``(x, y_or_None, description)``.
+    """
+    from . import data as _data
+
+    p = Path(spec)
+    if spec in _data.list():
+        ds = _data.load(spec, seed=seed)
+        x, y = ds.x_test, ds.y_test
+        desc = f"{spec} (test split, seed {seed})"
+    elif p.is_dir():
+        x, y = _load_image_folder(p, size=size, channels=channels)
+        desc = f"images from {p}"
+    elif p.suffix == ".npz" and p.is_file():
+        x, y = _load_npz(p)
+        desc = f"arrays from {p}"
+    else:
+        raise InputError(
+            f"data {spec!r}: not a built-in data set ({', '.join(_data.list())}), a folder of "
+            "images, or an .npz file"
+        )
+    if x.shape[0] == 0:
+        raise InputError(f"data {spec!r} holds no inputs")
+    if n is not None:
+        if n < 1:
+            raise InputError(f"--n-samples must be >= 1, got {n}")
+        x = x[:n]
+        y = None if y is None else y[:n]
+    return x.float().contiguous(), y, desc
+
+
+def _load_npz(p: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            if "x" not in z.files:
+                raise InputError(f"{p} has no array 'x' (it has: {', '.join(z.files)})")
+            x = np.asarray(z["x"])
+            y = np.asarray(z["y"]) if "y" in z.files else None
+    except (ValueError, OSError, zipfile.BadZipFile) as err:
+        raise InputError(f"{p} is not a readable .npz file: {err}") from err
+    if not np.issubdtype(x.dtype, np.number):
+        raise InputError(f"{p}: 'x' must be numeric, got {x.dtype}")
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim not in (2, 4):
+        raise InputError(f"{p}: 'x' must be (N, C, H, W), (N, H, W) or (N, D); got {x.shape}")
+    xt = torch.from_numpy(x.astype(np.float32))
+    if y is None:
+        return xt, None
+    if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):
+        raise InputError(f"{p}: 'y' must be {len(x)} integer labels; got {y.dtype} {y.shape}")
+    return xt, torch.from_numpy(y.astype(np.int64))
+
+
+def _load_image_folder(root: Path, size: int | None, channels: int | None):
+    from skimage import io as skio
+    from skimage import transform
+
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if classes:
+        files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir())
+                 if f.suffix.lower() in IMAGE_SUFFIXES]
+    else:
+        files = [(f, -1) for f in sorted(root.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise InputError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found in {root}")
+    arrays = []
+    for f, _ in files:
+        try:
+            img = np.asarray(skio.imread(f))
+        except Exception as err:
+            raise InputError(f"cannot read image {f}: {err}") from err
+        img = img.astype(np.float32) / (255.0 if img.dtype == np.uint8 else 1.0)
+        if img.ndim == 2:
+            img = img[..., None]
+        img = img[..., :3]
+        if channels == 1 and img.shape[-1] == 3:
+            img = img.mean(-1, keepdims=True)
+        elif channels == 3 and img.shape[-1] == 1:
+            img = np.repeat(img, 3, -1)
+        if size is not None:
+            img = transform.resize(img, (size, size), anti_aliasing=True).astype(np.float32)
+        arrays.append(np.moveaxis(img, -1, 0))
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise InputError(f"images in {root} have different shapes {sorted(shapes)[:4]}; "
+                         "pass --size to resize them")
+    x = torch.from_numpy(np.stack(arrays))
+    y = torch.tensor([lab for _, lab in files]) if classes else None
+    return x, y
+
+
+def parse_kwargs(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        val = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"--model-kwargs must be a JSON object: {err}") from err
+    if not isinstance(val, dict):
+        raise InputError("--model-kwargs must be a JSON object, e.g. '{\"num_classes\": 10}'")
+    return val
