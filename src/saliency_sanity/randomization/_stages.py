@@ -1,0 +1,316 @@
+"""Stages of model randomization: fresh copies of the model with more and more blocks randomized."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from torch import nn
+
+from ._discovery import Block, GroupBy, call_model, discover_blocks
+from ._schemes import InitScheme, block_seed, init_schemes
+
+
+def _cascading(names: Sequence[str]) -> list[tuple[str, ...]]:
+    top_down = tuple(reversed(names))
+    return [top_down[:k] for k in range(len(names) + 1)]
+
+
+def _bottom_up(names: Sequence[str]) -> list[tuple[str, ...]]:
+    return [tuple(names[:k]) for k in range(len(names) + 1)]
+
+
+def _independent(names: Sequence[str]) -> list[tuple[str, ...]]:
+    return [()] + [(n,) for n in reversed(names)]
+
+
+_PLANS: dict[str, Callable[[Sequence[str]], list[tuple[str, ...]]]] = {
+    "cascading": _cascading,
+    "bottom_up": _bottom_up,
+    "independent": _independent,
+}
+
+orders: tuple[str, ...] = tuple(_PLANS)
+"""Randomization orders: ``cascading`` (top-down, cumulative: the paper), ``bottom_up``
+(input-side first, cumulative) and ``independent`` (one block at a time, top-down)."""
+
+
+def plan(order: str, block_names: Sequence[str]) -> list[tuple[str, ...]]:
+    """The block names randomized at each stage (stage 0 = none), for blocks in forward order.
+
+    Example:
+        >>> plan("cascading", ["conv", "fc"])
+        [(), ('fc',), ('fc', 'conv')]
+        >>> plan("independent", ["conv", "fc"])
+        [(), ('fc',), ('conv',)]
+    """
+    if order not in _PLANS:
+        raise ValueError(f"unknown order {order!r}; known orders: {', '.join(orders)}")
+    return _PLANS[order](list(block_names))
+
+
+def _scheme(init: str | InitScheme, init_settings: Mapping[str, Any] | None) -> InitScheme:
+    if isinstance(init, InitScheme):
+        return dataclasses.replace(init, **dict(init_settings or {}))
+    return init_schemes.get(init, **dict(init_settings or {}))
+
+
+def randomize_blocks(
+    model: nn.Module,
+    blocks: Sequence[Block],
+    init: str | InitScheme = "paper",
+    seed: int = 0,
+    init_settings: Mapping[str, Any] | None = None,
+) -> nn.Module:
+    """Randomize ``blocks`` of ``model`` IN PLACE (pass a copy) and return it.
+
+    Each block draws from its own CPU ``torch.Generator`` seeded with ``block_seed(seed, name)``,
+    so a block's random weights depend only on (seed, block name, init scheme), not on the order
+    or on the other blocks. The global RNG is not touched.
+
+    Example:
+        >>> import copy
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> blocks = discover_blocks(net, torch.zeros(1, 3))
+        >>> rand = randomize_blocks(copy.deepcopy(net), blocks[-1:], "paper", seed=0)
+        >>> torch.equal(rand[0].weight, net[0].weight), torch.equal(rand[2].weight, net[2].weight)
+        (True, False)
+    """
+    scheme = _scheme(init, init_settings)
+    for block in blocks:
+        generator = torch.Generator(device="cpu").manual_seed(block_seed(seed, block.name))
+        scheme(model, block, generator)
+    return model
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits tensor of a model output: a tensor, the first tensor of a tuple/list, or the
+    ``logits`` entry/attribute of a dict-like output."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping) and "logits" in output:
+        return output["logits"]
+    if hasattr(output, "logits"):
+        return output.logits
+    if isinstance(output, (tuple, list)):
+        for item in output:
+            if isinstance(item, torch.Tensor):
+                return item
+    raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
+
+
+def output_change(trained: torch.Tensor, randomized: torch.Tensor) -> dict[str, float]:
+    """How much the outputs changed: Pearson correlation of the flattened logits, max absolute
+    difference, and the fraction of samples whose arg-max class (dim 1) is unchanged.
+
+    The correlation is NaN when either output is constant.
+
+    Example:
+        >>> a = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
+        >>> output_change(a, 2 * a)
+        {'logit_correlation': 1.0, 'max_abs_logit_diff': 3.0, 'prediction_agreement': 1.0}
+    """
+    a = trained.detach().to("cpu", torch.float64).flatten()
+    b = randomized.detach().to("cpu", torch.float64).flatten()
+    da, db = a - a.mean(), b - b.mean()
+    denom = math.sqrt(float((da * da).sum()) * float((db * db).sum()))
+    corr = float((da * db).sum()) / denom if denom > 0 else math.nan
+    corr = max(-1.0, min(1.0, corr)) if not math.isnan(corr) else corr
+    diff = float((a - b).abs().max()) if a.numel() else 0.0
+    if trained.dim() >= 2:
+        agree = float((trained.argmax(1) == randomized.argmax(1)).double().mean())
+    else:
+        agree = float(trained.argmax() == randomized.argmax())
+    return {"logit_correlation": corr, "max_abs_logit_diff": diff, "prediction_agreement": agree}
+
+
+@dataclass(frozen=True, eq=False)
+class Stage:
+    """One stage of model randomization.
+
+    Attributes:
+        index: 0 for the trained model, then 1, 2, ...
+        layers: names of the blocks randomized in ``model`` (cumulative for ``cascading`` and
+            ``bottom_up``, one block for ``independent``, empty at stage 0).
+        block: the block this stage adds (the deepest so far for ``cascading``); None at stage 0.
+        model: a fresh copy in eval mode, owned by the caller (never the user's model, never
+            mutated by later stages; stage 0 is an unmodified copy of the trained model).
+        output_change: :func:`output_change` of this model's outputs vs the trained model's on
+            ``example_input``.
+        unchanged: True if the outputs are bit-identical to the trained model's although blocks
+            were randomized (a warning is also given, once per iteration). Always False at stage 0.
+        order, init, init_settings, seed: how the stage was made (for recording in results).
+    """
+
+    index: int
+    layers: tuple[str, ...]
+    block: str | None
+    model: nn.Module
+    output_change: dict[str, float]
+    unchanged: bool
+    order: str
+    init: str
+    init_settings: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+
+def _fresh_copy(model: nn.Module, device: torch.device | str | None) -> nn.Module:
+    twin = copy.deepcopy(model)
+    if device is not None:
+        twin = twin.to(device)
+    for p in twin.parameters():
+        p.grad = None
+    return twin.eval()
+
+
+class RandomizedModels:
+    """The stages of one randomization run; see :func:`randomized_models`.
+
+    Iterating starts afresh each time (stage models are rebuilt from a private copy of the
+    trained model). ``next()`` on the object itself walks one shared iteration.
+    ``len()`` is the number of stages, ``blocks`` the blocks in forward order and ``plan`` the
+    block names randomized at each stage.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        order: str = "cascading",
+        init: str | InitScheme = "paper",
+        seed: int = 0,
+        example_input: Any = None,
+        blocks: Sequence[Block] | None = None,
+        group_by: GroupBy = None,
+        init_settings: Mapping[str, Any] | None = None,
+        device: torch.device | str | None = None,
+        allow_unused: bool = False,
+    ) -> None:
+        if order not in _PLANS:
+            raise ValueError(f"unknown order {order!r}; known orders: {', '.join(orders)}")
+        if example_input is None:
+            raise ValueError("example_input is required (layer discovery and output checks)")
+        self.order = order
+        self.seed = int(seed)
+        self.scheme = _scheme(init, init_settings)
+        self._base = _fresh_copy(model, device)
+        if device is not None:
+            example_input = pytree.tree_map(
+                lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, example_input
+            )
+        self.example_input = example_input
+        if blocks is None:
+            blocks = discover_blocks(self._base, example_input, group_by, allow_unused)
+        self.blocks: list[Block] = list(blocks)
+        names = [b.name for b in self.blocks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"block names must be unique: {names}")
+        self._by_name = {b.name: b for b in self.blocks}
+        self.plan = plan(order, names)
+        self.trained_output = self._logits(self._base)
+        self._shared: Iterator[Stage] | None = None
+
+    def _logits(self, model: nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            return logits_of(call_model(model, self.example_input)).detach()
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __next__(self) -> Stage:
+        if self._shared is None:
+            self._shared = iter(self)
+        return next(self._shared)
+
+    def __iter__(self) -> Iterator[Stage]:
+        settings = self.scheme.settings()
+        warned = False
+        work: nn.Module | None = None
+        done: tuple[str, ...] = ()
+        for index, layers in enumerate(self.plan):
+            if work is not None and layers[: len(done)] == done:
+                new = layers[len(done) :]
+            else:
+                work, new = _fresh_copy(self._base, None), layers
+            randomize_blocks(work, [self._by_name[n] for n in new], self.scheme, self.seed)
+            nxt = self.plan[index + 1] if index + 1 < len(self.plan) else None
+            if nxt is not None and nxt[: len(layers)] == layers:
+                stage_model, done = _fresh_copy(work, None), layers
+            else:
+                stage_model, work, done = work, None, ()
+            out = self._logits(stage_model)
+            unchanged = index > 0 and torch.equal(out, self.trained_output)
+            if unchanged and not warned:
+                warned = True
+                warnings.warn(
+                    f"stage {index} ({self.order}, blocks {list(layers)}): randomizing left the "
+                    "model's outputs on example_input bit-identical to the trained model's",
+                    stacklevel=2,
+                )
+            yield Stage(
+                index=index,
+                layers=layers,
+                block=layers[-1] if layers else None,
+                model=stage_model,
+                output_change=output_change(self.trained_output, out),
+                unchanged=unchanged,
+                order=self.order,
+                init=self.scheme.name,
+                init_settings=dict(settings),
+                seed=self.seed,
+            )
+
+
+def randomized_models(
+    model: nn.Module,
+    order: str = "cascading",
+    init: str | InitScheme = "paper",
+    seed: int = 0,
+    example_input: Any = None,
+    blocks: Sequence[Block] | None = None,
+    group_by: GroupBy = None,
+    init_settings: Mapping[str, Any] | None = None,
+    device: torch.device | str | None = None,
+    allow_unused: bool = False,
+) -> RandomizedModels:
+    """Stages of model randomization, each a fresh randomized copy; the user's model is untouched.
+
+    The model is deep-copied once (to ``device`` if given) and blocks are discovered on that copy
+    (see :func:`discover_blocks`) unless ``blocks`` is given. Stage 0 is an unmodified copy of the
+    trained model; then, by ``order``:
+
+    - ``cascading`` (the paper): the output block, then also the next one down, ... until all
+      blocks are random (``len(blocks) + 1`` stages);
+    - ``bottom_up``: the input-side block first, cumulatively (``len(blocks) + 1`` stages);
+    - ``independent``: one block at a time, the others trained, top-down
+      (``len(blocks) + 1`` stages).
+
+    ``init`` names an :data:`init_schemes` entry (``paper``, ``reinit``, ``permute``,
+    ``moment_matched``) configured by ``init_settings`` (e.g. ``{"std": 0.1}``), or is an
+    :class:`InitScheme` instance. A block's random weights depend only on (seed, block name,
+    init), so a block gets the same weights in every order. The global RNG is never touched.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+        >>> [(s.index, s.layers) for s in randomized_models(net, "cascading", example_input=x)]
+        [(0, ()), (1, ('2',)), (2, ('2', '0'))]
+    """
+    return RandomizedModels(
+        model,
+        order=order,
+        init=init,
+        seed=seed,
+        example_input=example_input,
+        blocks=blocks,
+        group_by=group_by,
+        init_settings=init_settings,
+        device=device,
+        allow_unused=allow_unused,
+    )
