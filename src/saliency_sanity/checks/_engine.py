@@ -5,14 +5,18 @@ from __future__ import annotations
 import hashlib
 import platform
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from .. import methods as _methods
 from .. import scores as _scores
+from ._result import COLUMNS
 
 DEFAULT_METHODS: tuple[str, ...] = (
     "gradient",
@@ -187,3 +191,118 @@ def method_for_call(method: Any, label: str, seed: int, stage: int, batch: int) 
 
 def flatten_names(items: Iterable[Any]) -> list[str]:
     return [str(i) for i in items]
+
+
+def run_stages(
+    stages: Iterable[Any],
+    x: torch.Tensor,
+    target: torch.Tensor | None,
+    target_mode: str,
+    method_objs: Mapping[str, Any],
+    score_objs: Mapping[str, Any],
+    spans: Sequence[slice],
+    seed: int,
+    n_examples: int,
+    on_step: Callable[[], None] = lambda: None,
+) -> tuple[pd.DataFrame, dict[str, Any], list[dict[str, Any]]]:
+    """Compute every method's maps at every stage and score stage k >= 1 against stage 0.
+
+    ``stages`` yields objects with ``index``, ``block``, ``layers``, ``model``, ``output_change``
+    and ``unchanged`` (as :func:`saliency_sanity.randomized_models` does); stage 0 comes first.
+    Returns the tidy table, the kept example maps and the stage information.
+    """
+    dev = x.device
+    reference: dict[str, list[torch.Tensor]] = {label: [] for label in method_objs}
+    fixed_targets: list[torch.Tensor] = []
+    cols: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
+    examples: dict[str, Any] = {
+        "inputs": x[:n_examples].detach().cpu().numpy(),
+        "samples": np.arange(n_examples),
+        "targets": {},
+        "maps": {label: {} for label in method_objs},
+    }
+    stage_info: list[dict[str, Any]] = []
+    for stage in stages:
+        k = stage.index
+        stage_info.append({
+            "index": k,
+            "block": stage.block,
+            "layers": list(stage.layers),
+            "output_change": dict(stage.output_change),
+            "unchanged": bool(stage.unchanged),
+        })
+        ex_targets = []
+        for b, span in enumerate(spans):
+            xb = x[span]
+            if target_mode == "predicted":
+                tb = _methods.predicted_targets(stage.model, xb)
+            elif k == 0:
+                tb = (target[span].to(dev) if target is not None
+                      else _methods.predicted_targets(stage.model, xb))
+                fixed_targets.append(tb)
+            else:
+                tb = fixed_targets[b]
+            ex_targets.append(tb)
+            for label, method in method_objs.items():
+                m = method_for_call(method, label, seed, k, b)
+                maps = m(stage.model, xb, tb).detach()
+                _keep_examples(examples["maps"][label], k, span, n_examples, maps)
+                if k == 0:
+                    reference[label].append(maps)
+                else:
+                    samples = np.arange(span.start, span.stop)
+                    for sname, score in score_objs.items():
+                        vals = _score_quietly(score, reference[label][b], maps)
+                        _append(cols, label, k, stage.block, samples, sname, vals)
+                on_step()
+        examples["targets"][k] = torch.cat(ex_targets)[:n_examples].cpu().numpy()
+    table = pd.DataFrame({c: np.concatenate(v) if v else np.array([]) for c, v in cols.items()})
+    table = table.astype({"stage": "int64", "sample": "int64", "value": "float64"})
+    _warn_nan(table)
+    return table, examples, stage_info
+
+
+def _score_quietly(score: Any, a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    # Per-batch NaN warnings are replaced by one summary warning for the whole run (_warn_nan).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(constant|NaN|nan).*")
+        return score(a, b).detach().double().cpu().numpy()
+
+
+def _keep_examples(store: dict[int, Any], stage: int, span: slice, n: int,
+                   maps: torch.Tensor) -> None:
+    if span.start >= n:
+        return
+    part = maps[: n - span.start].cpu().numpy()
+    store[stage] = part if stage not in store else np.concatenate([store[stage], part])
+
+
+def _append(cols, method, stage, layer, samples, metric, vals) -> None:
+    n = len(samples)
+    cols["method"].append(np.full(n, method, dtype=object))
+    cols["stage"].append(np.full(n, stage, dtype=np.int64))
+    cols["layer"].append(np.full(n, layer, dtype=object))
+    cols["sample"].append(samples.astype(np.int64))
+    cols["metric"].append(np.full(n, metric, dtype=object))
+    cols["value"].append(vals.astype(np.float64))
+
+
+def _warn_nan(table: pd.DataFrame) -> None:
+    nan = table[table["value"].isna()]
+    if len(nan):
+        where = ", ".join(
+            f"{m}/{s}: {c}" for (m, s), c in nan.groupby(["method", "metric"]).size().items()
+        )
+        warnings.warn(
+            f"{len(nan)} similarity values are NaN (constant maps have no rank correlation): "
+            f"{where}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def progress_bar(enabled: bool, total: int, desc: str):
+    """A tqdm bar on stderr (silent when ``enabled`` is False)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, unit="maps")

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
-from .. import methods as _methods
 from .._guard import model_device
 from ..randomization import discover_blocks, randomized_models
 from ._engine import (
     batches,
     check_inputs,
-    method_for_call,
+    progress_bar,
     resolve_methods,
     resolve_scores,
+    run_stages,
     versions,
 )
-from ._result import COLUMNS, CheckResult
+from ._result import CheckResult
 
 TARGET_MODES = ("predicted", "fixed")
 
@@ -118,63 +115,15 @@ def model_randomization_test(
         init_settings=dict(init_settings or {}), device=dev,
     )
 
-    n_stages = len(blocks) + 1
-    bar = _progress(progress, n_stages * len(spans) * len(method_objs), "model randomization")
-    reference: dict[str, list[torch.Tensor]] = {label: [] for label in method_objs}
-    fixed_targets: list[torch.Tensor] = []
-    cols: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
-    examples: dict[str, Any] = {
-        "inputs": x[:n_examples].detach().cpu().numpy(),
-        "samples": np.arange(n_examples),
-        "targets": {},
-        "maps": {label: {} for label in method_objs},
-    }
-    stage_info: list[dict[str, Any]] = []
+    total = (len(blocks) + 1) * len(spans) * len(method_objs)
+    bar = progress_bar(progress, total, "model randomization")
     try:
-        for stage in stage_iter:
-            k = stage.index
-            stage_info.append({
-                "index": k,
-                "block": stage.block,
-                "layers": list(stage.layers),
-                "output_change": dict(stage.output_change),
-                "unchanged": bool(stage.unchanged),
-            })
-            ex_targets = []
-            for b, span in enumerate(spans):
-                xb = x[span]
-                if target_mode == "predicted":
-                    tb = _methods.predicted_targets(stage.model, xb)
-                elif k == 0:
-                    tb = (target[span].to(dev) if target is not None
-                          else _methods.predicted_targets(stage.model, xb))
-                    fixed_targets.append(tb)
-                else:
-                    tb = fixed_targets[b]
-                ex_targets.append(tb)
-                for label, method in method_objs.items():
-                    m = method_for_call(method, label, seed, k, b)
-                    maps = m(stage.model, xb, tb).detach()
-                    _keep_examples(examples["maps"][label], k, span, n_examples, maps)
-                    if k == 0:
-                        reference[label].append(maps)
-                    else:
-                        ref = reference[label][b]
-                        samples = np.arange(span.start, span.stop)
-                        for sname, score in score_objs.items():
-                            with warnings.catch_warnings():
-                                warnings.simplefilter("ignore", RuntimeWarning)
-                                vals = score(ref, maps).detach().double().cpu().numpy()
-                            _append(cols, label, k, stage.block, samples, sname, vals)
-                    bar.update(1)
-            examples["targets"][k] = torch.cat(ex_targets)[:n_examples].cpu().numpy()
-            del stage
+        table, examples, stage_info = run_stages(
+            stage_iter, x, target, target_mode, method_objs, score_objs, spans, seed, n_examples,
+            on_step=lambda: bar.update(1),
+        )
     finally:
         bar.close()
-
-    table = pd.DataFrame({c: np.concatenate(v) if v else np.array([]) for c, v in cols.items()})
-    table = table.astype({"stage": "int64", "sample": "int64", "value": "float64"})
-    _warn_nan(table)
     settings = {
         "check": "model_randomization",
         "order": order,
@@ -198,40 +147,3 @@ def model_randomization_test(
     }
     return CheckResult(check="model_randomization", table=table, settings=settings,
                        stages=stage_info, examples=examples)
-
-
-def _keep_examples(store: dict[int, Any], stage: int, span: slice, n: int, maps: torch.Tensor):
-    if span.start >= n:
-        return
-    part = maps[: n - span.start].cpu().numpy()
-    store[stage] = part if stage not in store else np.concatenate([store[stage], part])
-
-
-def _append(cols, method, stage, layer, samples, metric, vals) -> None:
-    n = len(samples)
-    cols["method"].append(np.full(n, method, dtype=object))
-    cols["stage"].append(np.full(n, stage, dtype=np.int64))
-    cols["layer"].append(np.full(n, layer, dtype=object))
-    cols["sample"].append(samples.astype(np.int64))
-    cols["metric"].append(np.full(n, metric, dtype=object))
-    cols["value"].append(vals.astype(np.float64))
-
-
-def _warn_nan(table: pd.DataFrame) -> None:
-    nan = table[table["value"].isna()]
-    if len(nan):
-        where = ", ".join(
-            f"{m}/{s}: {c}" for (m, s), c in nan.groupby(["method", "metric"]).size().items()
-        )
-        warnings.warn(
-            f"{len(nan)} similarity values are NaN (constant maps have no rank correlation): "
-            f"{where}",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
-
-def _progress(enabled: bool, total: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, unit="maps")
