@@ -1,0 +1,241 @@
+"""The data randomization test (Adebayo et al. 2018): true-label model vs random-label model."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._guard import eval_mode, model_device
+from ._engine import (
+    batches,
+    check_inputs,
+    progress_bar,
+    resolve_methods,
+    resolve_scores,
+    run_stages,
+    versions,
+)
+from ._result import CheckResult
+
+LAYER = "random_labels"
+
+
+@dataclass
+class _Stage:
+    index: int
+    model: nn.Module
+    block: str | None = None
+    layers: tuple[str, ...] = ()
+    output_change: dict[str, float] = field(default_factory=dict)
+    unchanged: bool = False
+
+
+def _output_change(a: nn.Module, b: nn.Module, x: torch.Tensor) -> dict[str, float]:
+    with torch.no_grad(), eval_mode(a), eval_mode(b):
+        la, lb = a(x).double(), b(x).double()
+    fa, fb = la.flatten() - la.mean(), lb.flatten() - lb.mean()
+    denom = float(fa.norm() * fb.norm())
+    return {
+        "logit_correlation": float(fa @ fb) / denom if denom > 0 else float("nan"),
+        "max_abs_logit_diff": float((la - lb).abs().max()),
+        "prediction_agreement": float((la.argmax(1) == lb.argmax(1)).double().mean()),
+    }
+
+
+def compare_models(
+    true_model: nn.Module,
+    random_model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor | Sequence[int] | None = None,
+    methods: Sequence[Any] | Mapping[str, Any] | None = None,
+    scores: str | Sequence[str] | None = None,
+    seed: int = 0,
+    target_mode: str | None = None,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    controls: bool | Sequence[str] = True,
+    n_examples: int = 4,
+    progress: bool = True,
+    accuracies: Mapping[str, Any] | None = None,
+    memorization_target: float = 0.95,
+) -> CheckResult:
+    """Compare maps of a true-label model with those of a random-label model on the same inputs.
+
+    Use this with two models you trained yourself; :func:`data_randomization_test` trains both.
+    The table has the columns of the model randomization test with ``stage`` = 1 and ``layer`` =
+    ``"random_labels"``. If ``accuracies["random"]["train_acc"]`` is given and below
+    ``memorization_target``, the comparison is marked invalid (``settings["valid"] = False``)
+    and a warning says why.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> a = nn.Sequential(nn.Linear(6, 3)); b = nn.Sequential(nn.Linear(6, 3))
+        >>> r = compare_models(a, b, torch.ones(2, 6), methods=["gradient"], scores=["pearson"],
+        ...                    controls=False, progress=False)
+        >>> sorted(r.table["layer"].unique())
+        ['random_labels']
+    """
+    x, target = check_inputs(x, target)
+    for name, m in (("true_model", true_model), ("random_model", random_model)):
+        if not isinstance(m, nn.Module):
+            raise TypeError(f"{name} must be a torch.nn.Module, got {type(m).__name__}")
+    if target_mode is None:
+        target_mode = "fixed" if target is not None else "predicted"
+    if target_mode not in ("predicted", "fixed"):
+        raise ValueError(f"target_mode must be 'predicted' or 'fixed', got {target_mode!r}")
+    if target is not None and target_mode == "predicted":
+        raise ValueError("target was given with target_mode='predicted'; use target_mode='fixed'")
+    dev = torch.device(device) if device is not None else model_device(true_model)
+    x = x.to(dev)
+    method_objs = resolve_methods(methods, controls, true_model, x)
+    score_objs = resolve_scores(scores, x)
+    spans = batches(x.shape[0], batch_size)
+    n_examples = max(0, min(n_examples, x.shape[0]))
+    stages = [
+        _Stage(0, true_model),
+        _Stage(1, random_model, LAYER, (LAYER,),
+               _output_change(true_model, random_model, x[: min(batch_size, len(x))])),
+    ]
+    stages[1].unchanged = stages[1].output_change["max_abs_logit_diff"] == 0.0
+    bar = progress_bar(progress, 2 * len(spans) * len(method_objs), "data randomization")
+    try:
+        table, examples, stage_info = run_stages(
+            stages, x, target, target_mode, method_objs, score_objs, spans, seed, n_examples,
+            on_step=lambda: bar.update(1),
+        )
+    finally:
+        bar.close()
+
+    valid, reason = True, ""
+    acc = dict(accuracies or {})
+    rnd_acc = (acc.get("random") or {}).get("train_acc")
+    if rnd_acc is not None and rnd_acc < memorization_target:
+        valid = False
+        reason = (
+            f"the random-label model reached {rnd_acc:.1%} training accuracy, below the "
+            f"{memorization_target:.0%} needed to show it memorized the permuted labels; its maps "
+            "do not show what a model that learned nothing real explains. Train longer (more "
+            "epochs) or on fewer images, then rerun."
+        )
+        warnings.warn(f"data randomization comparison is INVALID: {reason}", RuntimeWarning,
+                      stacklevel=2)
+    settings = {
+        "check": "data_randomization",
+        "seed": seed,
+        "target_mode": target_mode,
+        "target_given": target is not None,
+        "batch_size": batch_size,
+        "device": str(dev),
+        "n_samples": int(x.shape[0]),
+        "input_shape": list(x.shape[1:]),
+        "methods": {label: m.settings() for label, m in method_objs.items()},
+        "controls": [label for label, m in method_objs.items() if m.is_control],
+        "scores": {name: s.settings() for name, s in score_objs.items()},
+        "accuracies": acc,
+        "memorization_target": memorization_target,
+        "valid": valid,
+        "invalid_reason": reason,
+        "versions": versions(),
+    }
+    return CheckResult(check="data_randomization", table=table, settings=settings,
+                       stages=stage_info, examples=examples)
+
+
+def data_randomization_test(
+    dataset: str | Any = "mnist",
+    architecture: str | Any = "mnist_cnn",
+    n_train: int = 2000,
+    n_test: int = 1000,
+    n_samples: int = 16,
+    label_seed: int = 0,
+    true_config: Any = None,
+    random_config: Any = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    methods: Sequence[Any] | Mapping[str, Any] | None = None,
+    scores: str | Sequence[str] | None = None,
+    seed: int = 0,
+    target_mode: str | None = None,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    controls: bool | Sequence[str] = True,
+    n_examples: int = 4,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> CheckResult:
+    """Train ``architecture`` on true labels and on permuted labels, then compare their maps.
+
+    Both models are trained with :func:`saliency_sanity.training.train` (cached, resumable). The
+    random-label model must memorize its training set (training accuracy >= the target of
+    ``random_config``, 95% by default), else the result is marked invalid. Maps are compared on
+    the first ``n_samples`` test images.
+
+    Args:
+        dataset: a built-in data set name (``saliency_sanity.data.list()``) or a ``Dataset``.
+        architecture: a model name (``saliency_sanity.models.list()``) or a factory.
+        n_train, n_test: subset sizes when ``dataset`` is a name (memorizing needs a small set).
+        label_seed: seeds the label permutation.
+        true_config, random_config: ``TrainConfig`` for each model (defaults:
+            ``TrainConfig.true_labels(seed=seed)`` and ``TrainConfig.random_labels(label_seed,
+            seed=seed)``).
+        Other arguments as in :func:`compare_models`.
+
+    Example:
+        >>> # r = data_randomization_test("mnist", n_train=2000)   # doctest: +SKIP  (~minutes)
+    """
+    from .. import data as _data
+    from .. import training
+
+    ds = (_data.load(dataset, n_train=n_train, n_test=n_test, seed=seed)
+          if isinstance(dataset, str) else dataset)
+    tc = true_config or training.TrainConfig.true_labels(seed=seed)
+    rc = random_config or training.TrainConfig.random_labels(label_seed, seed=seed)
+    if tc.label_seed is not None:
+        raise ValueError("true_config must train on true labels (label_seed=None)")
+    if rc.label_seed is None:
+        raise ValueError("random_config must permute the labels (set label_seed)")
+    kw = dict(model_kwargs or {})
+    true_res = training.train(architecture, ds, tc, cache_dir=cache_dir, progress=progress,
+                              model_kwargs=kw)
+    rand_res = training.train(architecture, ds, rc, cache_dir=cache_dir, progress=progress,
+                              model_kwargs=kw)
+    accuracies = {
+        "true": _acc(true_res), "random": _acc(rand_res),
+    }
+    target = rc.target_train_acc if rc.target_train_acc is not None else 0.95
+    x = ds.x_test[:n_samples]
+    result = compare_models(
+        true_res.model, rand_res.model, x, methods=methods, scores=scores, seed=seed,
+        target_mode=target_mode, batch_size=batch_size, device=device, controls=controls,
+        n_examples=n_examples, progress=progress, accuracies=accuracies,
+        memorization_target=target,
+    )
+    result.settings.update({
+        "dataset": getattr(ds, "name", str(dataset)),
+        "architecture": architecture if isinstance(architecture, str) else repr(architecture),
+        "model_kwargs": kw,
+        "n_train": int(ds.x_train.shape[0]),
+        "n_test": int(ds.x_test.shape[0]),
+        "label_seed": label_seed,
+        "true_config": _cfg(tc),
+        "random_config": _cfg(rc),
+    })
+    return result
+
+
+def _acc(res: Any) -> dict[str, Any]:
+    return {"train_acc": float(res.train_acc), "test_acc": float(res.test_acc),
+            "epochs": int(res.epochs), "reached_target": bool(res.reached_target),
+            "from_cache": bool(res.from_cache), "cache_key": res.key}
+
+
+def _cfg(cfg: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(cfg)
