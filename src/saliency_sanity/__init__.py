@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "model_randomization_test": ("saliency_sanity.checks", "model_randomization_test"),
     "data_randomization_test": ("saliency_sanity.checks", "data_randomization_test"),
+    "compare_models": ("saliency_sanity.checks", "compare_models"),
     "CheckResult": ("saliency_sanity.checks", "CheckResult"),
     "randomized_models": ("saliency_sanity.randomization", "randomized_models"),
     "discover_blocks": ("saliency_sanity.randomization", "discover_blocks"),

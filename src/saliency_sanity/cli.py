@@ -72,6 +72,25 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="run directory to write")
     _add_common(m)
 
+    r = sub.add_parser("data-randomization",
+                       help="train on true and on permuted labels, compare the maps")
+    r.add_argument("--architecture", default="mnist_cnn", help="a built-in model name (mnist_cnn)")
+    r.add_argument("--width", type=float, default=1.0, help="width factor of the architecture")
+    r.add_argument("--data", default="mnist", help="a built-in data set name (mnist)")
+    r.add_argument("--subset", type=int, default=2000,
+                   help="training images (memorizing random labels needs a small set; 2000)")
+    r.add_argument("--n-samples", type=int, default=16, help="test images to explain (16)")
+    r.add_argument("--epochs", type=int, default=100, help="epoch budget per model (100)")
+    r.add_argument("--methods", default=None, help="comma-separated method names (default: all)")
+    r.add_argument("--scores", default=None, help="comma-separated score names (default: all)")
+    r.add_argument("--controls", default="edge_sobel,random_gaussian",
+                   help="comma-separated controls, or 'none'")
+    r.add_argument("--label-seed", type=int, default=0, help="seed of the label permutation")
+    r.add_argument("--batch-size", type=int, default=16)
+    r.add_argument("--cache-dir", default=None, help="where trained models are cached")
+    r.add_argument("--out", required=True, help="run directory to write")
+    _add_common(r)
+
     sub.add_parser("list", help="list the methods, scores, init schemes and data sets")
     return parser
 
@@ -126,6 +145,35 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _cmd_data_randomization(args: argparse.Namespace, argv: list[str]) -> int:
+    from . import training
+    from .checks import data_randomization_test
+    from .run_dir import write_run
+
+    controls = [] if args.controls.strip().lower() == "none" else _csv(args.controls) or []
+    result = data_randomization_test(
+        dataset=args.data, architecture=args.architecture, n_train=args.subset,
+        n_samples=args.n_samples, label_seed=args.label_seed,
+        true_config=training.TrainConfig.true_labels(seed=args.seed, epochs=min(args.epochs, 30)),
+        random_config=training.TrainConfig.random_labels(args.label_seed, seed=args.seed,
+                                                         epochs=args.epochs),
+        model_kwargs={"width": args.width}, methods=_csv(args.methods),
+        scores=_csv(args.scores), seed=args.seed, batch_size=args.batch_size,
+        controls=controls, cache_dir=args.cache_dir, progress=not args.no_progress,
+    )
+    out = write_run(result, args.out, command=["saliency-sanity", *argv])
+    acc = result.settings["accuracies"]
+    print(f"true-label model:   train acc {acc['true']['train_acc']:.3f}, "
+          f"test acc {acc['true']['test_acc']:.3f}")
+    print(f"random-label model: train acc {acc['random']['train_acc']:.3f}, "
+          f"test acc {acc['random']['test_acc']:.3f}")
+    _print_outputs(out)
+    if not result.settings["valid"]:
+        print(f"INVALID comparison: {result.settings['invalid_reason']}", file=sys.stderr)
+        return 3
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace, argv: list[str]) -> int:
     from . import data, methods, scores
     from .randomization import init_schemes, orders
@@ -150,6 +198,7 @@ def _print_outputs(out: Path) -> None:
 _COMMANDS = {
     "demo": _cmd_demo,
     "model-randomization": _cmd_model_randomization,
+    "data-randomization": _cmd_data_randomization,
     "list": _cmd_list,
 }
 

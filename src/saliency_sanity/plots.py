@@ -137,12 +137,86 @@ def similarity_curves(result: CheckResult, metric: str, path: str | os.PathLike 
     return fig
 
 
+def side_by_side(result: CheckResult, path: str | os.PathLike | None = None,
+                 samples: Sequence[int] | None = None):
+    """Data randomization figure: per method (rows), the input and the maps of the true-label and
+    random-label models for a few samples (columns)."""
+    plt = _plt()
+    ex = result.examples
+    if not ex or not ex.get("maps"):
+        raise ValueError("this result kept no example maps (n_examples=0); rerun with n_examples>0")
+    n_kept = len(ex["inputs"])
+    samples = list(samples) if samples is not None else list(range(min(3, n_kept)))
+    names = list(ex["maps"])
+    ncol = 3 * len(samples)
+    fig, axes = plt.subplots(len(names), ncol, figsize=(1.1 * ncol + 1.2, 1.15 * len(names) + 0.8),
+                             squeeze=False)
+    for j, s in enumerate(samples):
+        img, cmap = _display_input(ex["inputs"][s])
+        axes[0, 3 * j].set_title(f"input {int(ex['samples'][s])}", fontsize=7)
+        axes[0, 3 * j + 1].set_title("true labels", fontsize=7)
+        axes[0, 3 * j + 2].set_title("random labels", fontsize=7)
+        for r, name in enumerate(names):
+            axes[r, 3 * j].imshow(img, cmap=cmap)
+            for c, k in ((1, 0), (2, 1)):
+                axes[r, 3 * j + c].imshow(display_map(ex["maps"][name][k][s]), cmap="gray",
+                                          vmin=0, vmax=1)
+    for r, name in enumerate(names):
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    title = "data randomization: maps of the true-label and random-label models"
+    if result.settings.get("valid") is False:
+        title += "  [INVALID: random-label model did not memorize]"
+    fig.suptitle(title, fontsize=9, y=1.0)
+    fig.tight_layout()
+    if path is not None:
+        _savefig(fig, path)
+    return fig
+
+
+def score_bars(result: CheckResult, metric: str, path: str | os.PathLike | None = None):
+    """Bar chart of one score per method (mean and 95% interval), controls in grey."""
+    plt = _plt()
+    summ = result.summary()
+    summ = summ[summ["metric"] == metric]
+    if summ.empty:
+        raise ValueError(f"no rows for metric {metric!r}")
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(summ) + 1.5), 3.2))
+    xs = np.arange(len(summ))
+    colors = ["0.6" if _is_control(result, m) else f"C{i % 10}"
+              for i, m in enumerate(summ["method"])]
+    err = np.vstack([summ["mean"] - summ["lo"], summ["hi"] - summ["mean"]])
+    ax.bar(xs, summ["mean"], color=colors, yerr=np.nan_to_num(err), capsize=3)
+    ax.set_xticks(xs)
+    ax.set_xticklabels(summ["method"], rotation=45, ha="right", fontsize=7)
+    ax.axhline(0.0, color="0.3", linewidth=0.8)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric}: true-label vs random-label maps (mean, 95% CI)", fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        _savefig(fig, path)
+    return fig
+
+
 def save_figures(result: CheckResult, directory: str | os.PathLike) -> list[Path]:
-    """Write the cascading grid and one similarity-curve figure per metric into ``directory``."""
+    """Write the check's figures into ``directory``: for model randomization the cascading grid
+    and one similarity curve per metric; for data randomization the side-by-side maps and one bar
+    chart per metric."""
     plt = _plt()
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
+    if result.check == "data_randomization":
+        if result.examples and result.examples.get("maps"):
+            plt.close(side_by_side(result, d / "maps_true_vs_random.png"))
+            paths.append(d / "maps_true_vs_random.png")
+        for metric in sorted(result.table["metric"].unique()):
+            p = d / f"bars_{metric}.png"
+            plt.close(score_bars(result, metric, p))
+            paths.append(p)
+        return paths
     if result.examples and result.examples.get("maps"):
         fig = cascading_grid(result, 0, d / "cascading_grid.png")
         plt.close(fig)
