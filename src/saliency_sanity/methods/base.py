@@ -1,0 +1,337 @@
+"""The ``Method`` base class: input checks, model guard, target resolution, then ``attribute``.
+
+A method maps ``(model, x, target)`` to a batch of raw saliency maps. Subclasses implement one
+function, :meth:`Method.attribute`; :meth:`Method.__call__` does everything around it:
+
+1. checks ``x`` (float tensor of rank 2 or 4, finite, non-empty) and ``target``;
+2. puts the model in eval mode and guarantees that, on exit (also after an exception), its
+   train/eval modes, ``requires_grad`` flags, buffers, ``.grad`` tensors and hooks are exactly
+   as they were (:func:`model_guard`);
+3. turns ``target="predicted"`` into the argmax of the model's logits on the clean ``x``;
+4. runs ``attribute`` with gradients enabled, and returns a detached map on ``x.device``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._guard import eval_mode
+
+Target = torch.Tensor | str | int
+
+_HOOK_DICTS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_forward_pre_hooks_with_kwargs",
+    "_state_dict_hooks",
+    "_load_state_dict_pre_hooks",
+)
+
+
+class Method:
+    """Base class of every attribution method and control.
+
+    Subclasses set the class attributes below, store their settings in ``__init__`` and
+    implement :meth:`attribute`. Settings are recorded by :meth:`settings` from the instance's
+    ``_settings`` dict.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> class Ones(Method):
+        ...     name = "ones"
+        ...     def attribute(self, model, x, target):
+        ...         return torch.ones_like(x)
+        >>> model = nn.Linear(3, 2)
+        >>> Ones()(model, torch.zeros(2, 3), "predicted").shape
+        torch.Size([2, 3])
+    """
+
+    name: str = "method"
+    needs_model: bool = True
+    is_control: bool = False
+    seeded: bool = False
+
+    def __init__(self) -> None:
+        self._settings: dict[str, Any] = {}
+
+    # -- public API ---------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """JSON-able settings, including ``name`` (nested methods appear as nested dicts)."""
+        out: dict[str, Any] = {"name": self.name}
+        for key, value in getattr(self, "_settings", {}).items():
+            out[key] = _jsonable(value)
+        return out
+
+    def reseeded(self, seed: int) -> Method:
+        """A copy of this method with a new seed (``self`` when the method is not seeded)."""
+        if not self.seeded:
+            return self
+        new = copy.copy(self)
+        new._settings = dict(self._settings)
+        new._reseed(int(seed))
+        return new
+
+    def __call__(self, model: Any, x: torch.Tensor, target: Target = "predicted") -> torch.Tensor:
+        """Validate, guard the model, resolve ``target``, and return ``attribute``'s map."""
+        check_input(x, who=self.name)
+        if not self.needs_model:
+            tgt = _check_target_shape(target, x)
+            with _grad_enabled():
+                out = self.attribute(model, x.detach(), tgt)
+            return check_output(out, x, who=self.name)
+        if not callable(model):
+            raise TypeError(f"{self.name}: model must be an nn.Module (or a callable), got "
+                            f"{type(model).__name__}")
+        with model_guard(model), _grad_enabled():
+            tgt = resolve_target(model, x, target, who=self.name)
+            out = self.attribute(model, x.detach(), tgt)
+            return check_output(out, x, who=self.name)
+
+    def attribute(self, model: Any, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Compute raw maps for a validated ``x`` and a LongTensor ``target`` of shape (B,).
+
+        Called with the model already in eval mode and guarded, gradients enabled.
+        """
+        raise NotImplementedError
+
+    # -- helpers for subclasses ---------------------------------------------------------------
+    def _reseed(self, seed: int) -> None:
+        self.seed = seed
+        self._settings["seed"] = seed
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.settings().items() if k != "name")
+        return f"{type(self).__name__}({self.name!r}{', ' if args else ''}{args})"
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+# ---------------------------------------------------------------------------------------------
+def check_input(x: Any, who: str = "method") -> None:
+    """Raise a clear error unless ``x`` is a finite float tensor of shape (B, D) or (B, C, H, W).
+
+    Example:
+        >>> check_input(torch.zeros(2, 3))
+        >>> check_input(torch.zeros(3))
+        Traceback (most recent call last):
+        ...
+        ValueError: method: x must have shape (B, C, H, W) or (B, D); got shape (3,)
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{who}: x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{who}: x must be a floating-point tensor, got dtype {x.dtype}")
+    if x.ndim not in (2, 4):
+        raise ValueError(
+            f"{who}: x must have shape (B, C, H, W) or (B, D); got shape {tuple(x.shape)}"
+        )
+    if x.shape[0] == 0 or x.numel() == 0:
+        raise ValueError(f"{who}: x is empty (shape {tuple(x.shape)})")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{who}: x contains NaN or inf values")
+
+
+def _check_target_shape(target: Target, x: torch.Tensor) -> torch.Tensor | str:
+    """Check a target's type and length (not its range); returns "predicted" or a LongTensor."""
+    if isinstance(target, str):
+        if target != "predicted":
+            raise ValueError(f'target must be a LongTensor of class indices or "predicted", '
+                             f"got {target!r}")
+        return target
+    if isinstance(target, bool):
+        raise TypeError("target must be a LongTensor of class indices, got a bool")
+    if isinstance(target, int):
+        return torch.full((x.shape[0],), target, dtype=torch.long, device=x.device)
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(f'target must be a LongTensor (B,) or "predicted", got '
+                        f"{type(target).__name__}")
+    if target.dtype == torch.bool or target.is_floating_point() or target.is_complex():
+        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
+    if target.ndim != 1 or target.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"target must have shape ({x.shape[0]},) to match x's batch, got {tuple(target.shape)}"
+        )
+    if bool((target < 0).any()):
+        raise ValueError(f"target contains negative class indices: {target.tolist()}")
+    return target.to(device=x.device, dtype=torch.long)
+
+
+def check_logits(out: Any, batch: int, who: str = "method") -> torch.Tensor:
+    """Raise unless ``out`` is a (batch, classes) tensor; return it."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{who}: the model must return a tensor of logits (B, classes), got "
+                        f"{type(out).__name__}")
+    if out.ndim != 2 or out.shape[0] != batch:
+        raise ValueError(f"{who}: the model's output must have shape ({batch}, classes), got "
+                         f"{tuple(out.shape)}")
+    return out
+
+
+def check_target_range(target: torch.Tensor, classes: int, who: str = "method") -> None:
+    """Raise unless every class index lies in ``[0, classes)``."""
+    if target.numel() and (int(target.max()) >= classes or int(target.min()) < 0):
+        raise ValueError(
+            f"{who}: target out of range for a model with {classes} classes: {target.tolist()}"
+        )
+
+
+def resolve_target(model: Any, x: torch.Tensor, target: Target, who: str = "method"
+                   ) -> torch.Tensor:
+    """Validate ``target`` against ``model`` and ``x``; "predicted" becomes the logits' argmax.
+
+    One forward pass without gradients is run on the clean ``x`` (also to check the output
+    shape and the target range).
+    """
+    tgt = _check_target_shape(target, x)
+    with torch.no_grad():
+        logits = check_logits(model(x.detach()), x.shape[0], who)
+    if isinstance(tgt, str):
+        return logits.argmax(dim=1)
+    check_target_range(tgt, logits.shape[1], who)
+    return tgt
+
+
+def predicted_targets(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Class indices predicted by ``model`` on ``x`` (argmax of the logits, model in eval mode).
+
+    The model is left exactly as it was.
+
+    Example:
+        >>> model = nn.Linear(2, 3)
+        >>> predicted_targets(model, torch.zeros(4, 2)).shape
+        torch.Size([4])
+    """
+    check_input(x, who="predicted_targets")
+    with model_guard(model):
+        return resolve_target(model, x, "predicted", who="predicted_targets")
+
+
+def check_output(out: Any, x: torch.Tensor, who: str = "method") -> torch.Tensor:
+    """Check a map's shape (x's, or (B, 1, H, W)); return it detached, on ``x.device``."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{who}: attribution must be a tensor, got {type(out).__name__}")
+    ok = tuple(out.shape) == tuple(x.shape) or (
+        x.ndim == 4 and tuple(out.shape) == (x.shape[0], 1, x.shape[2], x.shape[3])
+    )
+    if not ok:
+        raise ValueError(f"{who}: attribution has shape {tuple(out.shape)}, expected x's shape "
+                         f"{tuple(x.shape)} or (B, 1, H, W)")
+    out = out.detach()
+    if not out.is_floating_point():
+        out = out.to(x.dtype)
+    return out.to(x.device)
+
+
+# ---------------------------------------------------------------------------------------------
+# the model guard
+# ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _grad_enabled() -> Iterator[None]:
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+@contextlib.contextmanager
+def model_guard(model: Any) -> Iterator[Any]:
+    """Eval mode for the call; afterwards (also on error) the model is exactly as before.
+
+    Restores: every submodule's train/eval flag and every parameter's ``requires_grad`` (via
+    ``_guard.eval_mode``), buffer values, parameters' ``.grad``, and removes any hook that was
+    added to a submodule during the call. Non-module callables pass through unguarded.
+
+    Example:
+        >>> m = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
+        >>> with model_guard(m):
+        ...     m.training
+        False
+        >>> m.training
+        True
+    """
+    if not isinstance(model, nn.Module):
+        yield model
+        return
+    modules = list(model.modules())
+    hooks = [{a: dict(getattr(m, a, {})) for a in _HOOK_DICTS} for m in modules]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    grads = [(p, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
+    try:
+        with eval_mode(model):
+            yield model
+    finally:
+        for mod, before in zip(modules, hooks, strict=True):
+            for attr, keys in before.items():
+                d = getattr(mod, attr, None)
+                if d is not None and list(d.keys()) != list(keys.keys()):
+                    d.clear()
+                    d.update(keys)
+        with torch.no_grad():
+            for b, saved in buffers:
+                if b.shape == saved.shape and not torch.equal(b, saved):
+                    b.copy_(saved)
+        for p, g in grads:
+            if g is None:
+                if p.grad is not None:
+                    p.grad = None
+            elif p.grad is None or not torch.equal(p.grad, g):
+                p.grad = g
+
+
+# ---------------------------------------------------------------------------------------------
+# shared numerics
+# ---------------------------------------------------------------------------------------------
+def target_score(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                 target: torch.Tensor, who: str = "method") -> torch.Tensor:
+    """Sum over the batch of each row's target logit (its gradient is the per-row gradient)."""
+    logits = check_logits(model(x), x.shape[0], who)
+    check_target_range(target, logits.shape[1], who)
+    return logits.gather(1, target.view(-1, 1)).sum()
+
+
+def input_gradient(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+                   target: torch.Tensor, context: Callable[[], Any] | None = None,
+                   who: str = "method") -> torch.Tensor:
+    """d logit[target] / d x for each row of ``x`` (a detached tensor of x's shape).
+
+    ``context`` (a zero-argument factory of a context manager) wraps the forward pass only;
+    guided backprop uses it to substitute its ReLUs.
+    """
+    xg = x.detach().clone().requires_grad_(True)
+    ctx = context() if context is not None else contextlib.nullcontext()
+    with ctx:
+        score = target_score(model, xg, target, who)
+    (grad,) = torch.autograd.grad(score, xg)
+    return grad.detach()
+
+
+def batches(n: int, size: int | None) -> Iterator[slice]:
+    """Slices covering ``range(n)`` in chunks of at most ``size`` (all at once if None)."""
+    step = n if not size else max(1, int(size))
+    for start in range(0, n, step):
+        yield slice(start, min(n, start + step))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Method):
+        return value.settings()
+    if isinstance(value, torch.Tensor):
+        if value.numel() == 1:
+            return float(value)
+        return f"tensor{tuple(value.shape)}"
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return getattr(value, "__name__", repr(value))
