@@ -311,7 +311,7 @@ def test_block_weights_same_in_every_order(init):
             for o in orders}
     for name in TOY_FORWARD:
         got = []
-        for o, stages in runs.items():
+        for stages in runs.values():
             stage = next(s for s in stages if s.block == name)
             got.append({p: t for p, t in stage.model.named_parameters() if p in TOY_PARAMS[name]})
         for other in got[1:]:
