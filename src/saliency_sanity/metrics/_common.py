@@ -1,0 +1,65 @@
+"""Shared input checks and the degenerate-sample warning for the metrics."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+__all__ = ["DegenerateMapWarning", "check_pair", "check_maps", "warn_degenerate"]
+
+
+class DegenerateMapWarning(UserWarning):
+    """A sample's score is undefined (e.g. a constant map has no rank correlation); it is NaN."""
+
+
+def check_maps(m: torch.Tensor, name: str = "maps", min_dim: int = 2) -> torch.Tensor:
+    """Checks one batch of maps: a floating (or integer) tensor with a batch dim and no NaN."""
+    if not isinstance(m, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(m).__name__}")
+    if m.dim() < min_dim:
+        raise ValueError(
+            f"{name} must be batched, shape (B, ...) with at least {min_dim} dims; "
+            f"got shape {tuple(m.shape)}"
+        )
+    if m.is_complex():
+        raise TypeError(f"{name} must be real, got dtype {m.dtype}")
+    if not m.is_floating_point():
+        m = m.to(torch.get_default_dtype())
+    if m.shape[0] == 0:
+        raise ValueError(f"{name} has an empty batch")
+    if bool(torch.isnan(m).any()):
+        bad = torch.isnan(m.reshape(m.shape[0], -1)).any(dim=1).nonzero().flatten().tolist()
+        raise ValueError(f"{name} contain NaN (samples {bad[:10]}{'...' if len(bad) > 10 else ''})")
+    return m
+
+
+def check_pair(
+    a: torch.Tensor, b: torch.Tensor, min_dim: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checks two batches of maps to be compared sample by sample: same shape, no NaN."""
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        raise TypeError("maps must be torch.Tensors")
+    if a.shape != b.shape:
+        raise ValueError(
+            f"maps to compare must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if a.device != b.device:
+        raise ValueError(f"maps are on different devices: {a.device} and {b.device}")
+    a = check_maps(a, "first maps", min_dim)
+    b = check_maps(b, "second maps", min_dim)
+    if a.dtype != b.dtype:
+        dtype = torch.promote_types(a.dtype, b.dtype)
+        a, b = a.to(dtype), b.to(dtype)
+    return a, b
+
+
+def warn_degenerate(metric: str, bad: torch.Tensor, reason: str) -> None:
+    """Warns once for a batch, naming how many samples got NaN and why."""
+    n = int(bad.sum())
+    if n:
+        warnings.warn(
+            f"{metric}: {n} of {bad.numel()} samples {reason}; their score is NaN",
+            DegenerateMapWarning,
+            stacklevel=3,
+        )
