@@ -122,7 +122,8 @@ def output_change(trained: torch.Tensor, randomized: torch.Tensor) -> dict[str, 
     da, db = a - a.mean(), b - b.mean()
     denom = math.sqrt(float((da * da).sum()) * float((db * db).sum()))
     corr = float((da * db).sum()) / denom if denom > 0 else math.nan
-    corr = max(-1.0, min(1.0, corr)) if not math.isnan(corr) else corr
+    if not math.isnan(corr):
+        corr = 1.0 if torch.equal(a, b) else max(-1.0, min(1.0, corr))
     diff = float((a - b).abs().max()) if a.numel() else 0.0
     if trained.dim() >= 2:
         agree = float((trained.argmax(1) == randomized.argmax(1)).double().mean())
