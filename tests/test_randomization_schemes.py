@@ -192,15 +192,12 @@ def test_reinit_stage_weights_global_rng_untouched(global_rng_guard):
 def test_block_seed_stable_across_processes():
     code = ("from saliency_sanity.randomization import block_seed; "
             "print(block_seed(0, 'Mixed_7c'), block_seed(1, 'Mixed_7c'), block_seed(0, '<root>'))")
-    outs = set()
-    for hashseed in ("1", "2"):
-        env = dict(os.environ, PYTHONHASHSEED=hashseed)
-        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, check=True)
-        outs.add(res.stdout.strip())
-    assert outs == {f"{block_seed(0, 'Mixed_7c')} {block_seed(1, 'Mixed_7c')} "
-                    f"{block_seed(0, '<root>')}"}
-
+    # another process with another string-hash salt than this one
+    env = dict(os.environ, PYTHONHASHSEED=str(hash("salt") % 1000 + 1))
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    assert res.stdout.split() == [str(block_seed(0, "Mixed_7c")), str(block_seed(1, "Mixed_7c")),
+                                  str(block_seed(0, "<root>"))]
 
 def test_block_seed_values():
     seeds = {block_seed(s, n) for s in range(3) for n in ("fc1", "fc2", "conv1", "")}
