@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 
 __all__ = ["DegenerateMapWarning", "check_pair", "check_maps", "warn_degenerate"]
@@ -11,6 +12,12 @@ __all__ = ["DegenerateMapWarning", "check_pair", "check_maps", "warn_degenerate"
 
 class DegenerateMapWarning(UserWarning):
     """A sample's score is undefined (e.g. a constant map has no rank correlation); it is NaN."""
+
+
+def _sum_is_nan(m: torch.Tensor) -> bool:
+    if m.device.type == "cpu":
+        return bool(np.isnan(np.sum(m.detach().numpy())))
+    return bool(torch.isnan(m.sum()))
 
 
 def check_maps(m: torch.Tensor, name: str = "maps", min_dim: int = 2) -> torch.Tensor:
@@ -28,7 +35,8 @@ def check_maps(m: torch.Tensor, name: str = "maps", min_dim: int = 2) -> torch.T
         m = m.to(torch.get_default_dtype())
     if m.shape[0] == 0:
         raise ValueError(f"{name} has an empty batch")
-    if bool(torch.isnan(m).any()):
+    # One fast reduction; the elementwise scan only when it is NaN (a NaN, or inf - inf).
+    if _sum_is_nan(m) and bool(torch.isnan(m).any()):
         bad = torch.isnan(m.reshape(m.shape[0], -1)).any(dim=1).nonzero().flatten().tolist()
         raise ValueError(f"{name} contain NaN (samples {bad[:10]}{'...' if len(bad) > 10 else ''})")
     return m

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ._common import check_maps, check_pair, warn_degenerate
-from ._rank import _constant_rows, _corr_rows, acc_dtype, rankdata
+from ._rank import _constant_torch, _corr_torch, acc_dtype, rankdata
 
 __all__ = ["hog_features", "hog_similarity"]
 
@@ -181,10 +181,10 @@ def hog_similarity(
     f = _hog(torch.cat((a, b)), *settings)
     fa, fb = f[:bsz], f[bsz:]
     if correlation == "spearman":
-        r = _corr_rows(rankdata(fa), rankdata(fb))
+        r = _corr_torch(rankdata(fa), rankdata(fb))
     else:
-        r = _corr_rows(fa, fb)
-    bad = _constant_rows(fa) | _constant_rows(fb)
+        r = _corr_torch(fa, fb)
+    bad = _constant_torch(fa) | _constant_torch(fb)
     if bool(bad.any()):
         warn_degenerate(
             f"hog_similarity ({correlation})", bad, "have a constant HOG vector (e.g. a flat map)"

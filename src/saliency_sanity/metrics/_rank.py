@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from . import _backend
 from ._common import check_pair, warn_degenerate
 
 __all__ = ["rankdata", "spearman", "pearson", "mse", "acc_dtype"]
@@ -14,24 +16,12 @@ def acc_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-def rankdata(x: torch.Tensor) -> torch.Tensor:
-    """Average ranks (1-based, ties get the mean of their ordinal ranks) along the last dim.
-
-    Equals ``scipy.stats.rankdata(x, method="average", axis=-1)``; batched, vectorized, on the
-    tensor's device (one sort per row, no pairwise matrices).
-
-    Example:
-        >>> rankdata(torch.tensor([[3.0, 1.0, 3.0, 2.0]]))
-        tensor([[3.5000, 1.0000, 3.5000, 2.0000]], dtype=torch.float64)
-    """
-    shape = x.shape
-    flat = x.reshape(-1, shape[-1]) if x.dim() != 2 else x
+# ----------------------------------------------------------------------------- torch path
+def _ranks_torch(flat: torch.Tensor) -> torch.Tensor:
     n = flat.shape[1]
-    out_dtype = acc_dtype(x.device)
-    if n == 0:
-        return torch.empty(shape, dtype=out_dtype, device=x.device)
+    out_dtype = acc_dtype(flat.device)
     values, order = torch.sort(flat, dim=1)
-    pos = torch.arange(n, device=x.device).expand_as(order)
+    pos = torch.arange(n, device=flat.device).expand_as(order)
     starts = torch.ones_like(order, dtype=torch.bool)
     starts[:, 1:] = values[:, 1:] != values[:, :-1]
     if bool(starts.all()):  # no ties anywhere: ranks are the ordinal positions
@@ -42,36 +32,98 @@ def rankdata(x: torch.Tensor) -> torch.Tensor:
         ends[:, :-1] = starts[:, 1:]
         last = torch.where(ends, pos, n - 1).flip(1).cummin(dim=1).values.flip(1)
         avg = (first + last).to(out_dtype) * 0.5 + 1.0
-    ranks = torch.empty_like(avg).scatter_(1, order, avg)
-    return ranks.reshape(shape)
+    return torch.empty_like(avg).scatter_(1, order, avg)
 
 
-def _corr_rows(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation of matching rows of two (B, N) tensors in the accumulation dtype."""
+def _corr_torch(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     dtype = acc_dtype(x.device)
-    x = x.to(dtype)
-    y = y.to(dtype)
-    xc = x - x.mean(dim=1, keepdim=True)
-    yc = y - y.mean(dim=1, keepdim=True)
+    xc = x.to(dtype)
+    yc = y.to(dtype)
+    xc = xc - xc.mean(dim=1, keepdim=True)
+    yc = yc - yc.mean(dim=1, keepdim=True)
     num = (xc * yc).sum(dim=1)
     den = torch.sqrt((xc * xc).sum(dim=1) * (yc * yc).sum(dim=1))
     return (num / den).clamp_(-1.0, 1.0)
 
 
-def _constant_rows(x: torch.Tensor) -> torch.Tensor:
+def _constant_torch(x: torch.Tensor) -> torch.Tensor:
     return x.amax(dim=1) == x.amin(dim=1)
 
 
-def _flat_pair(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    a, b = check_pair(a, b)
-    return a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+# ----------------------------------------------------------------------------- numpy path
+def _ranks_np(x: np.ndarray) -> np.ndarray:
+    b, n = x.shape
+    order = np.argsort(x, axis=1)
+    s = np.take_along_axis(x, order, axis=1)
+    starts = np.empty((b, n), dtype=bool)
+    starts[:, 0] = True
+    np.not_equal(s[:, 1:], s[:, :-1], out=starts[:, 1:])
+    if starts.all():
+        avg = np.broadcast_to(np.arange(1, n + 1, dtype=np.float64), (b, n))
+    else:
+        pos = np.arange(n)
+        first = np.maximum.accumulate(np.where(starts, pos, 0), axis=1)
+        ends = np.empty_like(starts)
+        ends[:, -1] = True
+        ends[:, :-1] = starts[:, 1:]
+        last = np.minimum.accumulate(np.where(ends, pos, n - 1)[:, ::-1], axis=1)[:, ::-1]
+        avg = (first + last) * 0.5 + 1.0
+    ranks = np.empty((b, n), dtype=np.float64)
+    np.put_along_axis(ranks, order, avg, axis=1)
+    return ranks
 
 
-def _nan_where_constant(
-    r: torch.Tensor, a: torch.Tensor, b: torch.Tensor, metric: str
+def _corr_np(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    xc = x.astype(np.float64)  # a copy: centred in place below
+    yc = y.astype(np.float64)
+    xc -= xc.mean(axis=1, keepdims=True)
+    yc -= yc.mean(axis=1, keepdims=True)
+    num = np.einsum("ij,ij->i", xc, yc)
+    den = np.sqrt(np.einsum("ij,ij->i", xc, xc) * np.einsum("ij,ij->i", yc, yc))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.clip(num / den, -1.0, 1.0)
+
+
+def _constant_np(x: np.ndarray) -> np.ndarray:
+    return x.max(axis=1) == x.min(axis=1)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+# ----------------------------------------------------------------------------- public
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1) if x.dim() != 2 else x
+
+
+def rankdata(x: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    """Average ranks (1-based, ties get the mean of their ordinal ranks) along the last dim.
+
+    Equals ``scipy.stats.rankdata(x, method="average", axis=-1)``; batched and vectorized (one
+    sort per row, no pairwise matrices), returned in float64 on x's device.
+
+    Example:
+        >>> rankdata(torch.tensor([[3.0, 1.0, 3.0, 2.0]]))
+        tensor([[3.5000, 1.0000, 3.5000, 2.0000]], dtype=torch.float64)
+    """
+    shape = x.shape
+    flat = x.reshape(-1, shape[-1]) if x.dim() != 2 else x
+    if flat.shape[1] == 0:
+        return torch.empty(shape, dtype=acc_dtype(x.device), device=x.device)
+    if _backend.pick(backend, x.device) == "torch":
+        return _ranks_torch(flat).reshape(shape)
+    xn = _np(flat)
+    parts = _backend.map_chunks(
+        lambda s: _ranks_np(xn[s]), xn.shape[0], _backend.chunk_rows(xn.shape[1])
+    )
+    return torch.from_numpy(np.concatenate(parts)).reshape(shape)
+
+
+def _finish(
+    r: torch.Tensor, bad: torch.Tensor, n: int, metric: str
 ) -> torch.Tensor:
-    bad = _constant_rows(a) | _constant_rows(b)
-    if a.shape[1] < 2:
+    if n < 2:
         bad = torch.ones_like(bad)
     if bool(bad.any()):
         warn_degenerate(metric, bad, "have a constant map (no correlation is defined)")
@@ -79,11 +131,37 @@ def _nan_where_constant(
     return r
 
 
-def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation per sample over all non-batch dims, shape (B,).
+def _correlation(a: torch.Tensor, b: torch.Tensor, ranked: bool, backend: str) -> torch.Tensor:
+    """(B,) Pearson correlation of rows (of their ranks if ``ranked``), NaN where constant."""
+    metric = "spearman" if ranked else "pearson"
+    if _backend.pick(backend, a.device) == "torch":
+        x, y = (_ranks_torch(a), _ranks_torch(b)) if ranked else (a, b)
+        r = _corr_torch(x, y)
+        bad = _constant_torch(a) | _constant_torch(b)
+        return _finish(r, bad, a.shape[1], metric)
+    an, bn = _np(a), _np(b)
+
+    def work(s: slice) -> tuple[np.ndarray, np.ndarray]:
+        x, y = an[s], bn[s]
+        bad = _constant_np(x) | _constant_np(y)
+        if ranked:
+            x, y = _ranks_np(x), _ranks_np(y)
+        return _corr_np(x, y), bad
+
+    # Spearman's chunk holds ranks (float64) and sort buffers: keep it cache-sized.
+    rows = _backend.chunk_rows(an.shape[1], 1 << 17 if ranked else 1 << 18)
+    parts = _backend.map_chunks(work, an.shape[0], rows)
+    r = torch.from_numpy(np.concatenate([p[0] for p in parts]))
+    bad = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+    return _finish(r, bad, an.shape[1], metric)
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    """Spearman rank correlation per sample over all non-batch dims, shape (B,), float64.
 
     Ties get average ranks, as ``scipy.stats.spearmanr``. A sample where either map is constant
     has no rank correlation: its score is NaN and one ``DegenerateMapWarning`` says how many.
+    ``backend``: 'numpy' (CPU), 'torch' (any device) or 'auto' (numpy on CPU, else torch).
 
     Example:
         >>> a = torch.tensor([[1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 2.0, 3.0]])
@@ -91,12 +169,11 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         >>> spearman(a, b)
         tensor([ 1.0000, -0.9487], dtype=torch.float64)
     """
-    a, b = _flat_pair(a, b)
-    r = _corr_rows(rankdata(a), rankdata(b))
-    return _nan_where_constant(r, a, b, "spearman")
+    a, b = check_pair(a, b)
+    return _correlation(_flat(a), _flat(b), True, backend).to(a.device)
 
 
-def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def pearson(a: torch.Tensor, b: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
     """Pearson correlation per sample over all non-batch dims, shape (B,), as scipy's pearsonr.
 
     A sample where either map is constant gets NaN, with one ``DegenerateMapWarning``.
@@ -105,21 +182,32 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         >>> pearson(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[2.0, 4.0, 7.0]]))
         tensor([0.9934], dtype=torch.float64)
     """
-    a, b = _flat_pair(a, b)
-    r = _corr_rows(a, b)
-    return _nan_where_constant(r, a, b, "pearson")
+    a, b = check_pair(a, b)
+    return _correlation(_flat(a), _flat(b), False, backend).to(a.device)
 
 
-def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean squared error per sample over all non-batch dims, shape (B,).
+def mse(a: torch.Tensor, b: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    """Mean squared error per sample over all non-batch dims, shape (B,), float64.
 
     Example:
         >>> mse(torch.tensor([[0.0, 1.0], [2.0, 2.0]]), torch.tensor([[1.0, 1.0], [0.0, 2.0]]))
         tensor([0.5000, 2.0000], dtype=torch.float64)
     """
-    a, b = _flat_pair(a, b)
-    d = a.to(acc_dtype(a.device)) - b.to(acc_dtype(b.device))
-    return (d * d).mean(dim=1)
+    a, b = check_pair(a, b)
+    a, b = _flat(a), _flat(b)
+    if _backend.pick(backend, a.device) == "torch":
+        acc = acc_dtype(a.device)
+        d = a.to(acc) - b.to(acc)
+        return (d * d).mean(dim=1)
+    an, bn = _np(a), _np(b)
+
+    def work(s: slice) -> np.ndarray:
+        d = an[s].astype(np.float64)
+        d -= bn[s]
+        return np.einsum("ij,ij->i", d, d) / d.shape[1]
+
+    parts = _backend.map_chunks(work, an.shape[0], _backend.chunk_rows(an.shape[1]))
+    return torch.from_numpy(np.concatenate(parts))
 
 
 for _f, _range, _hib in (

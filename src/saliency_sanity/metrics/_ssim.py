@@ -7,6 +7,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from . import _backend
 from ._common import check_pair
 from ._rank import acc_dtype
 
@@ -63,26 +64,49 @@ def _filter_torch(stack: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return x.squeeze(1)
 
 
-def _filter_scipy(stack: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Same as ``_filter_torch`` through scipy.ndimage.correlate1d (fast separable C loop)."""
+def _ssim_np(
+    a: np.ndarray,
+    b: np.ndarray,
+    k: np.ndarray,
+    extra: int,
+    trim: int,
+    c1: np.ndarray,
+    c2: np.ndarray,
+) -> np.ndarray:
+    """SSIM of a chunk of (n, c, H, W) numpy maps through scipy.ndimage.correlate1d."""
     from scipy import ndimage
 
-    r = (k.numel() - 1) // 2
-    x = stack.detach().numpy()
-    kn = k.numpy()
-    y = ndimage.correlate1d(x, kn, axis=1, mode="reflect")[:, r : x.shape[1] - r]
-    y = ndimage.correlate1d(y, kn, axis=2, mode="reflect")[:, :, r : x.shape[2] - r]
-    return torch.from_numpy(np.ascontiguousarray(y))
+    n, c, h, w = a.shape
+    r = (k.size - 1) // 2
+    if trim:
+        a = a[..., trim : h - trim, trim : w - trim]
+        b = b[..., trim : h - trim, trim : w - trim]
+    if extra:
+        ih = _reflect_index(a.shape[-2], extra, extra).numpy()
+        iw = _reflect_index(a.shape[-1], extra, extra).numpy()
+        a = a[..., ih, :][..., iw]
+        b = b[..., ih, :][..., iw]
+    stack = np.stack((a, b, a * a + b * b, a * b), axis=1)  # (n, 4, c, H', W')
+    hh, ww = stack.shape[-2:]
+    stack = stack.reshape(-1, hh, ww)
+    # Valid part only: correlate1d's own border mode is cropped away.
+    f = ndimage.correlate1d(stack, k, axis=1, mode="reflect")[:, r : hh - r]
+    f = ndimage.correlate1d(f, k, axis=2, mode="reflect")[:, :, r : ww - r]
+    f = f.reshape(n, 4, c, hh - 2 * r, ww - 2 * r)
+    ux, uy, uss, uxy = f[:, 0], f[:, 1], f[:, 2], f[:, 3]
+    c1 = c1.reshape(n, 1, 1, 1)
+    c2 = c2.reshape(n, 1, 1, 1)
+    uxuy = ux * uy
+    uxx_uyy = ux * ux + uy * uy
+    num = (2 * uxuy + c1) * (2 * (uxy - uxuy) + c2)
+    den = (uxx_uyy + c1) * (uss - uxx_uyy + c2)
+    return (num / den).reshape(n, -1).mean(axis=1, dtype=np.float64)
 
 
 def _pick_backend(backend: str, device: torch.device) -> str:
-    if backend == "auto":
-        return "scipy" if device.type == "cpu" else "torch"
-    if backend not in ("scipy", "torch"):
-        raise ValueError(f"backend must be 'auto', 'scipy' or 'torch', got {backend!r}")
-    if backend == "scipy" and device.type != "cpu":
-        raise ValueError("the scipy backend needs CPU tensors")
-    return backend
+    if backend == "scipy":
+        backend = "numpy"
+    return _backend.pick(backend, device)
 
 
 def ssim(
@@ -105,8 +129,9 @@ def ssim(
     side allowed). ``data_range=None`` uses, per sample, the joint range of both maps
     (max - min over a and b); pass 1.0 for maps in [0, 1].
 
-    ``backend``: 'scipy' (CPU; separable C filter, fastest there), 'torch' (any device,
-    two 1-D convolutions), or 'auto' (scipy on CPU, torch elsewhere). Both give the same values.
+    ``backend``: 'numpy' (CPU; scipy.ndimage's separable filter, fastest there; 'scipy' is
+    an alias), 'torch' (any device, two 1-D convolutions), or 'auto' (numpy on CPU, torch
+    elsewhere). Both give the same values (float32 maps are filtered in float32, as skimage).
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -155,14 +180,21 @@ def ssim(
     if trim:
         a = a[..., trim : h - trim, trim : w - trim]
         b = b[..., trim : h - trim, trim : w - trim]
+    if backend == "numpy":
+        an, bn = a.detach().numpy(), b.detach().numpy()
+        c1n, c2n = c1.numpy().reshape(-1), c2.numpy().reshape(-1)
+        kn = k.numpy()
+
+        def work(sl: slice) -> np.ndarray:
+            return _ssim_np(an[sl], bn[sl], kn, extra, 0, c1n[sl], c2n[sl])
+
+        rows = _backend.chunk_rows(c * h * w, 1 << 16)
+        return torch.from_numpy(np.concatenate(_backend.map_chunks(work, bsz, rows)))
     # x, y, x^2 + y^2, xy: SSIM needs only the sum of the two variances.
     stack = torch.stack((a, b, a * a + b * b, a * b), dim=1)
     stack = _pad_reflect(stack, extra)
     stack = stack.reshape(bsz * 4 * c, *stack.shape[-2:])
-    if backend == "scipy":
-        f = _filter_scipy(stack.contiguous(), k)
-    else:
-        f = _filter_torch(stack, k)
+    f = _filter_torch(stack, k)
     f = f.reshape(bsz, 4, c, *f.shape[-2:])
     ux, uy, uss, uxy = f.unbind(1)
     uxuy = ux * uy
