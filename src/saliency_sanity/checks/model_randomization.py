@@ -128,7 +128,8 @@ def model_randomization_test(
         "check": "model_randomization",
         "order": order,
         "init": init,
-        "init_settings": dict(init_settings or {}),
+        "init_settings": dict(getattr(stage_iter, "init_settings", None)
+                              or _full_init_settings(init, init_settings)),
         "seed": seed,
         "target_mode": target_mode,
         "target_given": target is not None,
@@ -147,3 +148,14 @@ def model_randomization_test(
     }
     return CheckResult(check="model_randomization", table=table, settings=settings,
                        stages=stage_info, examples=examples)
+
+
+def _full_init_settings(init: Any, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The init scheme's settings with its defaults filled in (recorded in the results)."""
+    from ..randomization import init_schemes
+
+    try:
+        scheme = init if not isinstance(init, str) else init_schemes.get(init, **dict(given or {}))
+        return dict(scheme.settings())
+    except Exception:  # recording must never fail the run
+        return dict(given or {})

@@ -87,6 +87,19 @@ def _trace(model: nn.Module, example_input: Any) -> tuple[dict[str, int], dict[s
         if name is not None and name not in module_events:
             module_events[name] = next(clock)
 
+    if isinstance(model, torch.jit.ScriptModule):
+        # TorchScript runs outside Python: no hooks, no torch-function modes. Fall back to the
+        # registration order, which is what a traced or scripted nn.Sequential-like model follows.
+        warnings.warn(
+            "TorchScript model: its forward pass cannot be traced, so blocks are listed in "
+            "registration order; load the model from its Python class for execution order",
+            UserWarning,
+            stacklevel=3,
+        )
+        for name, _ in model.named_modules():
+            module_events.setdefault(name, next(clock))
+        return module_events, param_events
+
     handles = []
     try:
         for mod in model.modules():
