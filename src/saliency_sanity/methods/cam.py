@@ -87,12 +87,8 @@ def layer_gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer
     captured: list[torch.Tensor] = []
 
     def hook(_m: nn.Module, _i: Any, out: Any) -> Any:
-        if not isinstance(out, torch.Tensor) or out.ndim != 4:
-            raise ValueError(f"{who}: layer {layer!r} must output a 4-D tensor (B, K, h, w), "
-                             f"got {type(out).__name__} "
-                             f"{tuple(out.shape) if isinstance(out, torch.Tensor) else ''}")
         captured.append(out)
-        return out.clone()
+        return out.clone() if isinstance(out, torch.Tensor) else None
 
     handle = module.register_forward_hook(hook)
     try:
@@ -102,8 +98,12 @@ def layer_gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer
     if len(captured) != 1:
         raise ValueError(f"{who}: layer {layer!r} ran {len(captured)} times in one forward pass; "
                          "Grad-CAM needs a layer that runs exactly once")
-    check_target_range(target, logits.shape[1], who)
     acts = captured[0]
+    if not isinstance(acts, torch.Tensor) or acts.ndim != 4:
+        shape = tuple(acts.shape) if isinstance(acts, torch.Tensor) else ""
+        raise ValueError(f"{who}: layer {layer!r} must output a 4-D tensor (B, K, h, w), got "
+                         f"{type(acts).__name__} {shape}")
+    check_target_range(target, logits.shape[1], who)
     (grads,) = torch.autograd.grad(logits.gather(1, target.view(-1, 1)).sum(), acts)
     weights = grads.mean(dim=(2, 3), keepdim=True)
     return torch.relu((weights * acts).sum(dim=1, keepdim=True)).detach()
