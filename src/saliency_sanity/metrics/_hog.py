@@ -7,8 +7,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ._common import check_maps, check_pair, warn_degenerate
-from ._rank import _constant_torch, _corr_torch, acc_dtype, rankdata
+from . import _backend
+from ._common import check_maps, check_pair
+from ._rank import _correlation, acc_dtype
 
 __all__ = ["hog_features", "hog_similarity"]
 
@@ -40,50 +41,42 @@ def _gradients(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return g_row, g_col
 
 
-def _hog(
-    x: torch.Tensor,
-    orientations: int,
-    pixels_per_cell: tuple[int, int],
-    cells_per_block: tuple[int, int],
-    block_norm: str,
-    transform_sqrt: bool,
-) -> torch.Tensor:
-    """HOG features of (B, H, W) or (B, C, H, W) maps, (B, F) in the accumulation dtype."""
-    if block_norm not in _NORMS:
-        raise ValueError(f"block_norm must be one of {_NORMS}, got {block_norm!r}")
-    if x.dtype not in (torch.float32, torch.float64):
-        x = x.float()
-    if transform_sqrt:
-        x = torch.sqrt(x)
-    acc = acc_dtype(x.device)
-    g_row, g_col = _gradients(x)
-    if x.dim() == 4:  # per pixel, the channel with the largest gradient magnitude
-        mag_c = torch.hypot(g_row, g_col)
-        pick = mag_c.argmax(dim=1, keepdim=True)
-        g_row = g_row.gather(1, pick).squeeze(1)
-        g_col = g_col.gather(1, pick).squeeze(1)
-    g_row = g_row.to(acc)
-    g_col = g_col.to(acc)
-    bsz, h, w = g_row.shape
+def _geometry(
+    h: int, w: int, pixels_per_cell: tuple[int, int], cells_per_block: tuple[int, int]
+) -> tuple[int, int]:
     cr, cc = pixels_per_cell
     br, bc = cells_per_block
     ncr, ncc = h // cr, w // cc
-    nbr, nbc = ncr - br + 1, ncc - bc + 1
-    if nbr <= 0 or nbc <= 0:
+    if ncr - br + 1 <= 0 or ncc - bc + 1 <= 0:
         raise ValueError(
             f"maps of {h}x{w} are too small for HOG with pixels_per_cell={pixels_per_cell} and "
             f"cells_per_block={cells_per_block}: they need at least {br * cr} rows and "
             f"{bc * cc} cols"
         )
+    return ncr, ncc
+
+
+def _hist_torch(
+    x: torch.Tensor, orientations: int, pixels_per_cell: tuple[int, int]
+) -> torch.Tensor:
+    """Cell histograms (B, ncr, ncc, orientations) of (B, [C,] H, W) maps with torch ops."""
+    acc = acc_dtype(x.device)
+    g_row, g_col = _gradients(x)
+    if x.dim() == 4:  # per pixel, the channel with the largest gradient magnitude
+        pick = torch.hypot(g_row, g_col).argmax(dim=1, keepdim=True)
+        g_row = g_row.gather(1, pick).squeeze(1)
+        g_col = g_col.gather(1, pick).squeeze(1)
+    bsz, h, w = g_row.shape
+    cr, cc = pixels_per_cell
+    ncr, ncc = h // cr, w // cc
     # Cell (i, j) covers rows [i*cr, (i+1)*cr) and cols [j*cc, (j+1)*cc); the rest is unused.
-    g_row = g_row[:, : ncr * cr, : ncc * cc].reshape(bsz, ncr, cr, ncc, cc)
-    g_col = g_col[:, : ncr * cr, : ncc * cc].reshape(bsz, ncr, cr, ncc, cc)
+    g_row = g_row[:, : ncr * cr, : ncc * cc].to(acc).reshape(bsz, ncr, cr, ncc, cc)
+    g_col = g_col[:, : ncr * cr, : ncc * cc].to(acc).reshape(bsz, ncr, cr, ncc, cc)
     mag = torch.hypot(g_col, g_row)
     ori = torch.remainder(torch.atan2(g_row, g_col) * (180 / np.pi), 180)
     edges = torch.from_numpy(_bin_edges(orientations)).to(device=x.device, dtype=acc)
     # edges[i] <= ori < edges[i+1]  ->  bin i; ori == 180.0 (rounding) falls in no bin.
-    bins = torch.bucketize(ori, edges, right=True) - 1
-    bins = bins.clamp_(0, orientations)  # bin == orientations: the discarded slot
+    bins = (torch.bucketize(ori, edges, right=True) - 1).clamp_(0, orientations)
     cell = (
         torch.arange(ncr, device=x.device).view(1, ncr, 1, 1, 1) * ncc
         + torch.arange(ncc, device=x.device).view(1, 1, 1, ncc, 1)
@@ -91,8 +84,49 @@ def _hog(
     index = (cell * (orientations + 1) + bins).reshape(bsz, -1)
     hist = torch.zeros(bsz, ncr * ncc * (orientations + 1), dtype=acc, device=x.device)
     hist.scatter_add_(1, index, mag.reshape(bsz, -1))
-    hist = hist.view(bsz, ncr, ncc, orientations + 1)[..., :orientations] / (cr * cc)
-    # Blocks (B, nbr, nbc, br, bc, orientations), normalized as scikit-image.
+    return hist.view(bsz, ncr, ncc, orientations + 1)[..., :orientations]
+
+
+def _hist_np(x: np.ndarray, orientations: int, pixels_per_cell: tuple[int, int]) -> np.ndarray:
+    """Same as ``_hist_torch`` for a numpy chunk (CPU path: SIMD atan2, bincount)."""
+    g_row = np.zeros_like(x)
+    g_col = np.zeros_like(x)
+    g_row[..., 1:-1, :] = x[..., 2:, :] - x[..., :-2, :]
+    g_col[..., :, 1:-1] = x[..., :, 2:] - x[..., :, :-2]
+    if x.ndim == 4:
+        pick = np.hypot(g_row, g_col).argmax(axis=1)[:, None]
+        g_row = np.take_along_axis(g_row, pick, axis=1)[:, 0]
+        g_col = np.take_along_axis(g_col, pick, axis=1)[:, 0]
+    n, h, w = g_row.shape
+    cr, cc = pixels_per_cell
+    ncr, ncc = h // cr, w // cc
+    gr = g_row[:, : ncr * cr, : ncc * cc].astype(np.float64)
+    gc = g_col[:, : ncr * cr, : ncc * cc].astype(np.float64)
+    mag = np.sqrt(gr * gr + gc * gc)  # = hypot up to one ulp; binning does not use it
+    ang = np.arctan2(gr, gc)
+    ang *= 180 / np.pi
+    # numpy's `% 180` (slow, scalar) on (-180, 180]: a + 180 below 0, a - 180 at 180.
+    ang = np.where(ang < 0, ang + 180, np.where(ang >= 180, ang - 180, ang))
+    edges = _bin_edges(orientations)
+    bins = np.clip((ang * (orientations / 180.0)).astype(np.intp), 0, orientations - 1)
+    bins -= ang < edges[bins]  # exact fix-ups against scikit-image's float32 edges
+    bins += ang >= edges[bins + 1]
+    cell = (np.arange(ncr * cr) // cr)[:, None] * ncc + (np.arange(ncc * cc) // cc)[None, :]
+    stride = ncr * ncc * (orientations + 1)
+    index = (cell * (orientations + 1))[None] + bins
+    index += (np.arange(n) * stride)[:, None, None]
+    hist = np.bincount(index.ravel(), weights=mag.ravel(), minlength=n * stride)
+    return hist.reshape(n, ncr, ncc, orientations + 1)[..., :orientations]
+
+
+def _normalize_blocks(
+    hist: torch.Tensor, pixels_per_cell: tuple[int, int], cells_per_block: tuple[int, int],
+    block_norm: str,
+) -> torch.Tensor:  # fmt: skip
+    """(B, ncr, ncc, n) cell sums -> (B, F) normalized block features, as scikit-image."""
+    cr, cc = pixels_per_cell
+    br, bc = cells_per_block
+    hist = hist / (cr * cc)  # scikit-image averages over the cell
     blocks = hist.unfold(1, br, 1).unfold(2, bc, 1).permute(0, 1, 2, 4, 5, 3)
     eps = 1e-5
     dims = (3, 4, 5)
@@ -105,7 +139,40 @@ def _hog(
         if block_norm == "L2-Hys":
             out = torch.clamp(out, max=0.2)
             out = out / torch.sqrt((out * out).sum(dim=dims, keepdim=True) + eps**2)
-    return out.reshape(bsz, -1)
+    return out.reshape(hist.shape[0], -1)
+
+
+def _hog(
+    x: torch.Tensor,
+    orientations: int,
+    pixels_per_cell: tuple[int, int],
+    cells_per_block: tuple[int, int],
+    block_norm: str,
+    transform_sqrt: bool,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """HOG features of (B, H, W) or (B, C, H, W) maps, (B, F) in the accumulation dtype."""
+    if block_norm not in _NORMS:
+        raise ValueError(f"block_norm must be one of {_NORMS}, got {block_norm!r}")
+    if orientations < 1:
+        raise ValueError(f"orientations must be positive, got {orientations}")
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    if transform_sqrt:
+        x = torch.sqrt(x)
+    _geometry(x.shape[-2], x.shape[-1], pixels_per_cell, cells_per_block)
+    if _backend.pick(backend, x.device) == "torch":
+        hist = _hist_torch(x, orientations, pixels_per_cell)
+    else:
+        xn = x.detach().numpy()
+        per_map = xn[0].size
+        parts = _backend.map_chunks(
+            lambda s: _hist_np(xn[s], orientations, pixels_per_cell),
+            xn.shape[0],
+            _backend.chunk_rows(per_map, 1 << 16),
+        )
+        hist = torch.from_numpy(np.concatenate(parts))
+    return _normalize_blocks(hist, pixels_per_cell, cells_per_block, block_norm)
 
 
 def hog_features(
@@ -115,6 +182,8 @@ def hog_features(
     cells_per_block: int | tuple[int, int] = (3, 3),
     block_norm: str = "L2-Hys",
     transform_sqrt: bool = False,
+    *,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """HOG feature vectors of a batch of maps, shape (B, F), on the maps' device.
 
@@ -140,8 +209,9 @@ def hog_features(
         _pair(cells_per_block, "cells_per_block"),
         block_norm,
         transform_sqrt,
+        backend,
     )
-    return f.to(dtype)
+    return f.to(dtype).to(m.device)
 
 
 def hog_similarity(
@@ -152,12 +222,14 @@ def hog_similarity(
     cells_per_block: int | tuple[int, int] = (3, 3),
     block_norm: str = "L2-Hys",
     correlation: str = "pearson",
+    *,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Correlation of the two maps' HOG feature vectors per sample, shape (B,).
 
     ``correlation``: 'pearson' (the paper's text, default) or 'spearman' (the authors' code).
     A sample whose HOG vector is constant (e.g. a constant map: all zeros) gets NaN, with one
-    ``DegenerateMapWarning``.
+    ``DegenerateMapWarning``. ``backend`` as for :func:`hog_features`.
 
     Example:
         >>> g = torch.Generator().manual_seed(0)
@@ -177,20 +249,12 @@ def hog_similarity(
         _pair(cells_per_block, "cells_per_block"),
         block_norm,
         False,
+        backend,
     )
     f = _hog(torch.cat((a, b)), *settings)
-    fa, fb = f[:bsz], f[bsz:]
-    if correlation == "spearman":
-        r = _corr_torch(rankdata(fa), rankdata(fb))
-    else:
-        r = _corr_torch(fa, fb)
-    bad = _constant_torch(fa) | _constant_torch(fb)
-    if bool(bad.any()):
-        warn_degenerate(
-            f"hog_similarity ({correlation})", bad, "have a constant HOG vector (e.g. a flat map)"
-        )
-        r = r.masked_fill(bad, float("nan"))
-    return r
+    return _correlation(
+        f[:bsz], f[bsz:], correlation == "spearman", backend, f"hog_similarity ({correlation})"
+    ).to(a.device)
 
 
 hog_similarity.range = (-1.0, 1.0)  # type: ignore[attr-defined]

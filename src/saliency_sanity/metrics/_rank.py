@@ -131,9 +131,11 @@ def _finish(
     return r
 
 
-def _correlation(a: torch.Tensor, b: torch.Tensor, ranked: bool, backend: str) -> torch.Tensor:
+def _correlation(
+    a: torch.Tensor, b: torch.Tensor, ranked: bool, backend: str, metric: str | None = None
+) -> torch.Tensor:
     """(B,) Pearson correlation of rows (of their ranks if ``ranked``), NaN where constant."""
-    metric = "spearman" if ranked else "pearson"
+    metric = metric or ("spearman" if ranked else "pearson")
     if _backend.pick(backend, a.device) == "torch":
         x, y = (_ranks_torch(a), _ranks_torch(b)) if ranked else (a, b)
         r = _corr_torch(x, y)
