@@ -61,8 +61,8 @@ def test_gradient_and_gradient_x_input_match_captum(name):
 
 
 def test_gradient_of_linear_model_is_the_weight_row():
-    model = nn.Linear(4, 3)
-    x = torch.randn(2, 4)
+    model = zoo._seeded(lambda: nn.Linear(4, 3))
+    x = torch.randn(2, 4, generator=torch.Generator().manual_seed(0))
     g = methods.get("gradient")(model, x, torch.tensor([2, 0]))
     assert torch.equal(g, model.weight.detach()[[2, 0]])
 
@@ -124,8 +124,8 @@ def test_integrated_gradients_completeness_improves_with_steps(name):
 
 
 def test_integrated_gradients_exact_on_a_linear_model():
-    model = nn.Linear(5, 3)
-    x, base = torch.randn(2, 5), torch.randn(2, 5)
+    model = zoo._seeded(lambda: nn.Linear(5, 3))
+    x, base = torch.randn(2, 2, 5, generator=torch.Generator().manual_seed(0))
     ig = methods.get("integrated_gradients", steps=3, baseline=base)(model, x, torch.tensor([1, 2]))
     expected = (x - base) * model.weight.detach()[[1, 2]]
     torch.testing.assert_close(ig, expected)
@@ -157,7 +157,7 @@ def noise_tunnel(monkeypatch, attribution, x, t, nt_type, samples, noise, seed, 
 
 
 @pytest.mark.parametrize("name", zoo.ALL)
-def test_smoothgrad_vargrad_match_noise_tunnel(monkeypatch, name):
+def test_smoothgrad_vargrad_match_noise_tunnel(monkeypatch, name, global_rng_guard):
     model, x, t = setup(name)
     sal = CA.Saliency(model)
     ref = noise_tunnel(monkeypatch, sal, x, t, "smoothgrad", 50, 0.15, 3, abs=False)
@@ -232,7 +232,7 @@ def _hand_guided_cnn(model: zoo.CNN, x: torch.Tensor, t: torch.Tensor) -> torch.
     return g
 
 
-def test_guided_backprop_with_functional_relus_hand_derived_and_captums_gap():
+def test_guided_backprop_with_functional_relus_hand_derived_and_captums_gap(global_rng_guard):
     model, x, t = setup("cnn_functional")
     ref = _hand_guided_cnn(model, x, t)
     ours = methods.get("guided_backprop")(model, x, t)
@@ -314,7 +314,7 @@ class _ActNet(nn.Module):
     (nn.ELU(inplace=True), None, "ELU"), (None, F.silu, "F.silu"), (None, F.gelu, "F.gelu"),
 ])
 def test_guided_backprop_other_activations_raise_or_use_the_positive_rule(act, functional, label):
-    model = _ActNet(act, functional)
+    model = zoo._seeded(lambda: _ActNet(act, functional))
     x = torch.randn(4, 6, generator=torch.Generator().manual_seed(2))
     t = torch.tensor([0, 1, 2, 1])
     with pytest.raises(ValueError, match=label.replace(".", r"\.")):
@@ -332,7 +332,7 @@ def test_guided_backprop_other_activations_raise_or_use_the_positive_rule(act, f
 
 
 def test_guided_backprop_leaves_tanh_gradients_alone():
-    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2))
+    model = zoo._seeded(lambda: nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)))
     x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([0, 1, 0])
     assert torch.equal(methods.get("guided_backprop")(model, x, t),
@@ -345,7 +345,7 @@ def test_guided_backprop_leaves_tanh_gradients_alone():
 @pytest.mark.parametrize("name, layer", [("cnn", "conv2"), ("cnn_inplace", "conv2"),
                                          ("cnn_functional", "conv2"), ("cnn_shared_relu", "conv2"),
                                          ("resnet", "layer2"), ("resnet", "layer1.conv1")])
-def test_gradcam_matches_captum(name, layer):
+def test_gradcam_matches_captum(name, layer, global_rng_guard):
     model, x, t = setup(name)
     lay = layer_of(model, layer)
     ref = quiet(CA.LayerGradCam(model, lay).attribute, x.clone(), target=t,
@@ -366,10 +366,10 @@ def test_gradcam_default_layers():
 def test_gradcam_hand_derived_golden_values():
     # one 1x1 conv with two channels feeding a linear layer on the spatial mean:
     # d score / d A_k = v_k / (h w), so w_k = v_k / (h w) and cam = relu(sum_k v_k A_k / (h w))
-    conv = nn.Conv2d(1, 2, 1, bias=False)
+    conv = zoo._seeded(lambda: nn.Conv2d(1, 2, 1, bias=False))
     with torch.no_grad():
         conv.weight.copy_(torch.tensor([1.0, -1.0]).view(2, 1, 1, 1))
-    head = nn.Linear(2, 1, bias=False)
+    head = zoo._seeded(lambda: nn.Linear(2, 1, bias=False))
     with torch.no_grad():
         head.weight.copy_(torch.tensor([[2.0, 1.0]]))
     model = nn.Sequential(conv, nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)

@@ -221,12 +221,10 @@ def test_guard_undoes_a_misbehaving_plugin():
     zoo.assert_unchanged(model, snap)
 
 
-def test_attribution_runs_in_eval_mode():
-    torch.manual_seed(0)
-    rng = torch.random.get_rng_state()
-    model = nn.Sequential(nn.Linear(6, 20), nn.ReLU(), nn.Dropout(0.5), nn.BatchNorm1d(20),
-                          nn.Linear(20, 3)).train()
-    torch.random.set_rng_state(rng)
+def test_attribution_runs_in_eval_mode(global_rng_guard):
+    model = zoo._seeded(lambda: nn.Sequential(
+        nn.Linear(6, 20), nn.ReLU(), nn.Dropout(0.5), nn.BatchNorm1d(20), nn.Linear(20, 3)))
+    model.train()
     x = torch.randn(5, 6, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([0, 1, 2, 0, 1])
     g = methods.get("gradient")(model, x, t)
@@ -255,7 +253,7 @@ def test_same_seed_same_maps_global_rng_untouched(name, global_rng_guard):
     assert not torch.equal(a, c)
 
 
-def test_noise_independent_of_internal_batch_size():
+def test_noise_independent_of_internal_batch_size(global_rng_guard):
     model, x = zoo.make("resnet")
     a = methods.get("smoothgrad", samples=6, internal_batch_size=4)(model, x)
     b = methods.get("smoothgrad", samples=6, internal_batch_size=None)(model, x)
@@ -392,7 +390,8 @@ def test_gradcam_layer_that_runs_twice_or_is_not_4d():
     with pytest.raises(ValueError, match="image"):
         methods.get("guided_gradcam")(mlp, xf)
     with pytest.raises(ValueError, match="no convolutional layer"):
-        methods.default_layer(nn.Sequential(nn.Flatten(), nn.Linear(256, 2)), x)
+        methods.default_layer(zoo._seeded(lambda: nn.Sequential(nn.Flatten(), nn.Linear(256, 2))),
+                              x)
 
 
 def test_bad_settings():
