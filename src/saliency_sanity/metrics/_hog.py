@@ -198,7 +198,7 @@ def hog_features(
         >>> hog_features(torch.rand(2, 64, 64, generator=g)).shape
         torch.Size([2, 324])
     """
-    m = check_maps(m, "maps", min_dim=3)
+    m = check_maps(m, "maps")
     if m.dim() not in (3, 4):
         raise ValueError(f"hog needs image maps (B, H, W) or (B, C, H, W), got {tuple(m.shape)}")
     dtype = m.dtype if m.dtype in (torch.float32, torch.float64) else torch.float32
@@ -239,9 +239,11 @@ def hog_similarity(
     """
     if correlation not in ("pearson", "spearman"):
         raise ValueError(f"correlation must be 'pearson' or 'spearman', got {correlation!r}")
-    a, b = check_pair(a, b, min_dim=3)
+    a, b = check_pair(a, b)
     if a.dim() not in (3, 4):
-        raise ValueError(f"hog needs image maps (B, H, W) or (B, C, H, W), got {tuple(a.shape)}")
+        raise ValueError(
+            f"hog needs image maps (B, H, W) or (B, C, H, W), got shape {tuple(a.shape)}"
+        )
     bsz = a.shape[0]
     settings = (
         int(orientations),

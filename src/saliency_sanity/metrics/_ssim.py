@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from . import _backend
-from ._common import check_pair
+from ._common import check_pair, warn_degenerate
 from ._rank import acc_dtype
 
 __all__ = ["ssim", "gaussian_kernel1d", "TRUNCATE"]
@@ -127,7 +127,8 @@ def ssim(
     ``sigma`` (truncated at 3.5 sigma: 11 taps at sigma 1.5, mode 'reflect') and ``window`` is the
     border of ``(window - 1) // 2`` pixels cropped before averaging (and the smallest image
     side allowed). ``data_range=None`` uses, per sample, the joint range of both maps
-    (max - min over a and b); pass 1.0 for maps in [0, 1].
+    (max - min over a and b); pass 1.0 for maps in [0, 1]. A zero data range (two equal
+    constant maps) makes SSIM undefined: NaN, with one ``DegenerateMapWarning``.
 
     ``backend``: 'numpy' (CPU; scipy.ndimage's separable filter, fastest there; 'scipy' is
     an alias), 'torch' (any device, two 1-D convolutions), or 'auto' (numpy on CPU, torch
@@ -139,7 +140,7 @@ def ssim(
         >>> ssim(x, x, data_range=1.0).round(decimals=6).tolist()
         [1.0, 1.0]
     """
-    a, b = check_pair(a, b, min_dim=3)
+    a, b = check_pair(a, b)
     if a.dim() == 3:
         a, b = a.unsqueeze(1), b.unsqueeze(1)
     elif a.dim() != 4:
@@ -168,6 +169,10 @@ def ssim(
     else:
         rng = torch.as_tensor(data_range, dtype=acc_dtype(a.device), device=a.device)
         rng = rng.expand(bsz) if rng.dim() == 0 else rng.reshape(bsz)
+    zero = rng == 0
+    if bool(zero.any()):
+        warn_degenerate("ssim", zero, "have a zero data range (both maps constant and equal)")
+        rng = rng.masked_fill(zero, float("nan"))
     c1 = ((K1 * rng) ** 2).to(dtype).view(bsz, 1, 1, 1)
     c2 = ((K2 * rng) ** 2).to(dtype).view(bsz, 1, 1, 1)
 
