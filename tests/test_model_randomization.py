@@ -196,3 +196,58 @@ def test_unknown_names_list_known_ones():
         _run(model, x, methods=["gradiant"])
     with pytest.raises(KeyError, match="spearman_abs"):
         _run(model, x, scores=["spearmann"])
+
+
+def test_null_reference_recomputed_by_hand():
+    """At stage k the null compares the stage's maps with maps of a second copy whose same
+    blocks are randomized with the null seed."""
+    from saliency_sanity.randomization import discover_blocks, randomize_blocks
+
+    model, x = zoo.make("cnn")
+    res = _run(model, x, methods=["gradient"], controls=False, scores=["spearman_abs"], seed=2,
+               batch_size=4)
+    assert res.null is not None and list(res.null.columns) == COLUMNS
+    blocks = {b.name: b for b in discover_blocks(model, x)}
+    null_seed = derive_seed(2, "null-reference")
+    g = methods.get("gradient")
+    for st in randomized_models(model, seed=2, example_input=x):
+        if st.index == 0:
+            continue
+        twin = randomize_blocks(zoo.make("cnn")[0], [blocks[n] for n in st.layers],
+                                seed=null_seed)
+        a = g(st.model, x, "predicted")
+        b = g(twin, x, "predicted")
+        want = scores.get("spearman_abs")(a, b).double().numpy()
+        got = res.null.query("stage == @st.index").sort_values("sample")["value"].to_numpy()
+        np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_null_band_of_unused_block_equals_trained_similarity():
+    """Randomizing a block the forward pass never uses changes nothing: the similarity to the
+    trained maps and the null reference are both exactly 1."""
+    import torch.nn as nn
+
+    from saliency_sanity.randomization import discover_blocks
+
+    class WithUnusedHead(zoo.CNN):
+        def __init__(self):
+            super().__init__()
+            self.unused = nn.Linear(3, 3)
+
+    torch_state = torch.random.get_rng_state()
+    model = WithUnusedHead().eval()
+    torch.random.set_rng_state(torch_state)
+    _, x = zoo.make("cnn")
+    with pytest.warns(UserWarning):
+        blocks = discover_blocks(model, x, allow_unused=True)
+    assert blocks[-1].name == "unused"
+    res = _run(model, x, methods=["gradient"], controls=False, scores=["spearman", "ssim"],
+               blocks=blocks, order="cascading")
+    first = res.table[res.table.stage == 1]
+    null1 = res.null[res.null.stage == 1]
+    assert set(first["layer"]) == {"unused"}
+    np.testing.assert_allclose(first["value"].to_numpy(), 1.0, atol=1e-6)
+    np.testing.assert_allclose(null1["value"].to_numpy(), first["value"].to_numpy(), atol=1e-6)
+    # once real blocks are randomized, two random models share much less than the trained one
+    last = res.summary(null=True).query("stage == 5 and metric == 'spearman'")["mean"].item()
+    assert abs(last) < 0.9

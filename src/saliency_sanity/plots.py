@@ -113,15 +113,23 @@ def similarity_curves(result: CheckResult, metric: str, path: str | os.PathLike 
         )
     labels = _stage_labels(result)
     stages = sorted(summ["stage"].unique())
+    null = result.summary(null=True)
+    null = null[null["metric"] == metric] if not null.empty else null
     fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(stages) + 2.5), 3.6))
     for method, g in summ.groupby("method", sort=False):
         g = g.sort_values("stage")
         xs = [stages.index(s) for s in g["stage"]]
         if _is_control(result, method):
             ax.plot(xs, g["mean"], label=f"{method} (control)", **CONTROL_STYLE)
-        else:
-            (line,) = ax.plot(xs, g["mean"], marker="o", markersize=3, label=method)
-            ax.fill_between(xs, g["lo"], g["hi"], color=line.get_color(), alpha=0.15)
+            continue
+        (line,) = ax.plot(xs, g["mean"], marker="o", markersize=3, label=method)
+        ax.fill_between(xs, g["lo"], g["hi"], color=line.get_color(), alpha=0.15)
+        n = null[null["method"] == method].sort_values("stage") if not null.empty else null
+        if len(n):
+            ax.plot([stages.index(s) for s in n["stage"]], n["mean"], color=line.get_color(),
+                    linestyle=":", linewidth=1.0)
+    if not null.empty:
+        ax.plot([], [], color="0.3", linestyle=":", label="null: two random models")
     ax.set_xticks(range(len(stages)))
     ax.set_xticklabels([labels.get(s, str(s)) for s in stages], rotation=45, ha="right",
                        fontsize=7)

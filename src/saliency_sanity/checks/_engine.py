@@ -204,17 +204,24 @@ def run_stages(
     seed: int,
     n_examples: int,
     on_step: Callable[[], None] = lambda: None,
+    null_model: Callable[[Any], nn.Module | None] | None = None,
+    null_out: list[pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any], list[dict[str, Any]]]:
     """Compute every method's maps at every stage and score stage k >= 1 against stage 0.
 
     ``stages`` yields objects with ``index``, ``block``, ``layers``, ``model``, ``output_change``
     and ``unchanged`` (as :func:`saliency_sanity.randomized_models` does); stage 0 comes first.
     Returns the tidy table, the kept example maps and the stage information.
+
+    With ``null_model``, a function giving for a stage a second, independently randomized model
+    (or None), the maps of that model are scored against the stage's maps: the similarity two
+    random models of this stage share by chance. That table is appended to ``null_out``.
     """
     dev = x.device
     reference: dict[str, list[torch.Tensor]] = {label: [] for label in method_objs}
     fixed_targets: list[torch.Tensor] = []
     cols: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
+    null_cols: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
     examples: dict[str, Any] = {
         "inputs": x[:n_examples].detach().cpu().numpy(),
         "samples": np.arange(n_examples),
@@ -232,6 +239,7 @@ def run_stages(
             "unchanged": bool(stage.unchanged),
         })
         ex_targets = []
+        twin = null_model(stage) if (null_model is not None and k > 0) else None
         for b, span in enumerate(spans):
             xb = x[span]
             if target_mode == "predicted":
@@ -254,12 +262,26 @@ def run_stages(
                     for sname, score in score_objs.items():
                         vals = _score_quietly(score, reference[label][b], maps)
                         _append(cols, label, k, stage.block, samples, sname, vals)
+                    if twin is not None:
+                        tm = method_for_call(method, label, seed, f"null-{k}", b)
+                        t_tb = (_methods.predicted_targets(twin, xb)
+                                if target_mode == "predicted" else tb)
+                        twin_maps = tm(twin, xb, t_tb).detach()
+                        for sname, score in score_objs.items():
+                            vals = _score_quietly(score, maps, twin_maps)
+                            _append(null_cols, label, k, stage.block, samples, sname, vals)
                 on_step()
         examples["targets"][k] = torch.cat(ex_targets)[:n_examples].cpu().numpy()
-    table = pd.DataFrame({c: np.concatenate(v) if v else np.array([]) for c, v in cols.items()})
-    table = table.astype({"stage": "int64", "sample": "int64", "value": "float64"})
+    table = _frame(cols)
     _warn_nan(table)
+    if null_out is not None:
+        null_out.append(_frame(null_cols))
     return table, examples, stage_info
+
+
+def _frame(cols: dict[str, list[np.ndarray]]) -> pd.DataFrame:
+    table = pd.DataFrame({c: np.concatenate(v) if v else np.array([]) for c, v in cols.items()})
+    return table.astype({"stage": "int64", "sample": "int64", "value": "float64"})
 
 
 def _score_quietly(score: Any, a: torch.Tensor, b: torch.Tensor) -> np.ndarray:

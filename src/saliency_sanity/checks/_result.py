@@ -29,6 +29,9 @@ class CheckResult:
         examples: maps kept for figures: ``{"inputs": (n, ...), "targets": {stage: (n,)},
             "maps": {method: {stage: (n, ...)}}}`` as numpy arrays.
         check: the check's name, e.g. ``"model_randomization"``.
+        null: for model randomization, the null reference with the columns of ``table``: at
+            stage k, the similarity between the maps of two independently randomized copies of
+            the model (same blocks randomized, different seeds). None when not computed.
 
     Example:
         >>> r = CheckResult(check="demo", table=pd.DataFrame(columns=COLUMNS))
@@ -41,17 +44,20 @@ class CheckResult:
     settings: dict[str, Any] = field(default_factory=dict)
     stages: list[dict[str, Any]] = field(default_factory=list)
     examples: dict[str, Any] = field(default_factory=dict)
+    null: pd.DataFrame | None = None
 
-    def summary(self, ci: float = 0.95) -> pd.DataFrame:
+    def summary(self, ci: float = 0.95, null: bool = False) -> pd.DataFrame:
         """Mean, standard deviation, count and a ``ci`` interval of the mean per method, stage
-        and metric (t-interval over samples; NaN samples are left out and counted in ``n_nan``)."""
+        and metric (t-interval over samples; NaN samples are left out and counted in ``n_nan``).
+        ``null=True`` summarizes the null reference instead of the table."""
         from scipy import stats
 
         cols = ["method", "stage", "layer", "metric", "mean", "std", "n", "n_nan", "lo", "hi"]
-        if self.table.empty:
+        table = self.null if null else self.table
+        if table is None or table.empty:
             return pd.DataFrame(columns=cols)
         rows = []
-        for (method, stage, layer, metric), g in self.table.groupby(
+        for (method, stage, layer, metric), g in table.groupby(
             ["method", "stage", "layer", "metric"], sort=False
         ):
             v = g["value"].to_numpy(dtype=float)
@@ -78,6 +84,9 @@ class CheckResult:
         d.mkdir(parents=True, exist_ok=True)
         table = self.table[COLUMNS]
         atomic_write(d / "results.csv", lambda p: table.to_csv(p, index=False))
+        if self.null is not None:
+            null = self.null[COLUMNS]
+            atomic_write(d / "null.csv", lambda p: null.to_csv(p, index=False))
         write_json(d / "run.json", {"check": self.check, "settings": self.settings,
                                     "stages": self.stages})
         if self.examples:
@@ -94,16 +103,26 @@ class CheckResult:
             raise FileNotFoundError(
                 f"{d} is not a saliency-sanity run directory: missing {', '.join(missing)}"
             )
-        table = pd.read_csv(d / "results.csv", keep_default_na=True,
-                            dtype={"method": str, "layer": str, "metric": str})
-        table["layer"] = table["layer"].fillna("")
+        table = _read_table(d / "results.csv")
+        null = _read_table(d / "null.csv") if (d / "null.csv").is_file() else None
         meta = json.loads((d / "run.json").read_text(encoding="utf-8"))
         examples: dict[str, Any] = {}
         if (d / "examples.npz").is_file():
             with np.load(d / "examples.npz", allow_pickle=False) as z:
                 examples = _unflatten_examples({k: z[k] for k in z.files})
         return cls(check=meta["check"], table=table, settings=meta.get("settings", {}),
-                   stages=meta.get("stages", []), examples=examples)
+                   stages=meta.get("stages", []), examples=examples, null=null)
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        table = pd.read_csv(path, dtype={"method": str, "layer": str, "metric": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a readable results table: {err}") from err
+    if list(table.columns) != COLUMNS:
+        raise ValueError(f"{path} has columns {list(table.columns)}, expected {COLUMNS}")
+    table["layer"] = table["layer"].fillna("")
+    return table
 
 
 def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:

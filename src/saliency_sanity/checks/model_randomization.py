@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import copy as _copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
 from .._guard import model_device
-from ..randomization import discover_blocks, randomized_models
+from ..randomization import discover_blocks, randomize_blocks, randomized_models
 from ._engine import (
     batches,
     check_inputs,
+    derive_seed,
     progress_bar,
     resolve_methods,
     resolve_scores,
@@ -42,6 +45,7 @@ def model_randomization_test(
     init_settings: Mapping[str, Any] | None = None,
     n_examples: int = 4,
     progress: bool = True,
+    null_reference: bool = True,
 ) -> CheckResult:
     """Compare each method's maps on the trained model with its maps on randomized copies.
 
@@ -72,6 +76,10 @@ def model_randomization_test(
         blocks, group_by, init_settings: passed to the randomization (see ``randomized_models``).
         n_examples: how many of the first inputs keep their maps in the result, for figures.
         progress: show a progress bar.
+        null_reference: also randomize a second copy at every stage with an independent seed
+            and score its maps against the stage's maps (``result.null``): the similarity that
+            two random models share by chance, against which a method is judged. Costs one more
+            set of maps per stage.
 
     Returns:
         A :class:`CheckResult` with the tidy table, settings, stages and example maps.
@@ -117,10 +125,28 @@ def model_randomization_test(
 
     total = (len(blocks) + 1) * len(spans) * len(method_objs)
     bar = progress_bar(progress, total, "model randomization")
+    by_name = {bl.name: bl for bl in blocks}
+    null_seed = derive_seed(seed, "null-reference")
+    settings_full = _full_init_settings(init, init_settings)
+    trained: list[nn.Module] = []  # stage 0's model (a copy), kept to build the null twins
+
+    def keep_trained(stages: Any) -> Any:
+        for st in stages:
+            if st.index == 0:
+                trained.append(st.model)
+            yield st
+
+    def twin(stage: Any) -> nn.Module:
+        """The stage's blocks randomized again, with an independent seed, on a trained copy."""
+        return randomize_blocks(_copy.deepcopy(trained[0]), [by_name[n] for n in stage.layers],
+                                init=init, seed=null_seed, init_settings=dict(init_settings or {}))
+
+    null_out: list[pd.DataFrame] = []
     try:
         table, examples, stage_info = run_stages(
-            stage_iter, x, target, target_mode, method_objs, score_objs, spans, seed, n_examples,
-            on_step=lambda: bar.update(1),
+            keep_trained(stage_iter), x, target, target_mode, method_objs, score_objs, spans,
+            seed, n_examples, on_step=lambda: bar.update(1),
+            null_model=twin if null_reference else None, null_out=null_out,
         )
     finally:
         bar.close()
@@ -128,8 +154,8 @@ def model_randomization_test(
         "check": "model_randomization",
         "order": order,
         "init": init,
-        "init_settings": dict(getattr(stage_iter, "init_settings", None)
-                              or _full_init_settings(init, init_settings)),
+        "init_settings": settings_full,
+        "null_reference": {"enabled": null_reference, "seed": null_seed},
         "seed": seed,
         "target_mode": target_mode,
         "target_given": target is not None,
@@ -147,7 +173,8 @@ def model_randomization_test(
         "versions": versions(),
     }
     return CheckResult(check="model_randomization", table=table, settings=settings,
-                       stages=stage_info, examples=examples)
+                       stages=stage_info, examples=examples,
+                       null=null_out[0] if null_out else None)
 
 
 def _full_init_settings(init: Any, given: Mapping[str, Any] | None) -> dict[str, Any]:
