@@ -96,3 +96,12 @@ def test_list(capsys):
     assert main(["list"]) == 0
     text = capsys.readouterr().out
     assert "guided_backprop" in text and "spearman_abs" in text and "cascading" in text
+
+
+def test_torchscript_refuses_hook_based_methods(tmp_path, npz):
+    model, x = zoo.make("cnn")
+    ts = tmp_path / "m.pt"
+    torch.jit.trace(model, x).save(str(ts))
+    rc = main(["model-randomization", "--model", str(ts), "--data", str(npz), "--methods",
+               "guided_backprop", "--out", str(tmp_path / "r"), "--no-progress"])
+    assert rc == 2

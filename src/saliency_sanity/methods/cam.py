@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import Method, check_logits, check_target_range
-from .guided import GuidedBackprop
+from .guided import GuidedBackprop, refuse_torchscript
 from .registry import METHODS
 
 
@@ -159,6 +159,7 @@ class GradCAM(Method):
 
     def attribute(self, model: Any, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_image(x, self.name)
+        refuse_torchscript(model, self.name)
         cam = layer_gradcam(model, x, target, self.layer_name(model, x), who=self.name)
         return _upsample(cam, (x.shape[2], x.shape[3]), self.upsample)
 

@@ -149,6 +149,18 @@ def guided_relus(allow_other_activations: bool = False) -> Iterator[None]:
         yield
 
 
+def refuse_torchscript(model: Any, who: str) -> None:
+    """TorchScript runs outside Python, where neither ReLU interception nor module hooks reach:
+    guided backprop would silently return the plain gradient, so refuse it with a clear error."""
+    if isinstance(model, torch.jit.ScriptModule):
+        raise TypeError(
+            f"{who} cannot be computed on a TorchScript model: its ReLUs and layers are out of "
+            "reach of Python. Load the model from its Python class (e.g. --model "
+            "package.module:factory --weights state_dict.pt), or use gradient-based methods "
+            "(gradient, gradient_x_input, integrated_gradients, smoothgrad, vargrad)"
+        )
+
+
 @METHODS.register("guided_backprop")
 class GuidedBackprop(Method):
     """Guided Backpropagation: ReLU backward = grad * [grad > 0] * [input > 0].
@@ -173,6 +185,7 @@ class GuidedBackprop(Method):
         self._settings = {"allow_other_activations": allow_other_activations}
 
     def attribute(self, model: Any, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        refuse_torchscript(model, self.name)
         check_activations(model, self.allow_other_activations)
         return input_gradient(model, x, target,
                               context=lambda: guided_relus(self.allow_other_activations),
