@@ -106,11 +106,13 @@ def _hist_np(x: np.ndarray, orientations: int, pixels_per_cell: tuple[int, int])
     ang = np.arctan2(gr, gc)
     ang *= 180 / np.pi
     # numpy's `% 180` (slow, scalar) on (-180, 180]: a + 180 below 0, a - 180 at 180.
-    ang = np.where(ang < 0, ang + 180, np.where(ang >= 180, ang - 180, ang))
+    np.add(ang, 180.0, out=ang, where=ang < 0)
+    np.subtract(ang, 180.0, out=ang, where=ang >= 180)
     edges = _bin_edges(orientations)
-    bins = np.clip((ang * (orientations / 180.0)).astype(np.intp), 0, orientations - 1)
-    bins -= ang < edges[bins]  # exact fix-ups against scikit-image's float32 edges
-    bins += ang >= edges[bins + 1]
+    bins = (ang * (orientations / 180.0)).astype(np.intp)
+    np.minimum(bins, orientations - 1, out=bins)
+    bins -= ang < np.take(edges, bins)  # exact fix-ups against scikit-image's float32 edges
+    bins += ang >= np.take(edges, bins + 1)
     cell = (np.arange(ncr * cr) // cr)[:, None] * ncc + (np.arange(ncc * cc) // cc)[None, :]
     stride = ncr * ncc * (orientations + 1)
     index = (cell * (orientations + 1))[None] + bins
@@ -142,6 +144,52 @@ def _normalize_blocks(
     return out.reshape(hist.shape[0], -1)
 
 
+def _normalize_blocks_np(
+    hist: np.ndarray, pixels_per_cell: tuple[int, int], cells_per_block: tuple[int, int],
+    block_norm: str,
+) -> np.ndarray:  # fmt: skip
+    """numpy twin of ``_normalize_blocks`` (CPU path)."""
+    cr, cc = pixels_per_cell
+    br, bc = cells_per_block
+    hist = hist / (cr * cc)
+    win = np.lib.stride_tricks.sliding_window_view(hist, (br, bc), axis=(1, 2))
+    bsz, nbr, nbc = win.shape[:3]
+    blocks = win.transpose(0, 1, 2, 4, 5, 3).copy().reshape(bsz, nbr * nbc, -1)
+    eps = 1e-5
+    if block_norm in ("L1", "L1-sqrt"):
+        blocks /= np.abs(blocks).sum(axis=2, keepdims=True) + eps
+        if block_norm == "L1-sqrt":
+            np.sqrt(blocks, out=blocks)
+    else:
+        blocks /= np.sqrt(np.einsum("ijk,ijk->ij", blocks, blocks) + eps**2)[..., None]
+        if block_norm == "L2-Hys":
+            np.minimum(blocks, 0.2, out=blocks)
+            blocks /= np.sqrt(np.einsum("ijk,ijk->ij", blocks, blocks) + eps**2)[..., None]
+    return blocks.reshape(bsz, -1)
+
+
+def _features(
+    maps: list[torch.Tensor],
+    orientations: int,
+    pixels_per_cell: tuple[int, int],
+    cells_per_block: tuple[int, int],
+    block_norm: str,
+    transform_sqrt: bool,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """HOG features of each batch in ``maps`` (same shapes), concatenated: (sum B, F)."""
+    if _backend.pick(backend, maps[0].device) == "torch" or len(maps) == 1:
+        x = maps[0] if len(maps) == 1 else torch.cat(maps)
+        return _hog(
+            x, orientations, pixels_per_cell, cells_per_block, block_norm, transform_sqrt, backend
+        )
+    return torch.cat([
+        _hog(m, orientations, pixels_per_cell, cells_per_block, block_norm, transform_sqrt,
+             backend)
+        for m in maps
+    ])  # fmt: skip
+
+
 def _hog(
     x: torch.Tensor,
     orientations: int,
@@ -171,7 +219,10 @@ def _hog(
             xn.shape[0],
             _backend.chunk_rows(per_map, 1 << 16),
         )
-        hist = torch.from_numpy(np.concatenate(parts))
+        hist_np = np.concatenate(parts)
+        return torch.from_numpy(
+            _normalize_blocks_np(hist_np, pixels_per_cell, cells_per_block, block_norm)
+        )
     return _normalize_blocks(hist, pixels_per_cell, cells_per_block, block_norm)
 
 
@@ -253,7 +304,7 @@ def hog_similarity(
         False,
         backend,
     )
-    f = _hog(torch.cat((a, b)), *settings)
+    f = _features([a, b], *settings)
     return _correlation(
         f[:bsz], f[bsz:], correlation == "spearman", backend, f"hog_similarity ({correlation})"
     ).to(a.device)
