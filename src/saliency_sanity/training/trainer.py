@@ -37,7 +37,7 @@ _EVAL_BATCH = 1000
 class TrainConfig:
     """Hyper-parameters of one training run (all of them enter the cache key).
 
-    Defaults are a CPU-friendly recipe (Adam lr 1e-3, batch 128) rather than the authors'
+    Defaults are a CPU-friendly recipe (Adam lr 1e-3, batch 64) rather than the authors'
     (Adam lr 1e-4, batch 50, 100 epochs random / 50 true labels). ``epochs`` is a budget: training
     stops earlier once the training accuracy (measured on the whole training set in eval mode
     after an epoch) reaches ``target_train_acc``; ``None`` runs every epoch. ``label_seed`` = None
@@ -52,7 +52,7 @@ class TrainConfig:
 
     epochs: int = 100
     lr: float = 1e-3
-    batch_size: int = 128
+    batch_size: int = 64
     weight_decay: float = 0.0
     target_train_acc: float | None = 0.95
     seed: int = 0
