@@ -20,9 +20,9 @@ import torch
 from scipy import stats
 from torch import nn
 
+from .._guard import model_device
 from ..randomization import discover_blocks, randomized_models
 from ._engine import batches, check_inputs
-from .._guard import model_device
 
 COLUMNS_SCALES = ["stage", "randomized_block", "block", "position", "n_channels", "spearman",
                   "spearman_spatial", "scale_ratio"]
