@@ -92,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(r)
 
     sub.add_parser("list", help="list the methods, scores, init schemes and data sets")
+
+    rp = sub.add_parser("report", help="(re)build report.html of a run directory from its saved "
+                                       "results, without recomputing anything")
+    rp.add_argument("run_dir", help="a run directory written by saliency-sanity")
+    rp.add_argument("--out", default=None, help="where to write the page (default: "
+                                                "RUN_DIR/report.html)")
+    rp.add_argument("--margin", type=float, default=0.1,
+                    help="verdict margin as a fraction of (perfect - null) similarity (0.1)")
     return parser
 
 
@@ -102,27 +110,47 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return _COMMANDS[args.command](args, list(argv) if argv is not None else sys.argv[1:])
-    except (InputError, KeyError, ValueError, TypeError, FileNotFoundError, PermissionError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+    except (InputError, KeyError, ValueError, TypeError, OSError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else _os_message(err)
         print(f"saliency-sanity: error: {msg}", file=sys.stderr)
         return 2
 
 
+def _os_message(err: BaseException) -> object:
+    """A clear message for file-system errors (a full disk, no permission); others unchanged."""
+    import errno
+
+    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        if err.errno == errno.ENOSPC:
+            return (f"no space left on the device{where}: nothing was kept; free some space or "
+                    "choose another --out")
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return f"{err.strerror or err}{where}: choose a writable --out"
+    return err
+
+
 def _cmd_demo(args: argparse.Namespace, argv: list[str]) -> int:
     from .demo import run_demo
+    from .io_inputs import check_output_dir
+    from .verdicts import format_summary
 
-    _, out = run_demo(args.out, n_samples=args.n_samples, seed=args.seed,
+    check_output_dir(args.out)
+    result, out = run_demo(args.out, n_samples=args.n_samples, seed=args.seed,
                       cache_dir=args.cache_dir, progress=not args.no_progress,
                       log=lambda s: print(s, file=sys.stderr))
     _print_outputs(out)
+    print(format_summary(result))
     return 0
 
 
 def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     from .checks import model_randomization_test
-    from .io_inputs import load_data, load_model, parse_kwargs
+    from .io_inputs import check_output_dir, load_data, load_model, parse_kwargs
     from .run_dir import write_run
+    from .verdicts import format_summary
 
+    check_output_dir(args.out)
     model = load_model(args.model, weights=args.weights, unsafe_load=args.unsafe_load,
                        kwargs=parse_kwargs(args.model_kwargs))
     x, y, desc = load_data(args.data, n=args.n_samples, seed=args.seed, size=args.size,
@@ -142,14 +170,17 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     result.settings["data"] = desc
     out = write_run(result, args.out, command=["saliency-sanity", *argv])
     _print_outputs(out)
+    print(format_summary(result))
     return 0
 
 
 def _cmd_data_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     from . import training
     from .checks import data_randomization_test
+    from .io_inputs import check_output_dir
     from .run_dir import write_run
 
+    check_output_dir(args.out)
     controls = [] if args.controls.strip().lower() == "none" else _csv(args.controls) or []
     result = data_randomization_test(
         dataset=args.data, architecture=args.architecture, n_train=args.subset,
@@ -186,8 +217,25 @@ def _cmd_list(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
+    from .checks._result import CheckResult
+    from .report.html import build_report
+    from .verdicts import format_summary
+
+    run = Path(args.run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run directory {run} does not exist; pass a folder written by "
+                                "saliency-sanity (it holds results.csv and run.json)")
+    result = CheckResult.load(run)
+    path = build_report(run, out=args.out, result=result, margin=args.margin)
+    print(format_summary(result, margin=args.margin))
+    print(f"report: {path}")
+    return 0
+
+
 def _print_outputs(out: Path) -> None:
     print(f"run directory: {out}")
+    print(f"  report:  {out / 'report.html'}")
     print(f"  table:   {out / 'results.csv'}")
     print(f"  run:     {out / 'run.json'}")
     figs = sorted((out / "figures").glob("*.png"))
@@ -200,6 +248,7 @@ _COMMANDS = {
     "model-randomization": _cmd_model_randomization,
     "data-randomization": _cmd_data_randomization,
     "list": _cmd_list,
+    "report": _cmd_report,
 }
 
 

@@ -236,3 +236,31 @@ def parse_kwargs(text: str | None) -> dict[str, Any]:
     if not isinstance(val, dict):
         raise InputError("--model-kwargs must be a JSON object, e.g. '{\"num_classes\": 10}'")
     return val
+
+
+def check_output_dir(out: str | os.PathLike) -> Path:
+    """Fail early, before any work, if ``out`` cannot become a writable run directory.
+
+    Creates nothing: checks that ``out`` is a writable folder, or that its nearest existing parent
+    is one.
+
+    Example:
+        >>> import tempfile
+        >>> check_output_dir(tempfile.mkdtemp() + "/new/run").name
+        'run'
+    """
+    d = Path(out)
+    if d.exists() and not d.is_dir():
+        raise InputError(f"--out {d} exists and is not a folder; choose a folder path")
+    probe = d
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise InputError(f"cannot create the output directory {d}: {probe} is a file, not a "
+                         "folder; choose another --out")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise InputError(f"the output directory {d} is not writable ({probe} denies writing); "
+                         "choose another --out")
+    return d

@@ -1,4 +1,4 @@
-"""Run directories: results.csv, run.json, examples.npz and figures/."""
+"""Run directories: results.csv, run.json, examples.npz, figures/ and report.html."""
 
 from __future__ import annotations
 
@@ -11,13 +11,18 @@ from .checks._result import CheckResult
 
 
 def write_run(result: CheckResult, out: str | os.PathLike,
-              command: Sequence[str] | None = None, figures: bool = True) -> Path:
-    """Save ``result`` and its figures into ``out``; return the directory.
+              command: Sequence[str] | None = None, figures: bool = True,
+              report: bool = True) -> Path:
+    """Save ``result``, its figures and ``report.html`` into ``out``; return the directory.
+
+    Every file is written atomically; if saving fails part-way (a full disk), the files this call
+    created are removed again so no partial run directory is left behind.
 
     Example:
         >>> # write_run(result, "runs/mine")  # doctest: +SKIP
     """
     d = Path(out)
+    existed = d.exists()
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -26,9 +31,40 @@ def write_run(result: CheckResult, out: str | os.PathLike,
         raise PermissionError(f"the output directory {d} is not writable; choose another --out")
     if command is not None:
         result.settings["command"] = shlex.join(command)
-    result.save(d)
-    if figures:
-        from .plots import save_figures
+    before = _listing(d)
+    try:
+        result.save(d)
+        if figures:
+            from .plots import save_figures
 
-        save_figures(result, d / "figures")
+            save_figures(result, d / "figures")
+        if report:
+            from .report import build_report
+
+            build_report(d, result=result)
+    except BaseException:
+        _remove_new(d, before)
+        if not existed:
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        raise
     return d
+
+
+def _listing(d: Path) -> set[Path]:
+    return {p for p in d.rglob("*")}
+
+
+def _remove_new(d: Path, before: set[Path]) -> None:
+    """Remove the files and folders under ``d`` that were not there in ``before``."""
+    new = sorted(_listing(d) - before, key=lambda p: len(p.parts), reverse=True)
+    for p in new:
+        try:
+            if p.is_dir() and not p.is_symlink():
+                p.rmdir()
+            else:
+                p.unlink()
+        except OSError:
+            pass

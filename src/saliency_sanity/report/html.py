@@ -1,0 +1,368 @@
+"""``report.html``: verdicts first, then figures, per-stage tables, settings and versions.
+
+The page is one self-contained file: figures are embedded as base64 PNG data URIs, the style is
+inline, nothing is fetched, so it opens offline and can be mailed around. Every piece of text that
+comes from the user or the run (method names, paths, settings, the command) is escaped with
+:func:`html.escape`.
+
+Example:
+    >>> import tempfile, pandas as pd
+    >>> from saliency_sanity.checks import CheckResult, COLUMNS
+    >>> r = CheckResult(check="model_randomization", table=pd.DataFrame(
+    ...     [["<b>m</b>", 1, "fc", 0, "spearman_abs", 0.1]], columns=COLUMNS))
+    >>> page = render_report(r, figures=[])
+    >>> "&lt;b&gt;m&lt;/b&gt;" in page and "<b>m</b>" not in page
+    True
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .._io import atomic_write
+from ..checks._result import CheckResult
+from ..verdicts import MAIN_SCORES, method_summary, rule_text, verdicts
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+_CSS = """
+body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;margin:0;
+ background:#f6f7f9;color:#1d2330;font-size:14px;line-height:1.45}
+main{max-width:1120px;margin:0 auto;padding:24px 28px 60px;background:#fff;
+ box-shadow:0 0 12px rgba(0,0,0,.06)}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:34px 0 10px;padding-bottom:4px;
+ border-bottom:2px solid #e3e6ec}h3{font-size:15px;margin:22px 0 8px}
+.sub{color:#5b6473;margin:0 0 14px}
+table{border-collapse:collapse;margin:8px 0 14px;font-size:13px}
+th,td{border:1px solid #dde1e8;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f0f2f6;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums;
+ white-space:nowrap}
+tr.control td{background:#fafafa;color:#4a5160}
+.badge{display:inline-block;min-width:86px;text-align:center;padding:2px 8px;border-radius:10px;
+ font-weight:700;font-size:12px;letter-spacing:.03em;text-transform:uppercase}
+.pass{background:#d8f3dc;color:#1b6b34}.fail{background:#fbdada;color:#9b1c1c}
+.inconclusive{background:#fff1c2;color:#7a5b00}.invalid{background:#e4e4e4;color:#444}
+.rule{background:#f3f6fb;border-left:4px solid #7a9cc6;padding:10px 14px;margin:10px 0;
+ font-size:13px}
+.note{color:#5b6473;font-size:12.5px}
+figure{margin:14px 0 22px}figure img{max-width:100%;border:1px solid #e3e6ec}
+figcaption{color:#5b6473;font-size:12.5px;margin-top:4px}
+pre{background:#f3f4f7;padding:10px;overflow-x:auto;font-size:12px;border-radius:4px}
+code{background:#f3f4f7;padding:1px 4px;border-radius:3px;font-size:12.5px}
+details summary{cursor:pointer;color:#34538a}
+.grid2{display:flex;flex-wrap:wrap;gap:8px 22px}
+"""
+
+
+def e(x: Any) -> str:
+    """Escape any value for HTML text and attributes."""
+    return html.escape(str(x), quote=True)
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return e(x)
+    if math.isnan(v):
+        return "&ndash;"
+    if math.isinf(v):
+        return "&infin;" if v > 0 else "&minus;&infin;"
+    return f"{v:.{digits}f}"
+
+
+def _ci(lo: Any, hi: Any) -> str:
+    return f"[{_num(lo)}, {_num(hi)}]"
+
+
+def _badge(verdict: str) -> str:
+    v = str(verdict)
+    cls = v if v in ("pass", "fail", "inconclusive", "invalid") else "invalid"
+    return f'<span class="badge {cls}">{e(v)}</span>'
+
+
+def _png_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _figures_from_dir(directory: Path) -> list[tuple[str, bytes]]:
+    out = []
+    for p in sorted(directory.glob("*.png")):
+        data = p.read_bytes()
+        if data.startswith(PNG_SIGNATURE):
+            out.append((p.stem, data))
+    return out
+
+
+def _figures_from_result(result: CheckResult) -> list[tuple[str, bytes]]:
+    """Draw the run's figures from the saved result (no maps are recomputed)."""
+    from ..plots import save_figures
+
+    with tempfile.TemporaryDirectory(prefix="saliency-sanity-report-") as tmp:
+        try:
+            save_figures(result, tmp)
+        except ValueError:  # e.g. no example maps: draw what can be drawn
+            pass
+        return _figures_from_dir(Path(tmp))
+
+
+_CAPTIONS = {
+    "cascading_grid": "Maps of the first kept input: the trained model, then each randomization "
+                      "stage (columns), for every method and control (rows).",
+    "maps_true_vs_random": "Maps of the true-label and the random-label model on the same inputs.",
+}
+
+
+def _caption(stem: str) -> str:
+    if stem in _CAPTIONS:
+        return _CAPTIONS[stem]
+    if stem.startswith("similarity_"):
+        return (f"{stem[len('similarity_'):]}: similarity to the trained model's maps per stage "
+                "(mean and 95% interval over samples). Dotted: the null reference (two "
+                "independently randomized models); dashed grey: controls.")
+    if stem.startswith("bars_"):
+        return f"{stem[len('bars_'):]}: true-label vs random-label maps per method."
+    return stem
+
+
+def _stage_labels(result: CheckResult) -> dict[int, str]:
+    labels = {0: "trained"}
+    for st in result.stages:
+        if int(st.get("index", -1)) > 0:
+            labels[int(st["index"])] = str(st.get("block"))
+    for k, layer in result.table.drop_duplicates("stage")[["stage", "layer"]].itertuples(
+            index=False):
+        labels.setdefault(int(k), str(layer))
+    return labels
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], classes: Sequence[str] = (),
+           numeric: Sequence[bool] = ()) -> str:
+    """An HTML table; cells are already-escaped HTML snippets."""
+    h = "".join(f"<th>{c}</th>" for c in header)
+    body = []
+    for i, r in enumerate(rows):
+        cls = f' class="{classes[i]}"' if i < len(classes) and classes[i] else ""
+        cells = "".join(
+            f'<td class="num">{c}</td>' if (j < len(numeric) and numeric[j]) else f"<td>{c}</td>"
+            for j, c in enumerate(r))
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><thead><tr>{h}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _summary_section(result: CheckResult, v: pd.DataFrame, margin: float,
+                     min_samples: int) -> str:
+    s = method_summary(v)
+    parts = ["<h2>Verdicts</h2>"]
+    if result.check == "data_randomization" and result.settings.get("valid") is False:
+        parts.append(f'<p class="rule"><b>INVALID run:</b> '
+                     f'{e(result.settings.get("invalid_reason", ""))}</p>')
+    rows, classes = [], []
+    for _, r in s.iterrows():
+        rows.append([e(r["method"]), "control" if r["control"] else "method",
+                     _badge(r["verdict"]), e(r["scores"])])
+        classes.append("control" if r["control"] else "")
+    main = [m for m in MAIN_SCORES if m in set(result.table["metric"])]
+    parts.append(_table(["method", "kind", "verdict", "per main score" + (
+        f" ({', '.join(main)})" if main else " (all scores)")], rows, classes))
+    parts.append(f'<div class="rule"><b>Rule.</b> {e(rule_text(margin, min_samples))}</div>')
+    parts.append(
+        '<p class="note">Controls are scored like methods so you can see what an uninformative '
+        "map scores: random maps pass trivially (Binder et al. 2023: noise shares nothing with "
+        "any map), the Sobel edge detector fails because it ignores the model. A method that "
+        "passes is only as parameter-dependent as noise at full randomization; Adebayo et al. "
+        "2018 also read the curves stage by stage (below): a method that stays similar through "
+        "the top blocks is insensitive to them even if it ends at the null.</p>")
+    return "\n".join(parts)
+
+
+def _detail_section(v: pd.DataFrame, result: CheckResult) -> str:
+    if v.empty:
+        return "<h2>Verdicts per score</h2><p>No results.</p>"
+    labels = _stage_labels(result)
+    independent = result.settings.get("order") == "independent"
+    head = ["method", "score"] + (["block"] if independent else []) + [
+        "verdict", "n", "first stage", "judged stage", "null", "sim &minus; null (95% CI)",
+        "p (paired t)", "P &minus; sim (95% CI)", "margin", "reason"]
+    rows, classes = [], []
+    for _, r in v.iterrows():
+        row = [e(r["method"]), e(r["metric"])]
+        if independent:
+            row.append(e(labels.get(int(r["stage"]), r["stage"])))
+        row += [_badge(r["verdict"]), _num(r["n"], 0), _num(r["first_stage_mean"]),
+                _num(r["last_stage_mean"]), _num(r["null_mean"]),
+                f"{_num(r['diff_mean'])} {_ci(r['diff_lo'], r['diff_hi'])}",
+                _num(r["p_value"], 4),
+                f"{_num(r['change_mean'])} {_ci(r['change_lo'], r['change_hi'])}",
+                _num(r["delta"]), f'<span class="note">{e(r["reason"])}</span>']
+        rows.append(row)
+        classes.append("control" if r["control"] else "")
+    k = v["stage"].max()
+    judged = "each block" if independent else f"stage {int(k)} ({labels.get(int(k), k)})"
+    return ("<h2>Verdicts per score</h2>"
+            f'<p class="sub">Judged at {e(judged)}. Differences are in oriented units '
+            "(higher = more similar); &ldquo;first stage&rdquo; is the first randomized stage, "
+            "shown for reference.</p>" + _table(head, rows, classes))
+
+
+def _figures_section(figs: list[tuple[str, bytes]]) -> str:
+    if not figs:
+        return "<h2>Figures</h2><p>This run has no figures.</p>"
+    order = {"cascading_grid": 0, "maps_true_vs_random": 0}
+    figs = sorted(figs, key=lambda f: (order.get(f[0], 1), f[0]))
+    out = ["<h2>Figures</h2>"]
+    for stem, data in figs:
+        out.append(f'<figure><img src="{_png_uri(data)}" alt="{e(stem)}">'
+                   f"<figcaption>{e(_caption(stem))}</figcaption></figure>")
+    return "\n".join(out)
+
+
+def _stage_tables_section(result: CheckResult) -> str:
+    summ = result.summary()
+    if summ.empty:
+        return ""
+    null = result.summary(null=True)
+    labels = _stage_labels(result)
+    controls = set(result.settings.get("controls", []))
+    stages = sorted(int(s) for s in summ["stage"].unique())
+    out = ["<h2>Per-stage tables</h2>",
+           '<p class="sub">Mean similarity to the trained model\'s maps [95% t-interval] over '
+           "samples; rows marked null: the similarity between maps of two independently "
+           "randomized models at that stage.</p>"]
+    for metric in list(dict.fromkeys(summ["metric"])):
+        sm = summ[summ["metric"] == metric]
+        nm = null[null["metric"] == metric] if not null.empty else null
+        rows, classes = [], []
+        for method in list(dict.fromkeys(sm["method"])):
+            for kind, src in (("", sm), ("null", nm)):
+                g = src[src["method"] == method] if len(src) else src
+                if kind and g.empty:
+                    continue
+                cells = []
+                for k in stages:
+                    c = g[g["stage"] == k] if len(g) else g
+                    if c.empty:
+                        cells.append("")
+                    else:
+                        c0 = c.iloc[0]
+                        nan = f" ({int(c0['n_nan'])} NaN)" if int(c0["n_nan"]) else ""
+                        cells.append(f"{_num(c0['mean'])} <span class=\"note\">"
+                                     f"{_ci(c0['lo'], c0['hi'])}{nan}</span>")
+                name = e(method) + (" (control)" if method in controls else "")
+                rows.append([name + (" &middot; <i>null</i>" if kind else ""), *cells])
+                classes.append("control" if (method in controls or kind) else "")
+        out.append(f"<h3>{e(metric)}</h3>")
+        out.append(_table(["method"] + [e(labels.get(k, k)) for k in stages], rows, classes,
+                          [False] + [True] * len(stages)))
+    return "\n".join(out)
+
+
+def _stages_section(result: CheckResult) -> str:
+    if not result.stages:
+        return ""
+    rows = []
+    for st in result.stages:
+        oc = st.get("output_change") or {}
+        rows.append([_num(st.get("index"), 0), e(st.get("block") or "trained"),
+                     e(", ".join(map(str, st.get("layers") or []))),
+                     _num(oc.get("logit_correlation")), _num(oc.get("prediction_agreement")),
+                     e("yes" if st.get("unchanged") else "")])
+    return ("<h2>Stages</h2>" + _table(
+        ["stage", "block", "randomized", "logit corr. with trained", "prediction agreement",
+         "unchanged"], rows, numeric=[True, False, False, True, True, False]))
+
+
+def _settings_section(result: CheckResult) -> str:
+    st = result.settings
+    keys = [("check", result.check), ("order", st.get("order")), ("init", st.get("init")),
+            ("seed", st.get("seed")), ("target mode", st.get("target_mode")),
+            ("samples", st.get("n_samples")), ("input shape", st.get("input_shape")),
+            ("model", st.get("model")), ("data", st.get("data")), ("device", st.get("device"))]
+    rows = [[e(k), e(json.dumps(val) if isinstance(val, (dict, list)) else val)]
+            for k, val in keys if val is not None]
+    out = ["<h2>Settings</h2>", _table(["setting", "value"], rows)]
+    cmd = st.get("command")
+    if cmd:
+        out.append("<h3>Reproduce this run</h3>"
+                   f"<pre>{e(cmd)}</pre>")
+    else:
+        out.append('<p class="note">No command was recorded (a run from the Python API); the '
+                   "settings below reproduce it.</p>")
+    ver = st.get("versions") or {}
+    if ver:
+        out.append("<h3>Versions</h3>" + _table(
+            ["package", "version"], [[e(k), e(val)] for k, val in ver.items()]))
+    out.append("<details><summary>All settings (run.json)</summary><pre>"
+               f"{e(json.dumps(st, indent=2, default=str))}</pre></details>")
+    return "\n".join(out)
+
+
+def render_report(result: CheckResult, figures: list[tuple[str, bytes]] | None = None,
+                  title: str | None = None, margin: float = 0.1, min_samples: int = 5) -> str:
+    """The report page of ``result`` as an HTML string.
+
+    ``figures``: ``(name, png_bytes)`` pairs to embed; None draws them from the result.
+
+    Example:
+        >>> # page = render_report(CheckResult.load("runs/demo"))
+    """
+    if figures is None:
+        figures = _figures_from_result(result)
+    v = verdicts(result, margin=margin, min_samples=min_samples)
+    name = title or {"model_randomization": "Model parameter randomization test",
+                     "data_randomization": "Data randomization test"}.get(result.check,
+                                                                         result.check)
+    order = result.settings.get("order")
+    sub = ", ".join(str(x) for x in (
+        f"{order} order" if order else None,
+        f"init {result.settings.get('init')}" if result.settings.get("init") else None,
+        f"seed {result.settings.get('seed')}" if result.settings.get("seed") is not None else None,
+        f"{result.table['sample'].nunique()} samples" if not result.table.empty else None,
+    ) if x)
+    body = "\n".join([
+        f"<h1>{e(name)}</h1>",
+        f'<p class="sub">saliency-sanity report &middot; {e(sub)}</p>',
+        _summary_section(result, v, margin, min_samples),
+        _figures_section(figures),
+        _detail_section(v, result),
+        _stage_tables_section(result),
+        _stages_section(result),
+        _settings_section(result),
+    ])
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{e(name)} &middot; saliency-sanity</title><style>{_CSS}</style></head>"
+            f"<body><main>\n{body}\n</main></body></html>\n")
+
+
+def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
+                 result: CheckResult | None = None, margin: float = 0.1,
+                 min_samples: int = 5) -> Path:
+    """Write ``report.html`` for a run directory from its saved results (nothing is recomputed);
+    return its path. Figures are taken from ``run_dir/figures`` when present, else drawn from the
+    saved result. The file is written atomically.
+
+    Example:
+        >>> # build_report("runs/demo")   # -> runs/demo/report.html
+    """
+    d = Path(run_dir)
+    if result is None:
+        result = CheckResult.load(d)
+    figs = _figures_from_dir(d / "figures") if (d / "figures").is_dir() else []
+    if not figs:
+        figs = _figures_from_result(result)
+    page = render_report(result, figures=figs, margin=margin, min_samples=min_samples)
+    target = Path(out) if out is not None else d / "report.html"
+    atomic_write(target, lambda p: p.write_text(page, encoding="utf-8"))
+    return target
+
