@@ -133,6 +133,17 @@ def test_cache_reloads_identical_weights(tiny, tmp_path, global_rng_guard):
     assert again.history == first.history and not again.model.training
 
 
+def test_unreadable_checkpoint_is_ignored_with_a_warning(tiny, tmp_path):
+    cfg = TrainConfig(epochs=1, target_train_acc=None)
+    kw = {"progress": False, "model_kwargs": {"width": 0.05}}
+    ref = training.train("mnist_mlp", tiny, cfg, cache_dir=False, **kw)
+    (tmp_path / f"{ref.key}.pt").write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="unreadable"):
+        res = training.train("mnist_mlp", tiny, cfg, cache_dir=tmp_path, **kw)
+    assert not res.from_cache and _equal_state(ref.model, res.model)
+    assert training.train("mnist_mlp", tiny, cfg, cache_dir=tmp_path, **kw).from_cache
+
+
 def test_default_cache_dir_env(tmp_path, monkeypatch, tiny):
     monkeypatch.setenv("SALIENCY_SANITY_CACHE", str(tmp_path / "c"))
     assert training.default_cache_dir() == tmp_path / "c"

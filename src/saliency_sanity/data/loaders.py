@@ -6,7 +6,7 @@ import functools
 import gzip
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +54,6 @@ class Dataset:
     classes: list[str]
     seed: int | None = None
     source: str = ""
-    _fingerprint: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_train(self) -> int:
@@ -69,7 +68,7 @@ class Dataset:
         return len(self.classes)
 
     def fingerprint(self) -> str:
-        """A content hash of the four tensors (blake2b, 16 hex digits); cached after first use.
+        """A content hash of the four tensors (blake2b, 16 hex digits), recomputed on each call.
 
         Example:
             >>> ds = Dataset("t", torch.zeros(1, 1, 2, 2), torch.tensor([0]),
@@ -77,14 +76,12 @@ class Dataset:
             >>> len(ds.fingerprint())
             16
         """
-        if self._fingerprint is None:
-            h = hashlib.blake2b(digest_size=8)
-            for t in (self.x_train, self.y_train, self.x_test, self.y_test):
-                arr = t.detach().cpu().contiguous().numpy()
-                h.update(f"{arr.dtype}{arr.shape}".encode())
-                h.update(arr.tobytes())
-            self._fingerprint = h.hexdigest()
-        return self._fingerprint
+        h = hashlib.blake2b(digest_size=8)
+        for t in (self.x_train, self.y_train, self.x_test, self.y_test):
+            arr = t.detach().cpu().contiguous().numpy()
+            h.update(f"{arr.dtype}{arr.shape}".encode())
+            h.update(arr.tobytes())
+        return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------- helpers

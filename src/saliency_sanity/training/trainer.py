@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,6 +262,22 @@ def _write_json(meta: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _load_checkpoint(path: Path, key: str) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if it exists and belongs to ``key``; unreadable ones are ignored
+    with a warning (training then starts afresh and overwrites them)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - a broken cache entry must not block training
+        warnings.warn(f"ignoring unreadable checkpoint {path}: {err}", stacklevel=3)
+        return None
+    if not isinstance(state, dict) or state.get("key") != key:
+        warnings.warn(f"ignoring checkpoint {path}: it belongs to another run", stacklevel=3)
+        return None
+    return state
+
+
 def train(
     factory_name_or_callable: Factory,
     dataset: Dataset,
@@ -312,8 +329,8 @@ def train(
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         root.mkdir(parents=True, exist_ok=True)
         path = root / f"{key}.pt"
-        if path.is_file():
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _load_checkpoint(path, key)
+        if state is not None:
             model.load_state_dict(state["model"])
             history = list(state["history"])
             if state["done"]:
