@@ -14,8 +14,11 @@ model for data randomization), per sample ``i``:
   the same stage (``result.null``); for data randomization, which has no null, it is the mean
   similarity of the run's random-map controls on that sample.
 * ``e_i = P - s_K,i``: how far the maps moved away from the trained model's maps.
-* the margin ``delta = margin * (P - mean null_K)`` (default ``margin = 0.1``): a tenth of the
-  distance between the null and perfect similarity, so the rule scales with the score and the run.
+* the margin ``delta = margin * (P - chance)`` (default ``margin = 0.1``), where ``chance`` is
+  the mean similarity of the run's random-map controls (``random_gaussian``, ``random_uniform``)
+  on that score at that stage: a tenth of the distance between noise and perfect similarity, so
+  the rule scales with the score and the run (``chance`` falls back to the method's null mean
+  when the run has no random-map control).
 
 With 95% t-intervals ``CI(d)`` and ``CI(e)`` of the means over the samples:
 
@@ -76,7 +79,9 @@ RULE = (
     "d = similarity - null, where the null is the similarity between the maps of two "
     "independently randomized models at the same stage (data randomization has no null: the mean "
     "similarity of the run's random-map controls is used), and e = P - similarity. The margin is "
-    "delta = {margin:g} x (P - mean null). With 95% t-intervals of the means over samples: "
+    "delta = {margin:g} x (P - chance), chance = the mean similarity of the run's random-map "
+    "controls on that score and stage (the null mean when the run has none). With 95% "
+    "t-intervals of the means over samples: "
     "null-like if upper(d) <= delta, above the null if lower(d) > delta; changed if lower(e) > "
     "delta, unchanged if upper(e) <= delta. PASS = null-like and changed; FAIL = above the null "
     "or unchanged; INCONCLUSIVE otherwise, with fewer than {min_samples} paired samples, or "
@@ -88,7 +93,7 @@ RULE = (
 
 VERDICT_COLUMNS = [
     "method", "control", "metric", "stage", "layer", "verdict", "reason", "n",
-    "first_stage_mean", "last_stage_mean", "null_mean", "perfect", "delta",
+    "first_stage_mean", "last_stage_mean", "null_mean", "chance", "perfect", "delta",
     "diff_mean", "diff_lo", "diff_hi", "p_value", "change_mean", "change_lo", "change_hi",
 ]
 
@@ -152,7 +157,7 @@ def _values(table: pd.DataFrame, method: str, metric: str, stage: int) -> pd.Ser
 
 
 def _judge(s: pd.Series, null: pd.Series | None, sign: float, perfect: float,
-           margin: float, min_samples: int, ci: float) -> dict[str, Any]:
+           margin: float, min_samples: int, ci: float, chance: float | None) -> dict[str, Any]:
     out: dict[str, Any] = {"n": 0}
     if null is None or null.empty:
         out["verdict"] = "inconclusive"
@@ -174,7 +179,8 @@ def _judge(s: pd.Series, null: pd.Series | None, sign: float, perfect: float,
     so = sign * both["s"].to_numpy(float)
     no = sign * both["null"].to_numpy(float)
     po = sign * perfect
-    delta = margin * max(po - float(no.mean()), 0.0)
+    base = sign * chance if chance is not None and math.isfinite(chance) else float(no.mean())
+    delta = margin * max(po - base, 0.0)
     d = so - no
     e = po - so
     dm, dlo, dhi = _t_interval(d, ci)
@@ -221,10 +227,11 @@ def verdicts(result: CheckResult, margin: float = 0.1, min_samples: int = 5,
 
     Columns (:data:`VERDICT_COLUMNS`): ``method, control, metric, stage, layer, verdict, reason,
     n`` (paired non-NaN samples), ``first_stage_mean`` (mean similarity at the first randomized
-    stage), ``last_stage_mean`` (at the judged stage), ``null_mean``, ``perfect`` (P), ``delta``
-    (the margin, oriented units), ``diff_mean/lo/hi`` (mean and CI of similarity - null, oriented),
-    ``p_value`` (two-sided paired t-test of that difference = 0), ``change_mean/lo/hi`` (mean and
-    CI of P - similarity, oriented). See the module docstring for the rule.
+    stage), ``last_stage_mean`` (at the judged stage), ``null_mean``, ``chance`` (the random
+    controls' mean), ``perfect`` (P), ``delta`` (the margin, oriented units),
+    ``diff_mean/lo/hi`` (mean and CI of similarity - null, oriented), ``p_value`` (two-sided
+    paired t-test of that difference = 0), ``change_mean/lo/hi`` (mean and CI of
+    P - similarity, oriented). See the module docstring for the rule.
 
     Example:
         >>> # verdicts(CheckResult.load("runs/demo"))
@@ -271,13 +278,24 @@ def verdicts(result: CheckResult, margin: float = 0.1, min_samples: int = 5,
                                    "invalid_reason", "the random-label model did not memorize")))
                 else:
                     null = _null_values(result, method, metric, k, data_check)
-                    row.update(_judge(s, null, sign, perfect, margin, min_samples, ci))
+                    chance = _chance(result, metric, k)
+                    row.update(_judge(s, null, sign, perfect, margin, min_samples, ci, chance))
+                    row["chance"] = chance if chance is not None else math.nan
                 rows.append(row)
     out = pd.DataFrame(rows)
     for c in VERDICT_COLUMNS:
         if c not in out:
             out[c] = math.nan
     return out[VERDICT_COLUMNS].reset_index(drop=True)
+
+
+def _chance(result: CheckResult, metric: str, stage: int) -> float | None:
+    """Mean similarity of the run's random-map controls on ``metric`` at ``stage`` (raw units)."""
+    t = result.table
+    rand = [c for c in result.settings.get("controls", []) if c in RANDOM_CONTROLS]
+    v = t[t["method"].isin(rand) & (t["metric"] == metric) & (t["stage"] == stage)]["value"]
+    v = v.dropna()
+    return float(v.mean()) if len(v) else None
 
 
 def _null_values(result: CheckResult, method: str, metric: str, stage: int,

@@ -56,6 +56,7 @@ tr.control td{background:#fafafa;color:#4a5160}
  font-size:13px}
 .note{color:#5b6473;font-size:12.5px}
 figure{margin:14px 0 22px}figure img{max-width:100%;border:1px solid #e3e6ec}
+figure.grid img{max-width:820px}
 figcaption{color:#5b6473;font-size:12.5px;margin-top:4px}
 pre{background:#f3f4f7;padding:10px;overflow-x:auto;font-size:12px;border-radius:4px}
 code{background:#f3f4f7;padding:1px 4px;border-radius:3px;font-size:12.5px}
@@ -167,14 +168,21 @@ def _summary_section(result: CheckResult, v: pd.DataFrame, margin: float,
     if result.check == "data_randomization" and result.settings.get("valid") is False:
         parts.append(f'<p class="rule"><b>INVALID run:</b> '
                      f'{e(result.settings.get("invalid_reason", ""))}</p>')
+    main = [m for m in MAIN_SCORES if m in set(result.table["metric"])] or list(
+        dict.fromkeys(v["metric"]))
     rows, classes = [], []
     for _, r in s.iterrows():
-        rows.append([e(r["method"]), "control" if r["control"] else "method",
-                     _badge(r["verdict"]), e(r["scores"])])
+        cells = [e(r["method"]), "control" if r["control"] else "method", _badge(r["verdict"])]
+        for m in main:
+            g = v[(v["method"] == r["method"]) & (v["metric"] == m)]
+            cells.append("<br>".join(
+                f'{_badge(x["verdict"])} <span class="note">{_num(x["last_stage_mean"])} vs '
+                f'null {_num(x["null_mean"])}</span>' for _, x in g.iterrows()) or "&ndash;")
+        rows.append(cells)
         classes.append("control" if r["control"] else "")
-    main = [m for m in MAIN_SCORES if m in set(result.table["metric"])]
-    parts.append(_table(["method", "kind", "verdict", "per main score" + (
-        f" ({', '.join(main)})" if main else " (all scores)")], rows, classes))
+    parts.append(_table(["method", "kind", "verdict"] + [
+        f"{e(m)} <span class=\"note\">(judged stage vs null)</span>" for m in main],
+        rows, classes))
     parts.append(f'<div class="rule"><b>Rule.</b> {e(rule_text(margin, min_samples))}</div>')
     parts.append(
         '<p class="note">Controls are scored like methods so you can see what an uninformative '
@@ -222,7 +230,8 @@ def _figures_section(figs: list[tuple[str, bytes]]) -> str:
     figs = sorted(figs, key=lambda f: (order.get(f[0], 1), f[0]))
     out = ["<h2>Figures</h2>"]
     for stem, data in figs:
-        out.append(f'<figure><img src="{_png_uri(data)}" alt="{e(stem)}">'
+        cls = ' class="grid"' if stem in order else ""
+        out.append(f'<figure{cls}><img src="{_png_uri(data)}" alt="{e(stem)}">'
                    f"<figcaption>{e(_caption(stem))}</figcaption></figure>")
     return "\n".join(out)
 
@@ -363,6 +372,15 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
         figs = _figures_from_result(result)
     page = render_report(result, figures=figs, margin=margin, min_samples=min_samples)
     target = Path(out) if out is not None else d / "report.html"
-    atomic_write(target, lambda p: p.write_text(page, encoding="utf-8"))
+    atomic_write(target, lambda p: _write_shareable(p, page))
     return target
+
+
+def _write_shareable(path: Path, text: str) -> None:
+    """Write ``text`` with the usual file mode (0644 under umask 022), not the temporary file's
+    0600: the report is meant to be shared."""
+    path.write_text(text, encoding="utf-8")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
