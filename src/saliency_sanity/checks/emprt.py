@@ -63,7 +63,7 @@ def histogram_entropy(maps: torch.Tensor, bins: int = 100, absolute: bool = Fals
     for i, row in enumerate(arr):
         counts, _ = np.histogram(row, bins=bins)
         p = counts[counts > 0] / counts.sum()
-        out[i] = float(-(p * np.log(p)).sum())
+        out[i] = float(-(p * np.log(p)).sum()) + 0.0  # + 0.0: no -0.0 for one bin
     return torch.from_numpy(out).to(maps.device)
 
 
