@@ -1,0 +1,82 @@
+"""The paper's findings on the demo model (MNIST CNN of Adebayo et al. trained on real MNIST).
+
+Slow: trains the demo model once per session (about a minute on 2 cores).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from saliency_sanity import model_randomization_test
+from saliency_sanity.demo import demo_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("demo-cache")
+
+
+@pytest.fixture(scope="session")
+def trained(demo_cache):
+    res, ds = demo_model(seed=0, cache_dir=demo_cache, progress=False)
+    return res, ds
+
+
+@pytest.fixture(scope="session")
+def cascade(trained):
+    res, ds = trained
+    return model_randomization_test(
+        res.model, ds.x_test[:16], methods=["gradient", "guided_backprop"],
+        controls=["random_gaussian"], scores=["spearman_abs", "spearman", "ssim"],
+        order="cascading", init="paper", seed=0, batch_size=16, progress=False,
+        null_reference=False,
+    )
+
+
+def _means(result, metric):
+    s = result.summary()
+    return s[s.metric == metric].pivot_table(index="method", columns="stage", values="mean")
+
+
+def test_demo_model_is_trained(trained):
+    res, _ = trained
+    assert res.test_acc > 0.95 and res.train_acc > 0.98
+
+
+def test_gradient_signed_spearman_vanishes_after_full_cascade(cascade):
+    signed = _means(cascade, "spearman")
+    assert abs(signed.loc["gradient"].iloc[-1]) < 0.1
+
+
+def test_guided_backprop_stays_above_gradient_at_every_stage(cascade):
+    m = _means(cascade, "spearman_abs")
+    assert (m.loc["guided_backprop"] > m.loc["gradient"]).all(), m
+    # the paper's MNIST trend: both decrease as more layers are randomized
+    assert m.loc["gradient"].iloc[0] > m.loc["gradient"].iloc[-1]
+    assert m.loc["guided_backprop"].iloc[0] > m.loc["guided_backprop"].iloc[-1]
+
+
+def test_gaussian_control_stays_near_zero(cascade):
+    for metric in ("spearman_abs", "spearman", "ssim"):
+        vals = _means(cascade, metric).loc["random_gaussian"]
+        assert np.all(np.abs(vals.to_numpy()) < 0.05), (metric, vals)
+
+
+def test_demo_cli_writes_run_directory(demo_cache, tmp_path, capsys):
+    from saliency_sanity.cli import main
+
+    out = tmp_path / "demo"
+    rc = main(["demo", "--out", str(out), "--n-samples", "4", "--cache-dir", str(demo_cache),
+               "--no-progress"])
+    assert rc == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["settings"]["model"]["name"] == "mnist_cnn"
+    assert set(run["settings"]["methods"]) >= {"gradient", "guided_backprop", "gradcam",
+                                               "ig_smoothgrad", "edge_sobel"}
+    assert (out / "figures" / "cascading_grid.png").is_file()
+    assert "cascading_grid.png" in capsys.readouterr().out
