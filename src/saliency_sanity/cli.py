@@ -146,7 +146,13 @@ def _cmd_demo(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     from .checks import model_randomization_test
-    from .io_inputs import check_output_dir, load_data, load_model, parse_kwargs
+    from .io_inputs import (
+        check_model_on_inputs,
+        check_output_dir,
+        load_data,
+        load_model,
+        parse_kwargs,
+    )
     from .run_dir import write_run
     from .verdicts import format_summary
 
@@ -160,6 +166,7 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     if group_by and group_by != "children":
         group_by = _csv(group_by)
     target = y if (args.target_mode == "fixed" and y is not None and (y >= 0).all()) else None
+    check_model_on_inputs(model, x, target)
     result = model_randomization_test(
         model, x, target=target, methods=_csv(args.methods), scores=_csv(args.scores),
         order=args.order, init=args.init, seed=args.seed, target_mode=args.target_mode,

@@ -106,6 +106,13 @@ def load_weights(path: str | os.PathLike, unsafe_load: bool = False) -> dict[str
     try:
         obj = torch.load(p, map_location="cpu", weights_only=not unsafe_load)
     except pickle.UnpicklingError as err:
+        if "Unsupported global" not in str(err) and "GLOBAL" not in str(err):
+            # random bytes or a damaged file also end up in the unpickler: not a trust question
+            raise InputError(
+                f"{p} is not a readable PyTorch checkpoint (corrupt or truncated?): the unpickler "
+                f"failed ({str(err).strip().splitlines()[-1][:120] if str(err).strip() else err})."
+                " Save the weights again with torch.save(model.state_dict(), path)"
+            ) from err
         raise InputError(
             f"{p} holds Python objects that weights_only loading refuses. If you trust the file, "
             "pass --unsafe-load (this runs code from the file); better, save "
@@ -264,3 +271,51 @@ def check_output_dir(out: str | os.PathLike) -> Path:
         raise InputError(f"the output directory {d} is not writable ({probe} denies writing); "
                          "choose another --out")
     return d
+
+
+def check_model_on_inputs(model: nn.Module, x: torch.Tensor,
+                          y: torch.Tensor | None = None) -> int:
+    """Probe the model on one input before a long run; return its number of classes.
+
+    Raises :class:`InputError` with what to do when the model has no parameters, fails on the
+    inputs, does not return logits of shape (B, classes), or when labels ``y`` fall outside
+    ``0 .. classes - 1``.
+
+    Example:
+        >>> from torch import nn
+        >>> check_model_on_inputs(nn.Linear(4, 3), torch.zeros(2, 4), torch.tensor([0, 2]))
+        3
+    """
+    if not any(True for _ in model.parameters()):
+        raise InputError(
+            f"the model ({type(model).__name__}) has no parameters, so there is nothing to "
+            "randomize; pass a trained network with weights"
+        )
+    if not torch.isfinite(x).all():
+        raise InputError("the inputs contain NaN or inf values; clean the data first")
+    try:
+        from ._guard import eval_mode, model_device
+
+        with torch.no_grad(), eval_mode(model):
+            out = model(x[:1].to(model_device(model)))
+    except Exception as err:
+        raise InputError(
+            f"the model fails on inputs of shape {tuple(x.shape[1:])} (per sample): "
+            f"{err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}. Check "
+            "--data, --size and --channels against what the model expects"
+        ) from err
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise InputError(f"the model must return logits of shape (batch, classes); it returned "
+                         f"{shape}. Wrap it so that forward returns the logits tensor")
+    classes = int(out.shape[1])
+    if y is not None:
+        known = y[y >= 0]
+        bad = known[(known >= classes)]
+        if bad.numel():
+            raise InputError(
+                f"labels out of range: the model has {classes} classes (0..{classes - 1}) but the "
+                f"labels include {sorted(set(bad.tolist()))[:5]}; fix the labels or use "
+                "--target-mode predicted"
+            )
+    return classes
