@@ -70,7 +70,8 @@ def _ours_smprt(model, x, y, samples, noise, score_list, normalize, seed=0):
 
 
 def _last(res, metric):
-    t = res.table[(res.table["metric"] == metric) & (res.table["stage"] == res.table["stage"].max())]
+    t = res.table
+    t = t[(t["metric"] == metric) & (t["stage"] == t["stage"].max())]
     return t.sort_values("sample")["value"].to_numpy()
 
 
