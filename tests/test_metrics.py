@@ -13,7 +13,7 @@ import pytest
 import scipy.stats
 import torch
 from skimage.feature import hog
-from skimage.metrics import structural_similarity
+from skimage.metrics import mean_squared_error, structural_similarity
 
 from saliency_sanity import metrics
 from saliency_sanity.metrics import DegenerateMapWarning
@@ -123,7 +123,13 @@ def test_constant_map_gives_nan_and_one_warning(fn, backend):
 def test_mse_matches_numpy(backend):
     a, b, ta, tb = pair("random", (3, 3, 28, 28))
     ref = ((a.astype(np.float64) - b) ** 2).reshape(3, -1).mean(axis=1)
-    check_against(metrics.mse(ta, tb, backend=backend), ref, 1e-12)
+    check_against(metrics.mse(ta, tb, backend=backend), ref, 1e-6)
+    ref = [mean_squared_error(x, y) for x, y in zip(a, b, strict=True)]
+    check_against(metrics.mse(ta, tb, backend=backend), ref, 1e-6)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    ref = [mean_squared_error(x, y) for x, y in zip(a64, b64, strict=True)]
+    out = metrics.mse(torch.from_numpy(a64), torch.from_numpy(b64), backend=backend)
+    check_against(out, ref, 1e-13)
 
 
 # ----------------------------------------------------------------------------- SSIM

@@ -20,7 +20,9 @@ def _sum_is_nan(m: torch.Tensor) -> bool:
     return bool(torch.isnan(m.sum()))
 
 
-def check_maps(m: torch.Tensor, name: str = "maps", min_dim: int = 2) -> torch.Tensor:
+def check_maps(
+    m: torch.Tensor, name: str = "maps", min_dim: int = 2, check_nan: bool = True
+) -> torch.Tensor:
     """Checks one batch of maps: a floating (or integer) tensor with a batch dim and no NaN."""
     if not isinstance(m, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(m).__name__}")
@@ -36,16 +38,20 @@ def check_maps(m: torch.Tensor, name: str = "maps", min_dim: int = 2) -> torch.T
     if m.shape[0] == 0:
         raise ValueError(f"{name} has an empty batch")
     # One fast reduction; the elementwise scan only when it is NaN (a NaN, or inf - inf).
-    if _sum_is_nan(m) and bool(torch.isnan(m).any()):
+    if check_nan and _sum_is_nan(m) and bool(torch.isnan(m).any()):
         bad = torch.isnan(m.reshape(m.shape[0], -1)).any(dim=1).nonzero().flatten().tolist()
         raise ValueError(f"{name} contain NaN (samples {bad[:10]}{'...' if len(bad) > 10 else ''})")
     return m
 
 
 def check_pair(
-    a: torch.Tensor, b: torch.Tensor, min_dim: int = 2
+    a: torch.Tensor, b: torch.Tensor, min_dim: int = 2, check_nan: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Checks two batches of maps to be compared sample by sample: same shape, no NaN."""
+    """Checks two batches of maps to be compared sample by sample: same shape, no NaN.
+
+    ``check_nan=False`` defers the NaN scan: for metrics where a NaN in a map always makes
+    that sample's score NaN, callers run ``check_pair`` again only when a score is NaN.
+    """
     if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
         raise TypeError("maps must be torch.Tensors")
     if a.shape != b.shape:
@@ -54,8 +60,8 @@ def check_pair(
         )
     if a.device != b.device:
         raise ValueError(f"maps are on different devices: {a.device} and {b.device}")
-    a = check_maps(a, "first maps", min_dim)
-    b = check_maps(b, "second maps", min_dim)
+    a = check_maps(a, "first maps", min_dim, check_nan)
+    b = check_maps(b, "second maps", min_dim, check_nan)
     if a.dtype != b.dtype:
         dtype = torch.promote_types(a.dtype, b.dtype)
         a, b = a.to(dtype), b.to(dtype)

@@ -120,6 +120,13 @@ def rankdata(x: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
     return torch.from_numpy(np.concatenate(parts)).reshape(shape)
 
 
+def _nan_inside(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Cheap pre-check (one reduction per map) for a NaN anywhere."""
+    if a.device.type == "cpu":
+        return bool(np.isnan(np.sum(_np(a))) or np.isnan(np.sum(_np(b))))
+    return bool(torch.isnan(a.sum() + b.sum()))
+
+
 def _finish(
     r: torch.Tensor, bad: torch.Tensor, n: int, metric: str
 ) -> torch.Tensor:
@@ -184,32 +191,42 @@ def pearson(a: torch.Tensor, b: torch.Tensor, *, backend: str = "auto") -> torch
         >>> pearson(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[2.0, 4.0, 7.0]]))
         tensor([0.9934], dtype=torch.float64)
     """
-    a, b = check_pair(a, b)
-    return _correlation(_flat(a), _flat(b), False, backend).to(a.device)
+    a, b = check_pair(a, b, check_nan=False)
+    fa, fb = _flat(a), _flat(b)
+    if _nan_inside(fa, fb):
+        check_pair(a, b)  # raises, naming the samples
+    return _correlation(fa, fb, False, backend).to(a.device)
 
 
 def mse(a: torch.Tensor, b: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
     """Mean squared error per sample over all non-batch dims, shape (B,), float64.
 
+    As ``skimage.metrics.mean_squared_error``: squared differences in the maps' dtype, mean
+    accumulated in float64.
+
     Example:
         >>> mse(torch.tensor([[0.0, 1.0], [2.0, 2.0]]), torch.tensor([[1.0, 1.0], [0.0, 2.0]]))
         tensor([0.5000, 2.0000], dtype=torch.float64)
     """
-    a, b = check_pair(a, b)
-    a, b = _flat(a), _flat(b)
+    a0, b0 = check_pair(a, b, check_nan=False)
+    a, b = _flat(a0), _flat(b0)
     if _backend.pick(backend, a.device) == "torch":
         acc = acc_dtype(a.device)
         d = a.to(acc) - b.to(acc)
-        return (d * d).mean(dim=1)
-    an, bn = _np(a), _np(b)
+        out = (d * d).mean(dim=1)
+    else:
+        an, bn = _np(a), _np(b)
 
-    def work(s: slice) -> np.ndarray:
-        d = an[s].astype(np.float64)
-        d -= bn[s]
-        return np.einsum("ij,ij->i", d, d) / d.shape[1]
+        def work(s: slice) -> np.ndarray:
+            d = np.subtract(an[s], bn[s])  # in the maps' dtype, as skimage's mean_squared_error
+            d *= d
+            return d.mean(axis=1, dtype=np.float64)
 
-    parts = _backend.map_chunks(work, an.shape[0], _backend.chunk_rows(an.shape[1]))
-    return torch.from_numpy(np.concatenate(parts))
+        rows = _backend.chunk_rows(an.shape[1], 1 << 20)
+        out = torch.from_numpy(np.concatenate(_backend.map_chunks(work, an.shape[0], rows)))
+    if bool(torch.isnan(out).any()):
+        check_pair(a0, b0)  # a NaN score comes from a NaN in a map: raise, naming the samples
+    return out
 
 
 for _f, _range, _hib in (
