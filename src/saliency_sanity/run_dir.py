@@ -19,7 +19,13 @@ def write_run(result: CheckResult, out: str | os.PathLike,
     created are removed again so no partial run directory is left behind.
 
     Example:
-        >>> # write_run(result, "runs/mine")  # doctest: +SKIP
+        >>> import tempfile, pandas as pd
+        >>> from saliency_sanity.checks import CheckResult, COLUMNS
+        >>> r = CheckResult(check="model_randomization", table=pd.DataFrame(
+        ...     [["g", 1, "fc", 0, "spearman_abs", 0.1]], columns=COLUMNS))
+        >>> d = write_run(r, tempfile.mkdtemp() + "/run", figures=False)
+        >>> sorted(p.name for p in d.iterdir())
+        ['report.html', 'results.csv', 'run.json']
     """
     d = Path(out)
     existed = d.exists()
