@@ -189,10 +189,27 @@ def test_margin_changes_the_verdict():
 
 
 def test_text_outputs():
-    assert "0.1 x (P - mean null)" in rule_text()
+    assert "delta = 0.1 x (P - chance)" in rule_text()
+    assert "delta = 0.2 x" in rule_text(margin=0.2)
     r = make_result({"g": {"spearman_abs": {1: 0.6 + NOISE[0], 3: NOISE[1]}}},
                     {"g": {"spearman_abs": {3: NOISE[2]}}})
     text = format_summary(r)
     assert "g" in text and "PASS" in text
     with pytest.raises(ValueError, match="ci"):
         verdicts(r, ci=1.5)
+
+
+def test_margin_is_scaled_by_the_random_controls():
+    """A method whose maps are near-identical for every model (MNIST Gradient x Input) is
+    null-like but unchanged: the margin comes from the random controls, not from its own null."""
+    hi = 0.99 + NOISE[0] * 0.01
+    r = make_result({"gxi": {"spearman_abs": {1: hi, 3: hi}},
+                     "random_gaussian": {"spearman_abs": {1: NOISE[1], 3: NOISE[2]}}},
+                    {"gxi": {"spearman_abs": {3: hi}},
+                     "random_gaussian": {"spearman_abs": {3: NOISE[3]}}},
+                    controls=["random_gaussian"])
+    v = verdicts(r).set_index("method")
+    assert v.loc["gxi", "chance"] == pytest.approx(NOISE[2].mean())
+    assert v.loc["gxi", "delta"] == pytest.approx(0.1 * (1 - NOISE[2].mean()))
+    assert v.loc["gxi", "verdict"] == "fail" and "did not change" in v.loc["gxi", "reason"]
+    assert v.loc["random_gaussian", "verdict"] == "pass"
