@@ -323,8 +323,8 @@ def _warn_nan(table: pd.DataFrame) -> None:
         )
 
 
-def progress_bar(enabled: bool, total: int, desc: str):
+def progress_bar(enabled: bool, total: int, desc: str, unit: str = "maps"):
     """A tqdm bar on stderr (silent when ``enabled`` is False)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, unit="maps")
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, unit=unit)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import copy as _copy
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pandas as pd
 import torch
 from torch import nn
 
@@ -19,10 +18,17 @@ from ._engine import (
     progress_bar,
     resolve_methods,
     resolve_scores,
-    run_stages,
     versions,
 )
 from ._result import CheckResult
+from ._runner import (
+    DEFAULT_MAX_CACHED_BYTES,
+    ChunkStore,
+    StagePlan,
+    evaluate,
+    fingerprint,
+    fresh_copy,
+)
 
 TARGET_MODES = ("predicted", "fixed")
 
@@ -46,6 +52,8 @@ def model_randomization_test(
     n_examples: int = 4,
     progress: bool = True,
     null_reference: bool = True,
+    run_dir: str | os.PathLike | None = None,
+    max_cached_bytes: int = DEFAULT_MAX_CACHED_BYTES,
 ) -> CheckResult:
     """Compare each method's maps on the trained model with its maps on randomized copies.
 
@@ -80,6 +88,12 @@ def model_randomization_test(
             and score its maps against the stage's maps (``result.null``): the similarity that
             two random models share by chance, against which a method is judged. Costs one more
             set of maps per stage.
+        run_dir: stream results there as each batch finishes; a run started again with the
+            same arguments continues where it stopped (and a finished one is not recomputed).
+            The final result is saved there too. A directory holding a run with other
+            settings, weights or inputs is refused.
+        max_cached_bytes: stage models are kept in memory up to this size, rebuilt per batch
+            beyond it.
 
     Returns:
         A :class:`CheckResult` with the tidy table, settings, stages and example maps.
@@ -118,44 +132,83 @@ def model_randomization_test(
     example_input = x[: min(batch_size, x.shape[0])]
     if blocks is None:
         blocks = discover_blocks(model, example_input, group_by=group_by)
+    blocks = list(blocks)
     stage_iter = randomized_models(
         model, order=order, init=init, seed=seed, example_input=example_input, blocks=blocks,
         init_settings=dict(init_settings or {}), device=dev,
     )
-
-    total = (len(blocks) + 1) * len(spans) * len(method_objs)
-    bar = progress_bar(progress, total, "model randomization")
     by_name = {bl.name: bl for bl in blocks}
     null_seed = derive_seed(seed, "null-reference")
     settings_full = _full_init_settings(init, init_settings)
-    trained: list[nn.Module] = []  # stage 0's model (a copy), kept to build the null twins
 
-    def keep_trained(stages: Any) -> Any:
-        for st in stages:
-            if st.index == 0:
-                trained.append(st.model)
-            yield st
+    # Build every stage once (recording how much it changes the outputs); keep the models
+    # while they fit in memory, rebuild them per batch otherwise (same weights).
+    info: list[dict[str, Any]] = []
+    plan = StagePlan(info=info, build=lambda k: None,  # type: ignore[arg-type,return-value]
+                     max_cached_bytes=max_cached_bytes)
+    trained: nn.Module | None = None
+    for st in stage_iter:
+        info.append({"index": st.index, "block": st.block, "layers": list(st.layers),
+                     "output_change": dict(st.output_change), "unchanged": bool(st.unchanged)})
+        if st.index == 0:
+            trained = st.model
+        plan._get(st.index, lambda st=st: st.model)
+    assert trained is not None
 
-    def twin(stage: Any) -> nn.Module:
+    def build(k: int) -> nn.Module:
+        twin = fresh_copy(trained)
+        return randomize_blocks(twin, [by_name[n] for n in info[k]["layers"]], init=init,
+                                seed=seed, init_settings=dict(init_settings or {}))
+
+    def build_null(k: int) -> nn.Module:
         """The stage's blocks randomized again, with an independent seed, on a trained copy."""
-        return randomize_blocks(_copy.deepcopy(trained[0]), [by_name[n] for n in stage.layers],
-                                init=init, seed=null_seed, init_settings=dict(init_settings or {}))
+        twin = fresh_copy(trained)
+        return randomize_blocks(twin, [by_name[n] for n in info[k]["layers"]], init=init,
+                                seed=null_seed, init_settings=dict(init_settings or {}))
 
-    null_out: list[pd.DataFrame] = []
+    plan.build = build
+    plan.build_null = build_null if null_reference else None
+
+    run_settings = {
+        "check": "model_randomization",
+        "order": order,
+        "init": init if isinstance(init, str) else type(init).__name__,
+        "init_settings": settings_full,
+        "seed": seed,
+        "target_mode": target_mode,
+        "target_given": target is not None,
+        "batch_size": batch_size,
+        "device": dev.type,
+        "n_examples": n_examples,
+        "methods": {label: m.settings() for label, m in method_objs.items()},
+        "scores": {name: s.settings() for name, s in score_objs.items()},
+        "blocks": [
+            {"name": bl.name, "modules": list(bl.modules), "params": list(bl.params)}
+            for bl in blocks
+        ],
+        "null_reference": null_reference,
+    }
+    fp = fingerprint([model], [x, target], run_settings)
+    store = None
+    if run_dir is not None:
+        store = ChunkStore(run_dir, fp, {"check": "model_randomization", "order": order,
+                                         "n_samples": int(x.shape[0])})
+        store.open()
+    total = len(info) * len(spans)
+    bar = progress_bar(progress, total, "model randomization", unit="stage-batch")
     try:
-        table, examples, stage_info = run_stages(
-            keep_trained(stage_iter), x, target, target_mode, method_objs, score_objs, spans,
-            seed, n_examples, on_step=lambda: bar.update(1),
-            null_model=twin if null_reference else None, null_out=null_out,
-        )
+        out = evaluate(plan, x, target, target_mode, method_objs, score_objs, spans, seed,
+                       n_examples, on_step=lambda: bar.update(1), store=store)
     finally:
         bar.close()
+    table, examples, stage_info = out.table, out.examples, out.stages
     settings = {
         "check": "model_randomization",
         "order": order,
         "init": init,
         "init_settings": settings_full,
         "null_reference": {"enabled": null_reference, "seed": null_seed},
+        "fingerprint": fp,
         "seed": seed,
         "target_mode": target_mode,
         "target_given": target is not None,
@@ -172,9 +225,12 @@ def model_randomization_test(
         ],
         "versions": versions(),
     }
-    return CheckResult(check="model_randomization", table=table, settings=settings,
-                       stages=stage_info, examples=examples,
-                       null=null_out[0] if null_out else None)
+    result = CheckResult(check="model_randomization", table=table, settings=settings,
+                         stages=stage_info, examples=examples, null=out.null)
+    if store is not None:
+        result.save(store.run_dir)
+        store.clear()
+    return result
 
 
 def _full_init_settings(init: Any, given: Mapping[str, Any] | None) -> dict[str, Any]:
