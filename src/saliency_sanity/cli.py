@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("data-randomization",
                        help="train on true and on permuted labels, compare the maps")
     r.add_argument("--architecture", default="mnist_cnn", help="a built-in model name (mnist_cnn)")
-    r.add_argument("--width", type=float, default=1.0, help="width factor of the architecture")
+    r.add_argument("--width", type=float, default=0.5,
+                   help="width factor of the architecture (0.5: half the paper's channels)")
     r.add_argument("--data", default="mnist", help="a built-in data set name (mnist)")
     r.add_argument("--subset", type=int, default=2000,
                    help="training images (memorizing random labels needs a small set; 2000)")
