@@ -198,6 +198,9 @@ def _detail_section(v: pd.DataFrame, result: CheckResult) -> str:
     if v.empty:
         return "<h2>Verdicts per score</h2><p>No results.</p>"
     labels = _stage_labels(result)
+    rank = {m: i for i, m in enumerate(MAIN_SCORES)}
+    v = v.sort_values("metric", key=lambda c: c.map(lambda m: rank.get(m, len(rank))),
+                      kind="stable")
     independent = result.settings.get("order") == "independent"
     head = ["method", "score"] + (["block"] if independent else []) + [
         "verdict", "n", "first stage", "judged stage", "null", "sim &minus; null (95% CI)",
