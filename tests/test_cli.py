@@ -105,3 +105,17 @@ def test_torchscript_refuses_hook_based_methods(tmp_path, npz):
     rc = main(["model-randomization", "--model", str(ts), "--data", str(npz), "--methods",
                "guided_backprop", "--out", str(tmp_path / "r"), "--no-progress"])
     assert rc == 2
+
+
+def test_run_files_have_ordinary_permissions(tmp_path, npz):
+    import os
+    import stat
+
+    out = tmp_path / "perm"
+    assert main(["model-randomization", "--model", "test_cli:cnn_factory", "--data", str(npz),
+                 "--methods", "gradient", "--scores", "spearman", "--out", str(out),
+                 "--no-progress"]) == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    for f in ("results.csv", "run.json", "report.html"):
+        assert stat.S_IMODE((out / f).stat().st_mode) == 0o666 & ~mask, f

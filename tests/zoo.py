@@ -118,16 +118,20 @@ class MLP(nn.Module):
 def make(name: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
     """A model by name with a matching input batch of 4 (built with a private seed)."""
     g = torch.Generator().manual_seed(seed + 100)
+
+    def img(c: int = 1) -> torch.Tensor:
+        return torch.randn(4, c, 16, 16, generator=g)
+
     if name == "cnn":
-        return _seeded(lambda: CNN(), seed).eval(), torch.randn(4, 1, 16, 16, generator=g)
+        return _seeded(lambda: CNN(), seed).eval(), img()
     if name == "cnn_inplace":
-        return _seeded(lambda: CNN(inplace=True), seed).eval(), torch.randn(4, 1, 16, 16, generator=g)
+        return _seeded(lambda: CNN(inplace=True), seed).eval(), img()
     if name == "cnn_functional":
-        return _seeded(lambda: FunctionalCNN(), seed).eval(), torch.randn(4, 1, 16, 16, generator=g)
+        return _seeded(lambda: FunctionalCNN(), seed).eval(), img()
     if name == "cnn_shared_relu":
-        return _seeded(lambda: SharedReluCNN(), seed).eval(), torch.randn(4, 1, 16, 16, generator=g)
+        return _seeded(lambda: SharedReluCNN(), seed).eval(), img()
     if name == "resnet":
-        return _seeded(lambda: ResNet(), seed).eval(), torch.randn(4, 3, 16, 16, generator=g)
+        return _seeded(lambda: ResNet(), seed).eval(), img(3)
     if name == "mlp":
         return _seeded(lambda: MLP(), seed).eval(), torch.randn(4, 20, generator=g)
     raise KeyError(name)
@@ -159,5 +163,5 @@ def assert_unchanged(model: nn.Module, snap: dict) -> None:
     assert now["modes"] == snap["modes"], "train/eval modes changed"
     assert now["flags"] == snap["flags"], "requires_grad flags changed"
     assert now["hooks"] == snap["hooks"], "hooks left behind"
-    for a, b in zip(now["grads"], snap["grads"]):
+    for a, b in zip(now["grads"], snap["grads"], strict=True):
         assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), ".grad changed"

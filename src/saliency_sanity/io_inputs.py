@@ -118,9 +118,9 @@ def load_weights(path: str | os.PathLike, unsafe_load: bool = False) -> dict[str
             "pass --unsafe-load (this runs code from the file); better, save "
             "model.state_dict() instead"
         ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+    except Exception as err:  # damaged bytes make the unpickler fail in any way (IndexError...)
         raise InputError(f"{p} is not a readable PyTorch checkpoint (corrupt or truncated?): "
-                         f"{err}") from err
+                         f"{type(err).__name__}: {err}") from err
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             if key in obj and isinstance(obj[key], dict):

@@ -122,6 +122,11 @@ def model_randomization_test(
             "target was given but target_mode='predicted' explains each stage's predicted class; "
             "use target_mode='fixed' to explain the given classes, or drop target"
         )
+    if not any(True for _ in model.parameters()):
+        raise ValueError(
+            f"the model ({type(model).__name__}) has no parameters: there is nothing to "
+            "randomize. Pass the trained classifier itself"
+        )
     dev = torch.device(device) if device is not None else model_device(model)
     x = x.to(dev)
     method_objs = resolve_methods(methods, controls, model, x)
