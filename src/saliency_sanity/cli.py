@@ -172,7 +172,7 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
         model, x, target=target, methods=_csv(args.methods), scores=_csv(args.scores),
         order=args.order, init=args.init, seed=args.seed, target_mode=args.target_mode,
         batch_size=args.batch_size, device=args.device, controls=controls, group_by=group_by,
-        progress=not args.no_progress,
+        progress=not args.no_progress, run_dir=args.out,
     )
     result.settings["model"] = {"spec": args.model, "weights": args.weights}
     result.settings["data"] = desc

@@ -57,7 +57,7 @@ def run_demo(out: str | os.PathLike = "saliency-sanity-demo", n_samples: int = 1
     x = ds.x_test[:n_samples]
     result = model_randomization_test(
         trained.model, x, methods=DEMO_METHODS, controls=DEMO_CONTROLS, order="cascading",
-        init="paper", seed=seed, batch_size=n_samples, progress=progress,
+        init="paper", seed=seed, batch_size=8, progress=progress, run_dir=out,
     )
     result.settings["model"] = {"name": "mnist_cnn", "train_acc": trained.train_acc,
                                 "test_acc": trained.test_acc, "cache_key": trained.key}

@@ -199,6 +199,9 @@ def model_randomization_test(
         store = ChunkStore(run_dir, fp, {"check": "model_randomization", "order": order,
                                          "n_samples": int(x.shape[0])})
         store.open()
+        finished = _finished_run(store.run_dir, fp)
+        if finished is not None:
+            return finished
     total = len(info) * len(spans)
     bar = progress_bar(progress, total, "model randomization", unit="stage-batch")
     try:
@@ -247,3 +250,17 @@ def _full_init_settings(init: Any, given: Mapping[str, Any] | None) -> dict[str,
         return dict(scheme.settings())
     except Exception:  # recording must never fail the run
         return dict(given or {})
+
+
+def _finished_run(run_dir: os.PathLike, fp: str) -> CheckResult | None:
+    """The saved result of this very run (same fingerprint), if it was completed before."""
+    from pathlib import Path
+
+    d = Path(run_dir)
+    if not ((d / "run.json").is_file() and (d / "results.csv").is_file()):
+        return None
+    try:
+        done = CheckResult.load(d)
+    except (OSError, ValueError):
+        return None
+    return done if done.settings.get("fingerprint") == fp else None
