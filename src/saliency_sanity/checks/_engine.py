@@ -16,7 +16,6 @@ from torch import nn
 
 from .. import methods as _methods
 from .. import scores as _scores
-from ._result import COLUMNS
 
 DEFAULT_METHODS: tuple[str, ...] = (
     "gradient",
@@ -207,106 +206,36 @@ def run_stages(
     null_model: Callable[[Any], nn.Module | None] | None = None,
     null_out: list[pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any], list[dict[str, Any]]]:
-    """Compute every method's maps at every stage and score stage k >= 1 against stage 0.
+    """Every method's maps at every stage, stage k >= 1 scored against stage 0.
 
     ``stages`` yields objects with ``index``, ``block``, ``layers``, ``model``, ``output_change``
     and ``unchanged`` (as :func:`saliency_sanity.randomized_models` does); stage 0 comes first.
-    Returns the tidy table, the kept example maps and the stage information.
-
-    With ``null_model``, a function giving for a stage a second, independently randomized model
-    (or None), the maps of that model are scored against the stage's maps: the similarity two
-    random models of this stage share by chance. That table is appended to ``null_out``.
+    Returns the tidy table, the kept example maps and the stage information. With
+    ``null_model`` (a stage -> second randomized model function), the null reference table is
+    appended to ``null_out``. A thin wrapper over :func:`._runner.evaluate`.
     """
-    dev = x.device
-    reference: dict[str, list[torch.Tensor]] = {label: [] for label in method_objs}
-    fixed_targets: list[torch.Tensor] = []
-    cols: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
-    null_cols: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
-    examples: dict[str, Any] = {
-        "inputs": x[:n_examples].detach().cpu().numpy(),
-        "samples": np.arange(n_examples),
-        "targets": {},
-        "maps": {label: {} for label in method_objs},
-    }
-    stage_info: list[dict[str, Any]] = []
-    for stage in stages:
-        k = stage.index
-        stage_info.append({
-            "index": k,
-            "block": stage.block,
-            "layers": list(stage.layers),
-            "output_change": dict(stage.output_change),
-            "unchanged": bool(stage.unchanged),
-        })
-        ex_targets = []
-        twin = null_model(stage) if (null_model is not None and k > 0) else None
-        for b, span in enumerate(spans):
-            xb = x[span]
-            if target_mode == "predicted":
-                tb = _methods.predicted_targets(stage.model, xb)
-            elif k == 0:
-                tb = (target[span].to(dev) if target is not None
-                      else _methods.predicted_targets(stage.model, xb))
-                fixed_targets.append(tb)
-            else:
-                tb = fixed_targets[b]
-            ex_targets.append(tb)
-            for label, method in method_objs.items():
-                m = method_for_call(method, label, seed, k, b)
-                maps = m(stage.model, xb, tb).detach()
-                _keep_examples(examples["maps"][label], k, span, n_examples, maps)
-                if k == 0:
-                    reference[label].append(maps)
-                else:
-                    samples = np.arange(span.start, span.stop)
-                    for sname, score in score_objs.items():
-                        vals = _score_quietly(score, reference[label][b], maps)
-                        _append(cols, label, k, stage.block, samples, sname, vals)
-                    if twin is not None:
-                        tm = method_for_call(method, label, seed, f"null-{k}", b)
-                        t_tb = (_methods.predicted_targets(twin, xb)
-                                if target_mode == "predicted" else tb)
-                        twin_maps = tm(twin, xb, t_tb).detach()
-                        for sname, score in score_objs.items():
-                            vals = _score_quietly(score, maps, twin_maps)
-                            _append(null_cols, label, k, stage.block, samples, sname, vals)
-                on_step()
-        examples["targets"][k] = torch.cat(ex_targets)[:n_examples].cpu().numpy()
-    table = _frame(cols)
-    _warn_nan(table)
-    if null_out is not None:
-        null_out.append(_frame(null_cols))
-    return table, examples, stage_info
+    from ._runner import StagePlan, evaluate
 
-
-def _frame(cols: dict[str, list[np.ndarray]]) -> pd.DataFrame:
-    table = pd.DataFrame({c: np.concatenate(v) if v else np.array([]) for c, v in cols.items()})
-    return table.astype({"stage": "int64", "sample": "int64", "value": "float64"})
-
-
-def _score_quietly(score: Any, a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    # Per-batch NaN warnings are replaced by one summary warning for the whole run (_warn_nan).
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(constant|NaN|nan).*")
-        return score(a, b).detach().double().cpu().numpy()
+    stage_list = list(stages)
+    info = [{"index": st.index, "block": st.block, "layers": list(st.layers),
+             "output_change": dict(st.output_change), "unchanged": bool(st.unchanged)}
+            for st in stage_list]
+    plan = StagePlan(info=info, build=lambda pos: stage_list[pos].model,
+                     build_null=(lambda k: null_model(stage_list[k])) if null_model else None)
+    out = evaluate(plan, x, target, target_mode, method_objs, score_objs, spans, seed,
+                   n_examples, on_step=lambda: [on_step() for _ in method_objs])
+    if null_out is not None and out.null is not None:
+        null_out.append(out.null)
+    return out.table, out.examples, out.stages
 
 
 def _keep_examples(store: dict[int, Any], stage: int, span: slice, n: int,
                    maps: torch.Tensor) -> None:
+    """Append the part of ``maps`` that falls among the first ``n`` samples to ``store[stage]``."""
     if span.start >= n:
         return
     part = maps[: n - span.start].cpu().numpy()
     store[stage] = part if stage not in store else np.concatenate([store[stage], part])
-
-
-def _append(cols, method, stage, layer, samples, metric, vals) -> None:
-    n = len(samples)
-    cols["method"].append(np.full(n, method, dtype=object))
-    cols["stage"].append(np.full(n, stage, dtype=np.int64))
-    cols["layer"].append(np.full(n, layer, dtype=object))
-    cols["sample"].append(samples.astype(np.int64))
-    cols["metric"].append(np.full(n, metric, dtype=object))
-    cols["value"].append(vals.astype(np.float64))
 
 
 def _warn_nan(table: pd.DataFrame) -> None:
@@ -316,8 +245,7 @@ def _warn_nan(table: pd.DataFrame) -> None:
             f"{m}/{s}: {c}" for (m, s), c in nan.groupby(["method", "metric"]).size().items()
         )
         warnings.warn(
-            f"{len(nan)} similarity values are NaN (constant maps have no rank correlation): "
-            f"{where}",
+            f"{len(nan)} similarity values are NaN (undefined for constant maps): {where}",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -328,3 +256,8 @@ def progress_bar(enabled: bool, total: int, desc: str, unit: str = "maps"):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, leave=False, unit=unit)
+
+
+# One implementation of the row helpers, shared by every check (defined in the runner).
+from ._runner import _append  # noqa: E402,F401,I001
+from ._runner import _score as _score_quietly  # noqa: E402,F401,I001

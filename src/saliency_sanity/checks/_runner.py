@@ -77,6 +77,7 @@ class StagePlan:
         return self._get(k, lambda: self.build(k))
 
     def null_model(self, k: int) -> nn.Module | None:
+        """The null twin of the stage at position ``k`` (None for the reference, position 0)."""
         if self.build_null is None or k == 0:
             return None
         build_null = self.build_null
@@ -240,10 +241,11 @@ class _Evaluator:
         fixed: torch.Tensor | None = None
         if self.target_mode == "fixed" and self.target is not None:
             fixed = self.target[span].to(xb.device)
-        for k, info in enumerate(self.plan.info):
+        for pos, info in enumerate(self.plan.info):
+            k = info["index"]  # the stage's own number (positions may skip stages)
             tb_in = fixed if self.target_mode == "fixed" else None
-            maps, tb = self.maps(self.plan.model(k), xb, tb_in, k, b)
-            if k == 0:
+            maps, tb = self.maps(self.plan.model(pos), xb, tb_in, k, b)
+            if pos == 0:
                 ref = maps
                 if self.target_mode == "fixed":
                     fixed = tb
@@ -252,7 +254,7 @@ class _Evaluator:
                     for sname, score in self.scores.items():
                         _append(rows, label, k, info["block"], samples, sname,
                                 _score(score, ref[label], m))
-                twin = self.plan.null_model(k)
+                twin = self.plan.null_model(pos)
                 if twin is not None:
                     tmaps, _ = self.maps(twin, xb, tb_in, f"null-{k}", b)
                     for label, m in maps.items():
@@ -328,7 +330,8 @@ def evaluate(plan: StagePlan, x: torch.Tensor, target: torch.Tensor | None, targ
             chunks.append(chunk)
     table = _frame(chunks, "t_")
     null = _frame(chunks, "n_") if plan.build_null is not None else None
-    examples = _examples(chunks, x, n_examples, list(method_objs), len(plan))
+    examples = _examples(chunks, x, n_examples, list(method_objs),
+                         [info["index"] for info in plan.info])
     from ._engine import _warn_nan
 
     _warn_nan(table)
@@ -336,12 +339,12 @@ def evaluate(plan: StagePlan, x: torch.Tensor, target: torch.Tensor | None, targ
 
 
 def _examples(chunks: list[dict[str, np.ndarray]], x: torch.Tensor, n: int,
-              labels: list[str], n_stages: int) -> dict[str, Any]:
+              labels: list[str], stages: list[int]) -> dict[str, Any]:
     ex: dict[str, Any] = {"inputs": x[:n].detach().cpu().numpy(), "samples": np.arange(n),
                           "targets": {}, "maps": {label: {} for label in labels}}
     if n == 0:
         return ex
-    for k in range(n_stages):
+    for k in stages:
         parts = [ch[f"targets|{k}"] for ch in chunks if f"targets|{k}" in ch]
         ex["targets"][k] = np.concatenate(parts)[:n]
         for label in labels:
