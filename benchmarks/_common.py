@@ -380,12 +380,16 @@ def floor_batch(model: nn.Module, x: torch.Tensor, plan: FloorPlan, seed: int = 
 
 
 def floor_run(stage_models: Sequence[nn.Module], x: torch.Tensor, plan: FloorPlan,
-              batch_size: int) -> None:
-    """Every stage model (pre-built), every batch: :func:`floor_batch`. Nothing kept."""
+              batch_size: int, collect: list[list[torch.Tensor]] | None = None) -> None:
+    """Every stage model (pre-built), every batch: :func:`floor_batch`. Nothing kept (unless
+    ``collect`` is given: it receives each stage's gradients, for tests)."""
     with torch.enable_grad():
         for model in stage_models:
+            got = []
             for i in range(0, x.shape[0], batch_size):
-                floor_batch(model, x[i:i + batch_size], plan, seed=i)
+                got += floor_batch(model, x[i:i + batch_size], plan, seed=i)
+            if collect is not None:
+                collect.append(got)
 
 
 # -- the floor that reuses unchanged lower-layer activations (cascading) ---------------------
@@ -430,11 +434,13 @@ def first_changed_segment(model: nn.Module, randomized: set[str]) -> int:
 
 
 def reuse_floor_run(stage_models: Sequence[nn.Module], stage_layers: Sequence[set[str]],
-                    x: torch.Tensor, plan: FloorPlan, batch_size: int) -> None:
+                    x: torch.Tensor, plan: FloorPlan, batch_size: int,
+                    collect: list[list[torch.Tensor]] | None = None) -> None:
     """The floor with reuse: batch by batch and pass by pass, the trained model's forward is run
     once with its graph kept; every cascading stage restarts the forward at its lowest changed
     segment from the kept activation and back-propagates through the new top and the kept
-    bottom. Same maps as :func:`floor_run` (up to float summation order)."""
+    bottom. Same gradients as :func:`floor_run` (up to float summation order); ``collect``
+    receives them per stage, in :func:`floor_run`'s order, for tests."""
     segs = [segments(m) for m in stage_models]
     starts = [first_changed_segment(m, set(lay)) for m, lay in zip(stage_models, stage_layers,
                                                                    strict=True)]
@@ -447,8 +453,15 @@ def reuse_floor_run(stage_models: Sequence[nn.Module], stage_layers: Sequence[se
             else:
                 chunks = list(method_chunks(plan, xb, seed=i))
                 targets = _reuse_targets(segs, starts, xb)
+            per_stage: list[list[torch.Tensor]] = [[] for _ in stage_models]
             for pts in chunks:
-                _reuse_chunk(segs, starts, pts, targets, xb.shape[0])
+                for k, g in enumerate(_reuse_chunk(segs, starts, pts, targets, xb.shape[0])):
+                    per_stage[k].append(g)
+            if collect is not None:
+                if not collect:
+                    collect.extend([] for _ in stage_models)
+                for k, gs in enumerate(per_stage):
+                    collect[k].extend(gs)
 
 
 def _reuse_targets(segs: list[Any], starts: list[int], xb: torch.Tensor) -> list[Any]:
