@@ -21,6 +21,15 @@ from saliency_sanity import methods  # noqa: E402
 from saliency_sanity.randomization import discover_blocks, randomize_blocks  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Many tiny ops: one thread avoids waiting on OpenMP barriers on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def resnet() -> C.ResNet18:
     return C.resnet18(num_classes=1000, seed=0)
