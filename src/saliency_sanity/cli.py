@@ -6,6 +6,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .critiques_run import CritiqueOptions, CritiqueOutcome
+
+#: Exit status when the main check succeeded but an extra (--smprt, ...) failed.
+EXIT_EXTRA_FAILED = 4
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -18,6 +25,59 @@ def _csv(text: str | None) -> list[str] | None:
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for everything random (default 0)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _add_critiques(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "critiques (Binder et al. 2023, Hedstroem et al. 2023)",
+        "extra checks computed with the same model, inputs, methods, seed and device and saved "
+        "in the same run directory; a failing extra leaves the main results intact (exit 4)")
+    g.add_argument("--smprt", action="store_true",
+                   help="smooth MPRT: maps averaged over noisy inputs (bottom-up), in smprt/")
+    g.add_argument("--smprt-samples", type=int, default=50, metavar="N",
+                   help="noisy copies per sMPRT map (50)")
+    g.add_argument("--smprt-noise", type=float, default=0.1, metavar="F",
+                   help="sMPRT noise, a fraction of each input's max - min (0.1)")
+    g.add_argument("--smprt-normalize", choices=["second_moment", "none"],
+                   default="second_moment",
+                   help="post-processing of both sMPRT maps before scoring (second_moment)")
+    g.add_argument("--emprt", action="store_true",
+                   help="efficient MPRT: entropy increase trained -> fully random, in emprt/")
+    g.add_argument("--emprt-bins", type=int, default=100, metavar="N",
+                   help="histogram bins of eMPRT (100)")
+    g.add_argument("--random-logit", action="store_true",
+                   help="map of the explained class vs a random other class, in random_logit/")
+    g.add_argument("--activation-scales", action="store_true",
+                   help="per-channel activation scales trained vs randomized, in "
+                        "activation_scales.csv")
+    g.add_argument("--critiques", action="store_true",
+                   help="all four: --smprt --emprt --random-logit --activation-scales")
+    g.add_argument("--data-randomization-run", default=None, metavar="DIR",
+                   help="a data-randomization run directory whose results join the method "
+                        "ranking (ranking.csv)")
+
+
+def critique_options(args: argparse.Namespace) -> CritiqueOptions:
+    """The :class:`~saliency_sanity.critiques_run.CritiqueOptions` asked for on the command line.
+
+    Example:
+        >>> a = build_parser().parse_args(["model-randomization", "--model", "m", "--data", "d",
+        ...                                "--out", "o", "--critiques", "--smprt-samples", "5"])
+        >>> o = critique_options(a)
+        >>> o.smprt, o.emprt, o.random_logit, o.activation_scales, o.smprt_samples
+        (True, True, True, True, 5)
+    """
+    from .critiques_run import CritiqueOptions
+
+    every = bool(getattr(args, "critiques", False))
+    return CritiqueOptions(
+        smprt=every or args.smprt, emprt=every or args.emprt,
+        random_logit=every or args.random_logit,
+        activation_scales=every or args.activation_scales,
+        smprt_samples=args.smprt_samples, smprt_noise=args.smprt_noise,
+        smprt_normalize=args.smprt_normalize, emprt_bins=args.emprt_bins,
+        data_randomization_run=args.data_randomization_run,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="saliency-sanity-demo", help="run directory to write")
     d.add_argument("--n-samples", type=int, default=16, help="test images to explain (16)")
     d.add_argument("--cache-dir", default=None, help="where the trained model is cached")
+    d.add_argument("--no-critiques", action="store_true",
+                   help="skip the critiques (sMPRT, eMPRT, random logit, activation scales, "
+                        "ranking)")
     _add_common(d)
 
     m = sub.add_parser("model-randomization", help="run the model parameter randomization test")
@@ -70,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--batch-size", type=int, default=16)
     m.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the model's)")
     m.add_argument("--out", required=True, help="run directory to write")
+    _add_critiques(m)
     _add_common(m)
 
     r = sub.add_parser("data-randomization",
@@ -132,17 +196,18 @@ def _os_message(err: BaseException) -> object:
 
 
 def _cmd_demo(args: argparse.Namespace, argv: list[str]) -> int:
-    from .demo import run_demo
+    from .demo import demo_run
     from .io_inputs import check_output_dir
     from .verdicts import format_summary
 
     check_output_dir(args.out)
-    result, out = run_demo(args.out, n_samples=args.n_samples, seed=args.seed,
-                      cache_dir=args.cache_dir, progress=not args.no_progress,
-                      log=lambda s: print(s, file=sys.stderr))
-    _print_outputs(out)
-    print(format_summary(result))
-    return 0
+    kw = {"critiques": None} if args.no_critiques else {}
+    run = demo_run(args.out, n_samples=args.n_samples, seed=args.seed,
+                   cache_dir=args.cache_dir, progress=not args.no_progress,
+                   log=lambda s: print(s, file=sys.stderr), **kw)
+    _print_outputs(run.out)
+    print(format_summary(run.result))
+    return _critique_status(run.outcome, run.out)
 
 
 def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
@@ -158,6 +223,8 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     from .verdicts import format_summary
 
     check_output_dir(args.out)
+    options = critique_options(args)
+    options.validate()
     model = load_model(args.model, weights=args.weights, unsafe_load=args.unsafe_load,
                        kwargs=parse_kwargs(args.model_kwargs))
     x, y, desc = load_data(args.data, n=args.n_samples, seed=args.seed, size=args.size,
@@ -176,10 +243,22 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     )
     result.settings["model"] = {"spec": args.model, "weights": args.weights}
     result.settings["data"] = desc
+    if options.any():
+        result.settings["critiques"] = options.settings()
     out = write_run(result, args.out, command=["saliency-sanity", *argv])
+    outcome = None
+    if options.any():
+        from .critiques_run import run_critiques
+        from .report import build_report
+
+        outcome = run_critiques(
+            result, out, options, model=model, x=x, target=target, methods=_csv(args.methods),
+            scores=_csv(args.scores), controls=controls, group_by=group_by, device=args.device,
+            progress=not args.no_progress, log=lambda s: print(s, file=sys.stderr))
+        build_report(out, result=result)
     _print_outputs(out)
     print(format_summary(result))
-    return 0
+    return _critique_status(outcome, out)
 
 
 def _cmd_data_randomization(args: argparse.Namespace, argv: list[str]) -> int:
@@ -241,11 +320,31 @@ def _cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _critique_status(outcome: CritiqueOutcome | None, out: Path) -> int:
+    """0, or :data:`EXIT_EXTRA_FAILED` (with a message on stderr) when an extra failed."""
+    if outcome is None or not outcome.failed:
+        return 0
+    names = ", ".join(outcome.failed)
+    print(f"saliency-sanity: error: {len(outcome.failed)} extra check(s) failed ({names}); the "
+          f"main results and the other extras in {out} are complete:", file=sys.stderr)
+    for name, msg in outcome.failed.items():
+        print(f"  {name}: {msg}", file=sys.stderr)
+    return EXIT_EXTRA_FAILED
+
+
 def _print_outputs(out: Path) -> None:
+    from .critiques_run import EXTRA_DIRS, RANKING_CSV, RANKING_TAU_CSV, SCALES_CSV
+
     print(f"run directory: {out}")
     print(f"  report:  {out / 'report.html'}")
     print(f"  table:   {out / 'results.csv'}")
     print(f"  run:     {out / 'run.json'}")
+    for sub in EXTRA_DIRS.values():
+        if (out / sub / "results.csv").is_file():
+            print(f"  extra:   {out / sub / 'results.csv'}")
+    for f in (SCALES_CSV, RANKING_CSV, RANKING_TAU_CSV):
+        if (out / f).is_file():
+            print(f"  extra:   {out / f}")
     figs = sorted((out / "figures").glob("*.png"))
     for f in figs:
         print(f"  figure:  {f}")

@@ -43,6 +43,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -210,8 +211,11 @@ def run_critiques(
     outcome = CritiqueOutcome()
 
     def attempt(name: str, fn: Callable[[], None]) -> None:
+        t0 = time.perf_counter()
         try:
             fn()
+            if name in outcome.written and name not in outcome.reused:
+                log(f"critique {name}: done ({time.perf_counter() - t0:.0f} s)")
         except Exception as err:  # an extra must never take the main results with it
             outcome.failed[name] = f"{type(err).__name__}: {err}"
             log(f"critique {name!r} failed: {type(err).__name__}: {err}; the main results in "

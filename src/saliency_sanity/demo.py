@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .checks._result import CheckResult
+from .critiques_run import CritiqueOptions, CritiqueOutcome
 
 #: Methods of the demo with settings that keep a CPU run short; the paper's defaults elsewhere.
 DEMO_METHODS: dict[str, Any] = {
@@ -22,6 +25,25 @@ DEMO_METHODS: dict[str, Any] = {
     "guided_gradcam": "guided_gradcam",
 }
 DEMO_CONTROLS = ["edge_sobel", "random_gaussian", "random_uniform"]
+
+#: The demo's critiques, cheap enough to keep the whole demo under 5 minutes on 2 cores: eMPRT
+#: (100 bins), the random logit test and the activation scales for every method; sMPRT with 10
+#: noisy samples (noise 0.1, second-moment normalization, bottom-up) for three cheap methods.
+DEMO_CRITIQUES = CritiqueOptions(
+    smprt=True, emprt=True, random_logit=True, activation_scales=True,
+    smprt_samples=10, smprt_noise=0.1,
+    smprt_methods=["gradient", "gradient_x_input", "guided_backprop"],
+)
+
+
+@dataclass
+class DemoRun:
+    """What :func:`demo_run` produced: the main result, the run directory and what the
+    critiques did (None when they were not run)."""
+
+    result: CheckResult
+    out: Path
+    outcome: CritiqueOutcome | None
 
 
 def demo_model(seed: int = 0, cache_dir: str | os.PathLike | None = None, progress: bool = True):
@@ -40,11 +62,28 @@ def demo_model(seed: int = 0, cache_dir: str | os.PathLike | None = None, progre
 
 def run_demo(out: str | os.PathLike = "saliency-sanity-demo", n_samples: int = 16, seed: int = 0,
              cache_dir: str | os.PathLike | None = None, progress: bool = True,
-             log=print) -> tuple[CheckResult, Path]:
-    """Train (or load) the demo model, run the cascading test, write the run directory.
+             log: Callable[[str], None] = print,
+             critiques: CritiqueOptions | None = DEMO_CRITIQUES) -> tuple[CheckResult, Path]:
+    """Train (or load) the demo model, run the cascading test and the critiques
+    (``critiques``; None skips them), write the run directory. Returns ``(result, out)``.
 
     Example:
-        >>> # result, out = run_demo("demo-run")   # doctest: +SKIP  (about 2 minutes on 2 cores)
+        >>> # result, out = run_demo("demo-run")   # about 4 minutes on 2 cores
+        >>> DEMO_CRITIQUES.smprt_samples
+        10
+    """
+    run = demo_run(out, n_samples, seed, cache_dir, progress, log, critiques)
+    return run.result, run.out
+
+
+def demo_run(out: str | os.PathLike = "saliency-sanity-demo", n_samples: int = 16, seed: int = 0,
+             cache_dir: str | os.PathLike | None = None, progress: bool = True,
+             log: Callable[[str], None] = print,
+             critiques: CritiqueOptions | None = DEMO_CRITIQUES) -> DemoRun:
+    """:func:`run_demo` returning a :class:`DemoRun` (with the critiques' outcome).
+
+    Example:
+        >>> # run = demo_run("demo-run", critiques=None); run.outcome is None
     """
     from .checks import model_randomization_test
     from .run_dir import write_run
@@ -62,7 +101,22 @@ def run_demo(out: str | os.PathLike = "saliency-sanity-demo", n_samples: int = 1
     result.settings["model"] = {"name": "mnist_cnn", "train_acc": trained.train_acc,
                                 "test_acc": trained.test_acc, "cache_key": trained.key}
     result.settings["data"] = f"mnist test split (first {n_samples} images, seed {seed})"
-    out_dir = write_run(result, out, command=["saliency-sanity", "demo", "--out", str(out),
-                                              "--n-samples", str(n_samples), "--seed", str(seed)])
+    command = ["saliency-sanity", "demo", "--out", str(out), "--n-samples", str(n_samples),
+               "--seed", str(seed)]
+    if critiques is None:
+        command.append("--no-critiques")
+    elif critiques.any():
+        result.settings["critiques"] = critiques.settings()
+    out_dir = write_run(result, out, command=command)
+    log(f"main check done ({time.perf_counter() - t0:.0f} s)")
+    outcome = None
+    if critiques is not None and critiques.any():
+        from .critiques_run import run_critiques
+        from .report import build_report
+
+        outcome = run_critiques(result, out_dir, critiques, model=trained.model, x=x,
+                                methods=DEMO_METHODS, controls=DEMO_CONTROLS,
+                                progress=progress, log=log)
+        build_report(out_dir, result=result)
     log(f"done in {time.perf_counter() - t0:.0f} s")
-    return result, out_dir
+    return DemoRun(result, out_dir, outcome)

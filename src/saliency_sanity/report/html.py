@@ -17,23 +17,19 @@ Example:
 
 from __future__ import annotations
 
-import base64
-import html
 import json
-import math
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from .._io import atomic_write
 from ..checks._result import CheckResult
+from ..critiques_run import CRITIQUE_FIGURES
 from ..verdicts import MAIN_SCORES, method_summary, rule_text, verdicts
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from ._util import PNG_SIGNATURE, _ci, _num, _png_uri, _table, e
+from .critiques import CritiqueArtifacts, contents, critique_sections, load_critiques
 
 _CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;margin:0;
@@ -65,35 +61,10 @@ details summary{cursor:pointer;color:#34538a}
 """
 
 
-def e(x: Any) -> str:
-    """Escape any value for HTML text and attributes."""
-    return html.escape(str(x), quote=True)
-
-
-def _num(x: Any, digits: int = 3) -> str:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return e(x)
-    if math.isnan(v):
-        return "&ndash;"
-    if math.isinf(v):
-        return "&infin;" if v > 0 else "&minus;&infin;"
-    return f"{v:.{digits}f}"
-
-
-def _ci(lo: Any, hi: Any) -> str:
-    return f"[{_num(lo)}, {_num(hi)}]"
-
-
 def _badge(verdict: str) -> str:
     v = str(verdict)
     cls = v if v in ("pass", "fail", "inconclusive", "invalid") else "invalid"
     return f'<span class="badge {cls}">{e(v)}</span>'
-
-
-def _png_uri(data: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
 def _figures_from_dir(directory: Path) -> list[tuple[str, bytes]]:
@@ -147,24 +118,10 @@ def _stage_labels(result: CheckResult) -> dict[int, str]:
     return labels
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], classes: Sequence[str] = (),
-           numeric: Sequence[bool] = ()) -> str:
-    """An HTML table; cells are already-escaped HTML snippets."""
-    h = "".join(f"<th>{c}</th>" for c in header)
-    body = []
-    for i, r in enumerate(rows):
-        cls = f' class="{classes[i]}"' if i < len(classes) and classes[i] else ""
-        cells = "".join(
-            f'<td class="num">{c}</td>' if (j < len(numeric) and numeric[j]) else f"<td>{c}</td>"
-            for j, c in enumerate(r))
-        body.append(f"<tr{cls}>{cells}</tr>")
-    return f"<table><thead><tr>{h}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
 def _summary_section(result: CheckResult, v: pd.DataFrame, margin: float,
                      min_samples: int) -> str:
     s = method_summary(v)
-    parts = ["<h2>Verdicts</h2>"]
+    parts = ['<span id="verdicts"></span><h2>Verdicts</h2>']
     if result.check == "data_randomization" and result.settings.get("valid") is False:
         parts.append(f'<p class="rule"><b>INVALID run:</b> '
                      f'{e(result.settings.get("invalid_reason", ""))}</p>')
@@ -228,10 +185,10 @@ def _detail_section(v: pd.DataFrame, result: CheckResult) -> str:
 
 def _figures_section(figs: list[tuple[str, bytes]]) -> str:
     if not figs:
-        return "<h2>Figures</h2><p>This run has no figures.</p>"
+        return '<span id="figures"></span><h2>Figures</h2><p>This run has no figures.</p>'
     order = {"cascading_grid": 0, "maps_true_vs_random": 0}
     figs = sorted(figs, key=lambda f: (order.get(f[0], 1), f[0]))
-    out = ["<h2>Figures</h2>"]
+    out = ['<span id="figures"></span><h2>Figures</h2>']
     for stem, data in figs:
         cls = ' class="grid"' if stem in order else ""
         out.append(f'<figure{cls}><img src="{_png_uri(data)}" alt="{e(stem)}">'
@@ -302,7 +259,7 @@ def _settings_section(result: CheckResult) -> str:
             ("model", st.get("model")), ("data", st.get("data")), ("device", st.get("device"))]
     rows = [[e(k), e(json.dumps(val) if isinstance(val, (dict, list)) else val)]
             for k, val in keys if val is not None]
-    out = ["<h2>Settings</h2>", _table(["setting", "value"], rows)]
+    out = ['<span id="settings"></span><h2>Settings</h2>', _table(["setting", "value"], rows)]
     cmd = st.get("command")
     if cmd:
         out.append("<h3>Reproduce this run</h3>"
@@ -320,10 +277,13 @@ def _settings_section(result: CheckResult) -> str:
 
 
 def render_report(result: CheckResult, figures: list[tuple[str, bytes]] | None = None,
-                  title: str | None = None, margin: float = 0.1, min_samples: int = 5) -> str:
+                  title: str | None = None, margin: float = 0.1, min_samples: int = 5,
+                  critiques: CritiqueArtifacts | None = None) -> str:
     """The report page of ``result`` as an HTML string.
 
     ``figures``: ``(name, png_bytes)`` pairs to embed; None draws them from the result.
+    ``critiques``: the extras saved beside the run (:func:`.critiques.load_critiques`); their
+    sections (and, for model randomization, the null reference) follow the main figures.
 
     Example:
         >>> # page = render_report(CheckResult.load("runs/demo"))
@@ -341,11 +301,23 @@ def render_report(result: CheckResult, figures: list[tuple[str, bytes]] | None =
         f"seed {result.settings.get('seed')}" if result.settings.get("seed") is not None else None,
         f"{result.table['sample'].nunique()} samples" if not result.table.empty else None,
     ) if x)
+    art = critiques if critiques is not None else CritiqueArtifacts()
+    figures = [f for f in figures if f[0] not in CRITIQUE_FIGURES]
+    extra = critique_sections(result, art)
+    toc = contents(result, art)
+    nav = ""
+    if len(toc) > 1:
+        nav = ('<p class="sub">Sections: <a href="#verdicts">Verdicts</a> &middot; '
+               '<a href="#figures">Figures</a> &middot; ' + " &middot; ".join(
+                   f'<a href="#{a}">{e(t)}</a>' for a, t in toc)
+               + ' &middot; <a href="#settings">Settings</a></p>')
     body = "\n".join([
         f"<h1>{e(name)}</h1>",
         f'<p class="sub">saliency-sanity report &middot; {e(sub)}</p>',
+        nav,
         _summary_section(result, v, margin, min_samples),
         _figures_section(figures),
+        extra,
         _detail_section(v, result),
         _stage_tables_section(result),
         _stages_section(result),
@@ -371,9 +343,10 @@ def build_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = Non
     if result is None:
         result = CheckResult.load(d)
     figs = _figures_from_dir(d / "figures") if (d / "figures").is_dir() else []
-    if not figs:
-        figs = _figures_from_result(result)
-    page = render_report(result, figures=figs, margin=margin, min_samples=min_samples)
+    if not [f for f in figs if f[0] not in CRITIQUE_FIGURES]:
+        figs = figs + _figures_from_result(result)
+    page = render_report(result, figures=figs, margin=margin, min_samples=min_samples,
+                         critiques=load_critiques(d))
     target = Path(out) if out is not None else d / "report.html"
     atomic_write(target, lambda p: _write_shareable(p, page))
     return target

@@ -1,0 +1,499 @@
+"""Report sections for the critiques saved beside a model randomization run.
+
+Read from the run directory only (nothing is recomputed): ``smprt/``, ``emprt/``,
+``random_logit/`` (CheckResult directories), ``activation_scales.csv`` (+ ``.json``),
+``ranking.csv``, ``ranking_tau.csv`` (+ ``ranking.json``) and the figures
+``figures/activation_scales.png`` and ``figures/ranking.png`` (drawn from the tables when
+missing). Each section appears only when its files exist; an unreadable file gives a note in
+the page instead of a failed report. All text from the run is escaped.
+
+Example:
+    >>> import tempfile
+    >>> art = load_critiques(tempfile.mkdtemp())
+    >>> art.empty
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..checks._result import CheckResult
+from ..critiques_run import (
+    EXTRA_DIRS,
+    RANKING_COLUMNS,
+    RANKING_CSV,
+    RANKING_JSON,
+    RANKING_TAU_CSV,
+    SCALES_CSV,
+    SCALES_JSON,
+    TAU_COLUMNS,
+    wide_ranking,
+)
+from ..verdicts import MAIN_SCORES
+from ._util import PNG_SIGNATURE, _num, _png_uri, _table
+from ._util import e as _e
+
+#: Kendall's tau below which two checks' rankings are flagged as disagreeing.
+DISAGREEMENT_TAU = 0.5
+
+@dataclass
+class CritiqueArtifacts:
+    """What a run directory holds of the critiques (None / empty where absent)."""
+
+    smprt: CheckResult | None = None
+    emprt: CheckResult | None = None
+    random_logit: CheckResult | None = None
+    scales: pd.DataFrame | None = None
+    scales_settings: dict[str, Any] = field(default_factory=dict)
+    ranking: pd.DataFrame | None = None
+    tau: pd.DataFrame | None = None
+    ranking_settings: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, bytes] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return (self.smprt is None and self.emprt is None and self.random_logit is None
+                and self.scales is None and self.ranking is None and not self.notes)
+
+
+def load_critiques(run_dir: str | os.PathLike) -> CritiqueArtifacts:
+    """Read the critiques' files of ``run_dir`` (see the module docs); never raises for a bad
+    file, it is reported in ``notes`` instead.
+
+    Example:
+        >>> # art = load_critiques("runs/demo"); art.emprt.summary()
+    """
+    d = Path(run_dir)
+    art = CritiqueArtifacts()
+    for attr, sub in EXTRA_DIRS.items():
+        if (d / sub).is_dir():
+            try:
+                setattr(art, attr, CheckResult.load(d / sub))
+            except (OSError, ValueError, KeyError) as err:
+                art.notes.append(f"{sub}/ could not be read: {err}")
+    if (d / SCALES_CSV).is_file():
+        try:
+            art.scales = pd.read_csv(d / SCALES_CSV, dtype={"randomized_block": str,
+                                                            "block": str, "position": str})
+            art.scales_settings = _json(d / SCALES_JSON).get("settings", {})
+        except (OSError, ValueError, pd.errors.ParserError) as err:
+            art.notes.append(f"{SCALES_CSV} could not be read: {err}")
+            art.scales = None
+    if (d / RANKING_CSV).is_file() and (d / RANKING_TAU_CSV).is_file():
+        try:
+            ranking = pd.read_csv(d / RANKING_CSV, dtype={"check": str, "method": str})
+            tau = pd.read_csv(d / RANKING_TAU_CSV, dtype={"check_a": str, "check_b": str})
+            if list(ranking.columns) != RANKING_COLUMNS or list(tau.columns) != TAU_COLUMNS:
+                raise ValueError("unexpected columns")
+            art.ranking, art.tau = ranking, tau
+            art.ranking_settings = _json(d / RANKING_JSON)
+        except (OSError, ValueError, pd.errors.ParserError) as err:
+            art.notes.append(f"{RANKING_CSV} / {RANKING_TAU_CSV} could not be read: {err}")
+    for stem in ("activation_scales", "ranking"):
+        p = d / "figures" / f"{stem}.png"
+        if p.is_file():
+            data = p.read_bytes()
+            if data.startswith(PNG_SIGNATURE):
+                art.figures[stem] = data
+    return art
+
+
+def _json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        out = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def _draw(draw: Callable[[Path], Any]) -> bytes | None:
+    """PNG bytes of a figure drawn from saved tables (None if it cannot be drawn)."""
+    import matplotlib.pyplot as plt
+
+    with tempfile.TemporaryDirectory(prefix="saliency-sanity-fig-") as tmp:
+        p = Path(tmp) / "f.png"
+        try:
+            plt.close(draw(p))
+        except (ValueError, KeyError, TypeError):
+            return None
+        return p.read_bytes() if p.is_file() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# sections
+# ---------------------------------------------------------------------------------------------
+def contents(result: CheckResult, art: CritiqueArtifacts) -> list[tuple[str, str]]:
+    """``(anchor, title)`` of the critique sections the page will show, in order."""
+    out = []
+    if result.check == "model_randomization":
+        out.append(("null-reference", "Null reference"))
+    if art.scales is not None:
+        out.append(("activation-scales", "Activation scales"))
+    for attr, anchor, title in (("smprt", "smprt", "sMPRT"), ("emprt", "emprt", "eMPRT"),
+                                ("random_logit", "random-logit", "Random logit")):
+        if getattr(art, attr) is not None:
+            out.append((anchor, title))
+    if art.ranking is not None:
+        out.append(("ranking", "Method rankings"))
+    return out
+
+
+def critique_sections(result: CheckResult, art: CritiqueArtifacts) -> str:
+    """The HTML of every critique section present (the null reference for model
+    randomization, then activation scales, sMPRT, eMPRT, random logit, rankings)."""
+    parts = []
+    if result.check == "model_randomization":
+        parts.append(null_section(result))
+    builders: list[tuple[str, Callable[[], str]]] = []
+    if art.scales is not None:
+        builders.append(("activation scales", lambda: scales_section(art)))
+    if art.smprt is not None:
+        builders.append(("sMPRT", lambda: smprt_section(art.smprt)))  # type: ignore[arg-type]
+    if art.emprt is not None:
+        builders.append(("eMPRT", lambda: emprt_section(art.emprt)))  # type: ignore[arg-type]
+    if art.random_logit is not None:
+        builders.append(("random logit",
+                         lambda: random_logit_section(art.random_logit)))  # type: ignore[arg-type]
+    if art.ranking is not None:
+        builders.append(("rankings", lambda: ranking_section(art)))
+    for name, build in builders:
+        try:
+            parts.append(build())
+        except Exception as err:  # a bad extra file must not cost the whole report
+            parts.append(f'<p class="rule">The {_e(name)} section could not be drawn: '
+                         f"{_e(type(err).__name__)}: {_e(err)}</p>")
+    for note in art.notes:
+        parts.append(f'<p class="rule">{_e(note)}</p>')
+    return "\n".join(p for p in parts if p)
+
+
+def null_section(result: CheckResult) -> str:
+    """One paragraph on the null reference of a model randomization run."""
+    info = result.settings.get("null_reference")
+    enabled = result.null is not None and not result.null.empty
+    head = '<h2 id="null-reference">Null reference</h2>'
+    if not enabled:
+        return (head + "<p>This run has no null reference (it was switched off), so the verdicts "
+                "cannot compare a method's final similarity with what two unrelated random "
+                "models share by chance; they are inconclusive.</p>")
+    seed = info.get("seed") if isinstance(info, dict) else None
+    seed_txt = f" (seed {_e(seed)}, derived from the run's seed)" if seed is not None else ""
+    return (head + "<p>At every stage the same blocks were randomized a second time, on a fresh "
+            f"copy of the trained model, with an independent seed{seed_txt}. The similarity "
+            "between the maps of these two random models is the null reference: what maps of "
+            "unrelated random models share by chance (input structure such as the background, "
+            "the architecture's own bias). A method passes when its maps at full randomization "
+            "are no more similar to the trained model's than this. It is drawn as dotted lines "
+            "on the similarity curves (Figures), given as the &ldquo;null&rdquo; number in the "
+            "verdict tables, and as the rows marked <i>null</i> in the per-stage tables.</p>")
+
+
+def _ordered_metrics(metrics: Sequence[str]) -> list[str]:
+    ms = list(dict.fromkeys(metrics))
+    return [m for m in MAIN_SCORES if m in ms] + [m for m in ms if m not in MAIN_SCORES]
+
+
+def _cell(mean: Any, lo: Any, hi: Any, n_nan: Any = 0) -> str:
+    nan = f" ({int(n_nan)} NaN)" if n_nan and not pd.isna(n_nan) and int(n_nan) else ""
+    return f'{_num(mean)}<br><span class="note">[{_num(lo)}, {_num(hi)}]{nan}</span>'
+
+
+def _summary(res: CheckResult) -> pd.DataFrame:
+    """``res.summary()`` without numpy's warnings for infinite values (eMPRT's q = inf)."""
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return res.summary()
+
+
+def _summary_table(res: CheckResult, metrics: Sequence[str] | None = None) -> str:
+    """Mean [95% CI] at the check's last stage: methods as rows, metrics as columns."""
+    s = _summary(res)
+    if s.empty:
+        return "<p>No results.</p>"
+    s = s[s["stage"] == s["stage"].max()]
+    metrics = list(metrics) if metrics else _ordered_metrics(s["metric"])
+    controls = set(res.settings.get("controls", []))
+    rows, classes = [], []
+    for method in dict.fromkeys(s["method"]):
+        g = s[s["method"] == method].set_index("metric")
+        cells = [_e(method) + (" (control)" if method in controls else "")]
+        for m in metrics:
+            if m in g.index:
+                r = g.loc[m]
+                cells.append(_cell(r["mean"], r["lo"], r["hi"], r["n_nan"]))
+            else:
+                cells.append("&ndash;")
+        rows.append(cells)
+        classes.append("control" if method in controls else "")
+    return _table(["method"] + [_e(m) for m in metrics], rows, classes,
+                  [False] + [True] * len(metrics))
+
+
+def _direction(res: CheckResult) -> str:
+    scores = res.settings.get("scores") or {}
+    dissim = [m for m, s in scores.items() if isinstance(s, dict) and m == "mse"]
+    extra = (f" ({', '.join(_e(m) for m in dissim)} is a distance: higher is better)"
+             if dissim else "")
+    return f"<b>Lower similarity is better</b>{extra}."
+
+
+def _methods_list(res: CheckResult) -> str:
+    controls = set(res.settings.get("controls", []))
+    names = [m for m in (res.settings.get("methods") or {}) if m not in controls]
+    return ", ".join(_e(m) for m in names) or "&ndash;"
+
+
+def smprt_section(res: CheckResult) -> str:
+    """sMPRT: settings, direction, mean [95% CI] per method at full randomization."""
+    st = res.settings
+    k = int(res.table["stage"].max()) if not res.table.empty else 0
+    return (
+        '<h2 id="smprt">sMPRT (smooth model parameter randomization, Hedstroem et al. 2023)</h2>'
+        "<p>Each method's maps are averaged over "
+        f"{_e(st.get('samples'))} noisy copies of the input (noise {_num(st.get('noise'), 2)} "
+        f"&times; (max &minus; min) of the input), normalized by "
+        f"<code>{_e(st.get('normalize'))}</code>, for the trained model and for each stage of "
+        f"the {_e(st.get('order'))} randomization (init {_e(st.get('init'))}); the noise draws "
+        "are the same at every stage, so changes come from the model. Averaging removes the "
+        "noise that makes plain MPRT maps look dissimilar. Methods: "
+        f"{_methods_list(res)} (controls are not smoothed). {_direction(res)}</p>"
+        f'<p class="sub">Similarity to the trained model\'s smoothed maps at stage {k} (every '
+        "block random): mean [95% t-interval] over samples.</p>" + _summary_table(res))
+
+
+def emprt_section(res: CheckResult) -> str:
+    """eMPRT: q = (H(random) - H(trained)) / H(trained) per method."""
+    st = res.settings
+    s = _summary(res)
+    controls = set(st.get("controls", []))
+    rows, classes = [], []
+    if not s.empty:
+        for method in dict.fromkeys(s["method"]):
+            g = s[s["method"] == method].set_index("metric")
+
+            def cell(m: str, g: pd.DataFrame = g) -> str:
+                if m not in g.index:
+                    return "&ndash;"
+                r = g.loc[m]
+                return _cell(r["mean"], r["lo"], r["hi"], r["n_nan"])
+
+            rows.append([_e(method) + (" (control)" if method in controls else ""),
+                         cell("emprt"), cell("entropy_trained"), cell("entropy_randomized")])
+            classes.append("control" if method in controls else "")
+    return (
+        '<h2 id="emprt">eMPRT (efficient model parameter randomization, Hedstroem et al. '
+        "2023)</h2><p>No pairwise similarity: "
+        "q = (H(e<sub>random</sub>) &minus; H(e)) / H(e), where H is the entropy (nats) of a "
+        f"{_e(st.get('bins'))}-bin histogram of a map (channels summed"
+        f"{', absolute values' if st.get('absolute') else ''}), e the trained model's map and "
+        "e<sub>random</sub> the fully randomized model's (init "
+        f"{_e(st.get('init'))}). <b>Higher q is better</b>: a method that depends on the "
+        "parameters should give much noisier maps for a random model. A constant trained map "
+        "has H = 0 and q = &infin;.</p>"
+        '<p class="sub">Mean [95% t-interval] over samples.</p>'
+        + _table(["method", "q (eMPRT)", "H trained", "H random"], rows, classes,
+                 [False, True, True, True]))
+
+
+def random_logit_section(res: CheckResult) -> str:
+    """Random logit: similarity of the explained class's map and a random other class's."""
+    st = res.settings
+    return (
+        '<h2 id="random-logit">Random logit (Sixt et al. 2020)</h2>'
+        "<p>Each input's map for the explained class (the trained model's prediction, or the "
+        "given label) is compared with its map for another class drawn uniformly among the "
+        f"other {int(st.get('num_classes', 0)) - 1 if st.get('num_classes') else '?'} classes "
+        f"(seed {_e(st.get('seed'))}). A map that explains the class should change when "
+        f"another class is explained. {_direction(res)}</p>"
+        '<p class="sub">Mean [95% t-interval] over samples.</p>' + _summary_table(res))
+
+
+def scales_section(art: CritiqueArtifacts) -> str:
+    """Activation scales (Binder et al. 2023, claim 2): table, figure, a sentence."""
+    df = art.scales
+    assert df is not None
+    st = art.scales_settings
+    fig = art.figures.get("activation_scales")
+    if fig is None and not df.empty:
+        from ..plots_critiques import activation_scales_figure
+
+        fig = _draw(lambda p: activation_scales_figure(df, "spearman", path=p))
+    out = ['<h2 id="activation-scales">Activation scales (Binder et al. 2023, claim 2)</h2>',
+           "<p>For each stage of the "
+           f"{_e(st.get('order', 'cascading'))} randomization and each block, the forward "
+           "activations of the trained and the stage's model on the same inputs are compared: "
+           "<code>spearman</code> = rank correlation of the per-channel mean |activation|, "
+           "<code>spearman_spatial</code> = the same for the per-position mean over channels, "
+           "<code>scale_ratio</code> = mean |activation| random / trained. If the scales "
+           "survive randomization, explanations that multiply gradients by activations can only "
+           "be expected to change to a certain extent.</p>",
+           f"<p><b>{_e(scales_sentence(df))}</b></p>"]
+    if fig is not None:
+        out.append(f'<figure><img src="{_png_uri(fig)}" alt="activation scales">'
+                   "<figcaption>Rank correlation of per-channel mean |activation|, trained vs "
+                   "randomized, per stage (rows) and block (columns); boxed cells are randomized "
+                   "blocks.</figcaption></figure>")
+    cols = ["stage", "randomized_block", "block", "position", "n_channels", "spearman",
+            "spearman_spatial", "scale_ratio"]
+    have = [c for c in cols if c in df.columns]
+    numeric = [c in ("spearman", "spearman_spatial", "scale_ratio", "n_channels", "stage")
+               for c in have]
+
+    def rows(sub: pd.DataFrame) -> list[list[str]]:
+        return [[_num(r[c], 0) if c in ("stage", "n_channels") else
+                 (_num(r[c]) if num else _e(r[c])) for c, num in zip(have, numeric, strict=True)]
+                for _, r in sub.iterrows()]
+
+    rnd = df[df["position"] == "randomized"] if "position" in df.columns else df
+    out.append('<p class="sub">Randomized blocks (the informative rows):</p>')
+    out.append(_table([_e(c) for c in have], rows(rnd), numeric=numeric))
+    out.append("<details><summary>Every block and stage</summary>"
+               + _table([_e(c) for c in have], rows(df), numeric=numeric) + "</details>")
+    return "\n".join(out)
+
+
+def scales_sentence(df: pd.DataFrame) -> str:
+    """Whether the activation scales are preserved, in one or two sentences.
+
+    Example:
+        >>> df = pd.DataFrame({"position": ["below", "randomized"], "spearman": [1.0, 0.8],
+        ...                    "spearman_spatial": [1.0, 0.9]})
+        >>> scales_sentence(df).startswith("Blocks below")
+        True
+    """
+    parts = []
+    below = df[df["position"] == "below"]["spearman"].dropna()
+    if len(below):
+        if bool(np.all(below.to_numpy() >= 0.999)):
+            parts.append(f"Blocks below the randomized ones keep their activations exactly "
+                         f"(rank correlation 1 in all {len(below)} cases).")
+        else:
+            parts.append(f"Blocks below the randomized ones: channel rank correlation "
+                         f"{below.min():.2f} to {below.max():.2f}.")
+    rnd = df[df["position"] == "randomized"]
+    sp = rnd["spearman"].dropna()
+    if len(sp):
+        med = float(sp.median())
+        kept = int((sp > 0.5).sum())
+        spatial = rnd["spearman_spatial"].dropna() if "spearman_spatial" in rnd else pd.Series()
+        sp_txt = (f"; per-position median {float(spatial.median()):.2f}" if len(spatial) else "")
+        if med > 0.5:
+            verdict = ("Scales are largely PRESERVED by randomization: explanations built on "
+                       "activations cannot be expected to change fully (Binder et al.).")
+        elif len(spatial) and float(spatial.median()) > 0.5:
+            verdict = ("The channel ranking is lost in randomized blocks, but the spatial "
+                       "pattern of activation magnitude is largely PRESERVED.")
+        else:
+            verdict = "Randomized blocks do NOT preserve the activation scales."
+        parts.append(f"In randomized blocks the channel rank correlation has median {med:.2f} "
+                     f"({kept} of {len(sp)} above 0.5{sp_txt}). {verdict}")
+    elif len(rnd):
+        parts.append("The randomized blocks have no channel correlation (one channel or "
+                     "constant activations).")
+    return " ".join(parts) or "No activation-scale rows."
+
+
+def ranking_section(art: CritiqueArtifacts) -> str:
+    """Ranks of the methods by each check, Kendall's tau between checks, disagreements."""
+    assert art.ranking is not None and art.tau is not None
+    ranks, means, tau, n = wide_ranking(art.ranking, art.tau)
+    st = art.ranking_settings
+    fig = art.figures.get("ranking")
+    if fig is None and not ranks.empty:
+        from ..plots_critiques import ranking_figure
+
+        fig = _draw(lambda p: ranking_figure(ranks, tau, path=p))
+    metric_by_check = art.ranking.drop_duplicates("check").set_index("check")["metric"]
+    hib = art.ranking.drop_duplicates("check").set_index("check")["higher_is_better"]
+    head = [f"{_e(c)}<br><span class=\"note\">{_e(metric_by_check.get(c, ''))}, "
+            f"{'higher' if bool(hib.get(c, False)) else 'lower'} is better</span>"
+            for c in ranks.columns]
+    rows = []
+    for method in ranks.index:
+        cells = [_e(method)]
+        for c in ranks.columns:
+            r = ranks.loc[method, c]
+            cells.append("&ndash;" if pd.isna(r) else
+                         f'{_num(r, 1 if float(r) % 1 else 0)} <span class="note">'
+                         f"({_num(means.loc[method, c])})</span>")
+        rows.append(cells)
+    trows = []
+    for a in tau.index:
+        cells = [_e(a)]
+        for b in tau.columns:
+            t = tau.loc[a, b]
+            cells.append(f'{_num(t, 2)} <span class="note">n={_num(n.loc[a, b], 0)}</span>'
+                         if a != b else "1")
+        trows.append(cells)
+    out = ['<h2 id="ranking">Method rankings across checks (Binder et al. 2023, claim 3)</h2>',
+           "<p>Each check ranks the methods (1 = best, ties share the average rank) by one "
+           "number per method: the mean at full randomization of "
+           f"<code>{_e(st.get('metric', ''))}</code> for MPRT and sMPRT, the mean q for eMPRT, "
+           "the random-logit similarity, and the true- vs random-label similarity for data "
+           "randomization. Controls are left out. Kendall's tau between two rankings is 1 when "
+           "they agree, &minus;1 when reversed.</p>",
+           f"<p><b>{_e(disagreement_sentence(tau, n))}</b></p>"]
+    for note in st.get("notes", []) or []:
+        out.append(f'<p class="note">{_e(note)}</p>')
+    inf = art.ranking[np.isinf(art.ranking["mean"].to_numpy(dtype=float))]
+    for check, g in inf.groupby("check", sort=False):
+        out.append(f'<p class="note">{_e(check)}: {_e(", ".join(g["method"]))} '
+                   "score infinite on some inputs (for eMPRT: the trained model's map is "
+                   "constant, H = 0, so q = &infin;), which puts them first; read that rank "
+                   "with care.</p>")
+    out.append('<p class="sub">Rank by check (mean score in brackets).</p>')
+    out.append(_table(["method"] + head, rows, numeric=[False] + [True] * len(ranks.columns)))
+    out.append('<p class="sub">Kendall\'s tau-b between the checks\' rankings (n = methods '
+               "both rank).</p>")
+    out.append(_table([""] + [_e(c) for c in tau.columns], trows,
+                      numeric=[False] + [True] * len(tau.columns)))
+    if fig is not None:
+        out.append(f'<figure><img src="{_png_uri(fig)}" alt="method rankings">'
+                   "<figcaption>Left: rank of each method by each check (1 = best). Right: "
+                   "Kendall's tau between the checks' rankings.</figcaption></figure>")
+    return "\n".join(out)
+
+
+def disagreement_sentence(tau: pd.DataFrame, n: pd.DataFrame | None = None,
+                          threshold: float = DISAGREEMENT_TAU) -> str:
+    """Name the pairs of checks whose rankings disagree (tau < ``threshold``).
+
+    Example:
+        >>> t = pd.DataFrame([[1.0, 0.2], [0.2, 1.0]], index=["A", "B"], columns=["A", "B"])
+        >>> disagreement_sentence(t)
+        'The checks disagree (tau < 0.5): A vs B (tau = 0.20).'
+    """
+    pairs, agree, undefined = [], 0, 0
+    keys = list(tau.index)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            t = float(tau.loc[a, b])
+            if math.isnan(t):
+                undefined += 1
+            elif t < threshold:
+                cnt = f", n = {int(n.loc[a, b])}" if n is not None else ""
+                pairs.append(f"{a} vs {b} (tau = {t:.2f}{cnt})")
+            else:
+                agree += 1
+    if not pairs and not agree:
+        return "Too few methods in common to compare the rankings."
+    extra = f" {undefined} pair(s) have too few methods in common." if undefined else ""
+    if not pairs:
+        return (f"All {agree} pairs of checks rank the methods alike "
+                f"(tau >= {threshold:g}).{extra}")
+    return f"The checks disagree (tau < {threshold:g}): {'; '.join(pairs)}.{extra}"
