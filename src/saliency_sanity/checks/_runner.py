@@ -36,52 +36,59 @@ from ..methods.base import check_output
 from ..methods.gradient import Gradient, GradientXInput
 from ._result import COLUMNS
 
-DEFAULT_MAX_CACHED_BYTES = 2 * 1024**3
-
-
-def model_bytes(model: nn.Module) -> int:
-    """Bytes held by a model's parameters and buffers."""
-    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
-
 
 @dataclass
 class StagePlan:
-    """What the runner evaluates: stage information and a way to get each stage's model.
+    """What the runner evaluates: stage information and each stage's model.
 
-    ``build(k)`` returns a fresh model for stage k (0 = the reference); ``build_null(k)``, if
-    given, a second, independently randomized model for stage k >= 1 (the null reference).
-    Models are cached after their first build while the cache stays within ``max_cached_bytes``.
+    ``build(pos)`` returns the model of the stage at position ``pos`` (0 = the reference);
+    ``build_null(pos)``, if given, a second, independently randomized model for that stage (the
+    null reference). Each is built once, on first use. An ``info`` entry whose
+    ``output_change`` is None is filled in by the runner from the logits of the first batch,
+    so measuring it costs no extra forward pass.
     """
 
     info: list[dict[str, Any]]
     build: Callable[[int], nn.Module]
     build_null: Callable[[int], nn.Module] | None = None
-    max_cached_bytes: int = DEFAULT_MAX_CACHED_BYTES
     _cache: dict[Any, nn.Module] = field(default_factory=dict, repr=False)
-    _cached_bytes: int = 0
 
     def __len__(self) -> int:
         return len(self.info)
 
-    def _get(self, key: Any, make: Callable[[], nn.Module]) -> nn.Module:
-        if key in self._cache:
-            return self._cache[key]
-        model = make().eval()
-        size = model_bytes(model)
-        if self._cached_bytes + size <= self.max_cached_bytes:
-            self._cache[key] = model
-            self._cached_bytes += size
-        return model
+    def model(self, pos: int) -> nn.Module:
+        if pos not in self._cache:
+            self._cache[pos] = self.build(pos)
+        return self._cache[pos]
 
-    def model(self, k: int) -> nn.Module:
-        return self._get(k, lambda: self.build(k))
-
-    def null_model(self, k: int) -> nn.Module | None:
-        """The null twin of the stage at position ``k`` (None for the reference, position 0)."""
-        if self.build_null is None or k == 0:
+    def null_model(self, pos: int) -> nn.Module | None:
+        """The null twin of the stage at position ``pos`` (None for the reference)."""
+        if self.build_null is None or pos == 0:
             return None
-        build_null = self.build_null
-        return self._get(("null", k), lambda: build_null(k))
+        key = ("null", pos)
+        if key not in self._cache:
+            self._cache[key] = self.build_null(pos)
+        return self._cache[key]
+
+
+def shared_copy(base: nn.Module, fresh: set[str]) -> nn.Module:
+    """A copy of ``base`` whose parameters and buffers are ``base``'s own tensors, shared,
+    except those named in ``fresh``, which are copied (ready to be randomized in place).
+
+    Stages of a randomization differ only in their randomized blocks, so sharing the rest costs
+    no time and no memory. Nothing may modify a shared tensor: the runner never does.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+        >>> twin = shared_copy(net, {"1.weight"})
+        >>> twin[0].weight is net[0].weight, twin[1].weight is net[1].weight
+        (True, False)
+    """
+    memo: dict[int, Any] = {}
+    for name, t in [*base.named_parameters(), *base.named_buffers()]:
+        if name not in fresh:
+            memo[id(t)] = t
+    return copy.deepcopy(base, memo)
 
 
 # ----------------------------------------------------------------------------------- storage
@@ -199,9 +206,9 @@ class _Evaluator:
         self.fused = {label: _fusable(m) for label, m in self.methods.items()}
         self.need_grad = any(v is not None for v in self.fused.values())
 
-    # one model, one batch: all methods' maps
+    # one model, one batch: all methods' maps (and the logits, for the output change)
     def maps(self, model: nn.Module, xb: torch.Tensor, tb: torch.Tensor | None, stage_key: Any,
-             b: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+             b: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         from ..methods.base import check_logits, check_target_range
         from ._engine import method_for_call
 
@@ -216,7 +223,8 @@ class _Evaluator:
             score = logits.gather(1, tb.view(-1, 1)).sum()
             (grad,) = torch.autograd.grad(score, xg)
             grad = grad.detach()
-        del logits, xg
+        logits = logits.detach()
+        del xg
         out: dict[str, torch.Tensor] = {}
         for label, method in self.methods.items():
             kind = self.fused[label]
@@ -228,7 +236,7 @@ class _Evaluator:
                 m = method_for_call(method, label, self.seed, stage_key, b)
                 maps = m.attribute(model, xb, tb) if _is_builtin(m) else m(model, xb, tb)
             out[label] = check_output(maps, xb, who=label)
-        return out, tb
+        return out, tb, logits
 
     def batch(self, b: int, span: slice, on_step: Callable[[], None]) -> dict[str, np.ndarray]:
         xb = self.x[span]
@@ -236,15 +244,24 @@ class _Evaluator:
         rows: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
         null_rows: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
         keep = max(0, min(self.n_examples - span.start, len(samples)))
+        from ..randomization import output_change
         kept: dict[str, np.ndarray] = {}
         ref: dict[str, torch.Tensor] = {}
         fixed: torch.Tensor | None = None
         if self.target_mode == "fixed" and self.target is not None:
             fixed = self.target[span].to(xb.device)
+        ref_logits: torch.Tensor | None = None
         for pos, info in enumerate(self.plan.info):
             k = info["index"]  # the stage's own number (positions may skip stages)
             tb_in = fixed if self.target_mode == "fixed" else None
-            maps, tb = self.maps(self.plan.model(pos), xb, tb_in, k, b)
+            maps, tb, logits = self.maps(self.plan.model(pos), xb, tb_in, k, b)
+            if b == 0:
+                if pos == 0:
+                    ref_logits = logits
+                change = output_change(ref_logits, logits)
+                change["unchanged"] = float(pos > 0 and torch.equal(logits, ref_logits))
+                for key, val in change.items():
+                    kept[f"oc|{pos}|{key}"] = np.array(val, dtype=np.float64)
             if pos == 0:
                 ref = maps
                 if self.target_mode == "fixed":
@@ -256,7 +273,7 @@ class _Evaluator:
                                 _score(score, ref[label], m))
                 twin = self.plan.null_model(pos)
                 if twin is not None:
-                    tmaps, _ = self.maps(twin, xb, tb_in, f"null-{k}", b)
+                    tmaps, _, _ = self.maps(twin, xb, tb_in, f"null-{k}", b)
                     for label, m in maps.items():
                         for sname, score in self.scores.items():
                             _append(null_rows, label, k, info["block"], samples, sname,
@@ -328,6 +345,7 @@ def evaluate(plan: StagePlan, x: torch.Tensor, target: torch.Tensor | None, targ
                 if store is not None:
                     store.save(b, chunk)
             chunks.append(chunk)
+    _fill_output_change(plan.info, chunks[0] if chunks else {})
     table = _frame(chunks, "t_")
     null = _frame(chunks, "n_") if plan.build_null is not None else None
     examples = _examples(chunks, x, n_examples, list(method_objs),
@@ -336,6 +354,28 @@ def evaluate(plan: StagePlan, x: torch.Tensor, target: torch.Tensor | None, targ
 
     _warn_nan(table)
     return RunOutput(table=table, null=null, examples=examples, stages=list(plan.info))
+
+
+def _fill_output_change(info: list[dict[str, Any]], chunk0: dict[str, np.ndarray]) -> None:
+    """Stage output changes measured on the first batch (kept in its chunk, so a resumed run
+    reports them too); warn once about stages whose outputs did not change at all."""
+    import warnings
+
+    for pos, stage in enumerate(info):
+        if stage.get("output_change") is not None:
+            continue
+        prefix = f"oc|{pos}|"
+        change = {k[len(prefix):]: float(v) for k, v in chunk0.items() if k.startswith(prefix)}
+        stage["unchanged"] = bool(change.pop("unchanged", 0.0))
+        stage["output_change"] = change
+    dead = [s["index"] for s in info if s.get("unchanged")]
+    if dead:
+        warnings.warn(
+            f"stage(s) {dead}: randomizing left the model's outputs on the first batch "
+            "bit-identical to the trained model's (blocks not used by the forward pass?)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _examples(chunks: list[dict[str, np.ndarray]], x: torch.Tensor, n: int,

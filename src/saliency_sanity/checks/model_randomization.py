@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from .._guard import model_device
-from ..randomization import discover_blocks, randomize_blocks, randomized_models
+from ..randomization import discover_blocks, init_schemes, randomize_blocks
+from ..randomization import plan as plan_stages
 from ._engine import (
     batches,
     check_inputs,
@@ -22,12 +23,12 @@ from ._engine import (
 )
 from ._result import CheckResult
 from ._runner import (
-    DEFAULT_MAX_CACHED_BYTES,
     ChunkStore,
     StagePlan,
     evaluate,
     fingerprint,
     fresh_copy,
+    shared_copy,
 )
 
 TARGET_MODES = ("predicted", "fixed")
@@ -53,7 +54,6 @@ def model_randomization_test(
     progress: bool = True,
     null_reference: bool = True,
     run_dir: str | os.PathLike | None = None,
-    max_cached_bytes: int = DEFAULT_MAX_CACHED_BYTES,
 ) -> CheckResult:
     """Compare each method's maps on the trained model with its maps on randomized copies.
 
@@ -92,8 +92,6 @@ def model_randomization_test(
             same arguments continues where it stopped (and a finished one is not recomputed).
             The final result is saved there too. A directory holding a run with other
             settings, weights or inputs is refused.
-        max_cached_bytes: stage models are kept in memory up to this size, rebuilt per batch
-            beyond it.
 
     Returns:
         A :class:`CheckResult` with the tidy table, settings, stages and example maps.
@@ -138,46 +136,49 @@ def model_randomization_test(
     if blocks is None:
         blocks = discover_blocks(model, example_input, group_by=group_by)
     blocks = list(blocks)
-    stage_iter = randomized_models(
-        model, order=order, init=init, seed=seed, example_input=example_input, blocks=blocks,
-        init_settings=dict(init_settings or {}), device=dev,
-    )
+    names = [bl.name for bl in blocks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"block names must be unique: {names}")
     by_name = {bl.name: bl for bl in blocks}
+    stage_layers = plan_stages(order, names)
+    scheme = (init_schemes.get(init, **dict(init_settings or {})) if isinstance(init, str)
+              else init)
     null_seed = derive_seed(seed, "null-reference")
-    settings_full = _full_init_settings(init, init_settings)
+    settings_full = dict(scheme.settings())
+    trained = fresh_copy(model, dev)
+    info: list[dict[str, Any]] = [
+        {"index": k, "block": layers[-1] if layers else None, "layers": list(layers),
+         "output_change": None, "unchanged": False}
+        for k, layers in enumerate(stage_layers)
+    ]
 
-    # Build every stage once (recording how much it changes the outputs); keep the models
-    # while they fit in memory, rebuild them per batch otherwise (same weights).
-    info: list[dict[str, Any]] = []
-    plan = StagePlan(info=info, build=lambda k: None,  # type: ignore[arg-type,return-value]
-                     max_cached_bytes=max_cached_bytes)
-    trained: nn.Module | None = None
-    for st in stage_iter:
-        info.append({"index": st.index, "block": st.block, "layers": list(st.layers),
-                     "output_change": dict(st.output_change), "unchanged": bool(st.unchanged)})
-        if st.index == 0:
-            trained = st.model
-        plan._get(st.index, lambda st=st: st.model)
-    assert trained is not None
+    def builder(stage_seed: int) -> Callable[[int], nn.Module]:
+        """Stage models built incrementally: a stage shares every tensor with the stage before
+        it (or with the trained model) except the blocks it adds, which it randomizes. A block's
+        weights depend only on (seed, block name, init), as in ``randomized_models``."""
+        built: dict[int, nn.Module] = {0: trained}
 
-    def build(k: int) -> nn.Module:
-        twin = fresh_copy(trained)
-        return randomize_blocks(twin, [by_name[n] for n in info[k]["layers"]], init=init,
-                                seed=seed, init_settings=dict(init_settings or {}))
+        def build(k: int) -> nn.Module:
+            if k in built:
+                return built[k]
+            prev = stage_layers[k - 1]
+            cumulative = stage_layers[k][: len(prev)] == prev
+            base = build(k - 1) if cumulative else trained
+            new = [by_name[n] for n in stage_layers[k][len(prev) if cumulative else 0:]]
+            fresh = {t for bl in new for t in (*bl.params, *bl.buffers)}
+            built[k] = randomize_blocks(shared_copy(base, fresh), new, init=scheme,
+                                        seed=stage_seed).eval()
+            return built[k]
 
-    def build_null(k: int) -> nn.Module:
-        """The stage's blocks randomized again, with an independent seed, on a trained copy."""
-        twin = fresh_copy(trained)
-        return randomize_blocks(twin, [by_name[n] for n in info[k]["layers"]], init=init,
-                                seed=null_seed, init_settings=dict(init_settings or {}))
+        return build
 
-    plan.build = build
-    plan.build_null = build_null if null_reference else None
+    plan = StagePlan(info=info, build=builder(seed),
+                     build_null=builder(null_seed) if null_reference else None)
 
     run_settings = {
         "check": "model_randomization",
         "order": order,
-        "init": init if isinstance(init, str) else type(init).__name__,
+        "init": scheme.name,
         "init_settings": settings_full,
         "seed": seed,
         "target_mode": target_mode,
@@ -213,7 +214,7 @@ def model_randomization_test(
     settings = {
         "check": "model_randomization",
         "order": order,
-        "init": init,
+        "init": scheme.name,
         "init_settings": settings_full,
         "null_reference": {"enabled": null_reference, "seed": null_seed},
         "fingerprint": fp,
@@ -239,17 +240,6 @@ def model_randomization_test(
         result.save(store.run_dir)
         store.clear()
     return result
-
-
-def _full_init_settings(init: Any, given: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The init scheme's settings with its defaults filled in (recorded in the results)."""
-    from ..randomization import init_schemes
-
-    try:
-        scheme = init if not isinstance(init, str) else init_schemes.get(init, **dict(given or {}))
-        return dict(scheme.settings())
-    except Exception:  # recording must never fail the run
-        return dict(given or {})
 
 
 def _finished_run(run_dir: os.PathLike, fp: str) -> CheckResult | None:
