@@ -251,3 +251,30 @@ def test_null_band_of_unused_block_equals_trained_similarity():
     # once real blocks are randomized, two random models share much less than the trained one
     last = res.summary(null=True).query("stage == 5 and metric == 'spearman'")["mean"].item()
     assert abs(last) < 0.9
+
+
+def test_shared_copy_shares_only_what_is_not_fresh():
+    from torch import nn
+
+    from saliency_sanity.checks._runner import shared_copy
+
+    model, x = zoo.make("resnet")
+    model.fc2 = model.fc  # the same module under two names
+    fresh = {"layer2.bn2.weight", "layer2.bn2.running_mean", "fc.weight"}
+    twin = shared_copy(model, fresh)
+    ours = dict(twin.named_parameters(remove_duplicate=False))
+    theirs = dict(model.named_parameters(remove_duplicate=False))
+    for name, p in theirs.items():
+        assert (ours[name] is p) == (name not in fresh and name != "fc2.weight"), name
+        assert torch.equal(ours[name], p)
+    assert twin.fc2 is twin.fc and twin.fc is not model.fc  # still one module, copied once
+    assert twin.layer2.bn2.running_mean is not model.layer2.bn2.running_mean
+    assert twin.layer1.bn1.running_mean is model.layer1.bn1.running_mean
+    assert torch.equal(twin(x), model(x))
+    handle = twin.layer1.register_forward_hook(lambda *a: None)
+    assert len(model.layer1._forward_hooks) == 0  # hooks never leak between copies
+    handle.remove()
+    with torch.no_grad():
+        twin.fc.weight.add_(1.0)
+    assert not torch.equal(twin.fc.weight, model.fc.weight)
+    assert isinstance(twin.fc.weight, nn.Parameter)
