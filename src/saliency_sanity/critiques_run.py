@@ -93,8 +93,11 @@ class CritiqueOptions:
         smprt_normalize: ``"second_moment"`` (the paper's implementation) or ``"none"``: the
             post-processing applied to both maps before each score.
         smprt_order: sMPRT's randomization order (paper: ``"bottom_up"``).
-        smprt_methods: methods for sMPRT (names or a ``{label: spec}`` dict); None = the run's
-            methods minus the noise-averaged ones (SmoothGrad, VarGrad, IG-SmoothGrad).
+        smprt_methods: methods for sMPRT: labels of the run's methods (their settings are
+            kept), other method names, or a ``{label: spec}`` dict; None = the run's methods minus
+            the noise-averaged ones (SmoothGrad, VarGrad, IG-SmoothGrad).
+        methods: methods for eMPRT and the random logit test, chosen as ``smprt_methods``;
+            None = the run's methods.
         emprt_bins: histogram bins of eMPRT (paper: 100).
         data_randomization_run: a data randomization run directory whose results join the
             method ranking.
@@ -113,6 +116,7 @@ class CritiqueOptions:
     smprt_normalize: str = "second_moment"
     smprt_order: str = "bottom_up"
     smprt_methods: Sequence[Any] | Mapping[str, Any] | None = None
+    methods: Sequence[Any] | Mapping[str, Any] | None = None
     emprt_bins: int = 100
     data_randomization_run: str | os.PathLike | None = None
 
@@ -149,6 +153,7 @@ class CritiqueOptions:
         """JSON-able record of the options (for ``run.json``)."""
         out = asdict(self)
         out["smprt_methods"] = _jsonable_spec(self.smprt_methods)
+        out["methods"] = _jsonable_spec(self.methods)
         if self.data_randomization_run is not None:
             out["data_randomization_run"] = str(self.data_randomization_run)
         return out
@@ -209,6 +214,8 @@ def run_critiques(
     main_order = st.get("order", "cascading")
     fp = st.get("fingerprint")
     outcome = CritiqueOutcome()
+    run_methods = methods
+    methods = select_methods(run_methods, options.methods)
 
     def attempt(name: str, fn: Callable[[], None]) -> None:
         t0 = time.perf_counter()
@@ -242,8 +249,8 @@ def run_critiques(
     if options.smprt:
         from .checks import smooth_model_randomization_test
 
-        sm_methods = options.smprt_methods if options.smprt_methods is not None else \
-            without_noise_methods(methods)
+        sm_methods = select_methods(run_methods, options.smprt_methods) \
+            if options.smprt_methods is not None else without_noise_methods(run_methods)
         if sm_methods is not None and len(sm_methods) == 0:
             outcome.skipped["smprt"] = ("no method left once the noise-averaged ones "
                                         "(smoothgrad, vargrad, ig_smoothgrad) are removed")
@@ -484,6 +491,34 @@ def load_data_randomization_run(path: str | os.PathLike) -> CheckResult:
         raise ValueError(f"--data-randomization-run {p} holds a {res.check!r} run; pass a folder "
                          "written by 'saliency-sanity data-randomization'")
     return res
+
+
+def select_methods(run_methods: Sequence[Any] | Mapping[str, Any] | None,
+                   chosen: Sequence[Any] | Mapping[str, Any] | None
+                   ) -> Sequence[Any] | Mapping[str, Any] | None:
+    """The methods an extra uses: ``run_methods`` when ``chosen`` is None; a dict ``chosen``
+    as it is; else the entries of ``chosen`` that label one of the run's methods (with its
+    settings) and the others as method names.
+
+    Example:
+        >>> select_methods({"sg": ("smoothgrad", {"samples": 5}), "g": "gradient"}, ["sg"])
+        {'sg': ('smoothgrad', {'samples': 5})}
+        >>> select_methods(["gradient", "smoothgrad"], None)
+        ['gradient', 'smoothgrad']
+    """
+    if chosen is None:
+        return run_methods
+    if isinstance(chosen, Mapping) or not isinstance(run_methods, Mapping):
+        return chosen
+    if isinstance(chosen, (str, bytes)):
+        chosen = [chosen]
+    out: dict[str, Any] = {}
+    for c in chosen:
+        if isinstance(c, str):
+            out[c] = run_methods.get(c, c)
+        else:
+            out[str(getattr(c, "name", c))] = c
+    return out
 
 
 def without_noise_methods(methods: Sequence[Any] | Mapping[str, Any] | None
