@@ -112,11 +112,10 @@ def shared_copy(base: nn.Module, fresh: set[str]) -> nn.Module:
     def clone(mod: nn.Module, prefix: str) -> nn.Module:
         if id(mod) in modules:
             return modules[id(mod)]
-        new = copy.copy(mod)
+        new = object.__new__(type(mod))  # a shallow copy, without copyreg's slow path
+        new.__dict__.update({k: copy.copy(v) if isinstance(v, (dict, set)) else v
+                             for k, v in vars(mod).items()})
         modules[id(mod)] = new
-        for key, val in list(vars(new).items()):
-            if isinstance(val, (dict, set)):
-                vars(new)[key] = copy.copy(val)
         new._parameters = {k: tensor(p, prefix + k) for k, p in mod._parameters.items()}
         new._buffers = {k: tensor(b, prefix + k) for k, b in mod._buffers.items()}
         new._modules = {k: None if c is None else clone(c, f"{prefix}{k}.")
@@ -351,13 +350,18 @@ def _append(cols: dict[str, list[np.ndarray]], method: str, stage: int, layer: A
     cols["value"].append(vals.astype(np.float64))
 
 
+_DTYPES = {"method": object, "stage": np.int64, "layer": object, "sample": np.int64,
+           "metric": object, "value": np.float64}
+
+
 def _frame(chunks: list[dict[str, np.ndarray]], prefix: str) -> pd.DataFrame:
-    data = {c: np.concatenate([ch[f"{prefix}{c}"] for ch in chunks]) if chunks else []
-            for c in COLUMNS}
-    table = pd.DataFrame(data, columns=COLUMNS)
-    for c in ("method", "layer", "metric"):
-        table[c] = table[c].astype(object).astype(str)
-    return table.astype({"stage": "int64", "sample": "int64", "value": "float64"})
+    """The tidy table from the chunks' columns (strings as Python str objects)."""
+    data = {}
+    for c in COLUMNS:
+        parts = [ch[f"{prefix}{c}"] for ch in chunks]
+        col = np.concatenate(parts) if parts else np.array([])
+        data[c] = col.astype(_DTYPES[c], copy=False)
+    return pd.DataFrame(data, columns=COLUMNS, copy=False)
 
 
 def evaluate(plan: StagePlan, x: torch.Tensor, target: torch.Tensor | None, target_mode: str,

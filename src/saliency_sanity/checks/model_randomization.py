@@ -194,9 +194,10 @@ def model_randomization_test(
         ],
         "null_reference": null_reference,
     }
-    fp = fingerprint([model], [x, target], run_settings)
+    fp = None
     store = None
     if run_dir is not None:
+        fp = fingerprint([model], [x, target], run_settings)
         store = ChunkStore(run_dir, fp, {"check": "model_randomization", "order": order,
                                          "n_samples": int(x.shape[0])})
         store.open()
