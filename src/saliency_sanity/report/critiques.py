@@ -47,6 +47,8 @@ from ._util import e as _e
 
 #: Kendall's tau below which two checks' rankings are flagged as disagreeing.
 DISAGREEMENT_TAU = 0.5
+#: Pairs of checks sharing fewer methods than this are not judged.
+MIN_METHODS = 4
 
 @dataclass
 class CritiqueArtifacts:
@@ -470,30 +472,34 @@ def ranking_section(art: CritiqueArtifacts) -> str:
 
 
 def disagreement_sentence(tau: pd.DataFrame, n: pd.DataFrame | None = None,
-                          threshold: float = DISAGREEMENT_TAU) -> str:
-    """Name the pairs of checks whose rankings disagree (tau < ``threshold``).
+                          threshold: float = DISAGREEMENT_TAU,
+                          min_methods: int = MIN_METHODS) -> str:
+    """Name the pairs of checks whose rankings disagree (tau < ``threshold``); pairs sharing
+    fewer than ``min_methods`` methods are named apart (too few to judge).
 
     Example:
         >>> t = pd.DataFrame([[1.0, 0.2], [0.2, 1.0]], index=["A", "B"], columns=["A", "B"])
         >>> disagreement_sentence(t)
         'The checks disagree (tau < 0.5): A vs B (tau = 0.20).'
     """
-    pairs, agree, undefined = [], 0, 0
+    pairs, agree, few = [], 0, []
     keys = list(tau.index)
     for i, a in enumerate(keys):
         for b in keys[i + 1:]:
             t = float(tau.loc[a, b])
-            if math.isnan(t):
-                undefined += 1
+            cnt = int(n.loc[a, b]) if n is not None and not pd.isna(n.loc[a, b]) else None
+            label = f", n = {cnt}" if cnt is not None else ""
+            if math.isnan(t) or (cnt is not None and cnt < min_methods):
+                few.append(f"{a} vs {b}" + ("" if math.isnan(t) else f" (tau = {t:.2f}{label})"))
             elif t < threshold:
-                cnt = f", n = {int(n.loc[a, b])}" if n is not None else ""
-                pairs.append(f"{a} vs {b} (tau = {t:.2f}{cnt})")
+                pairs.append(f"{a} vs {b} (tau = {t:.2f}{label})")
             else:
                 agree += 1
-    if not pairs and not agree:
-        return "Too few methods in common to compare the rankings."
-    extra = f" {undefined} pair(s) have too few methods in common." if undefined else ""
-    if not pairs:
-        return (f"All {agree} pairs of checks rank the methods alike "
+    extra = (f" Too few methods in common (fewer than {min_methods}) to judge: "
+             f"{'; '.join(few)}." if few else "")
+    if pairs:
+        return f"The checks disagree (tau < {threshold:g}): {'; '.join(pairs)}.{extra}"
+    if agree:
+        return (f"All {agree} comparable pairs of checks rank the methods alike "
                 f"(tau >= {threshold:g}).{extra}")
-    return f"The checks disagree (tau < {threshold:g}): {'; '.join(pairs)}.{extra}"
+    return extra.strip() or "No pair of checks to compare."
