@@ -318,3 +318,19 @@ def test_demo_runs_its_critiques(tmp_path, monkeypatch):
     text = (run.out / "report.html").read_text(encoding="utf-8")
     assert "2 noisy copies" in text
     check_page(text)
+
+
+def test_run_critiques_leaves_model_and_global_rng_alone(tmp_path, global_rng_guard):
+    from saliency_sanity.critiques_run import CritiqueOptions, run_critiques
+
+    model, x = zoo.make("mlp")
+    snap = zoo.snapshot(model)
+    res = checks.model_randomization_test(model, x, methods=["gradient", "gradient_x_input"],
+                                          scores=["spearman_abs"], controls=False,
+                                          progress=False, run_dir=tmp_path)
+    outcome = run_critiques(res, tmp_path, CritiqueOptions.all(smprt_samples=2), model=model, x=x,
+                            methods=["gradient", "gradient_x_input"], scores=["spearman_abs"],
+                            controls=False, progress=False, log=lambda s: None)
+    assert not outcome.failed and set(outcome.written) == {
+        "smprt", "emprt", "random_logit", "activation_scales", "ranking"}
+    zoo.assert_unchanged(model, snap)
