@@ -306,7 +306,7 @@ def emprt_section(res: CheckResult) -> str:
         "e<sub>random</sub> the fully randomized model's (init "
         f"{_e(st.get('init'))}). <b>Higher q is better</b>: a method that depends on the "
         "parameters should give much noisier maps for a random model. A constant trained map "
-        "has H = 0 and q = &infin;.</p>"
+        f"has H = 0 and q = &infin;. Methods: {_methods_list(res)}.</p>"
         '<p class="sub">Mean [95% t-interval] over samples.</p>'
         + _table(["method", "q (eMPRT)", "H trained", "H random"], rows, classes,
                  [False, True, True, True]))
@@ -321,7 +321,7 @@ def random_logit_section(res: CheckResult) -> str:
         "given label) is compared with its map for another class drawn uniformly among the "
         f"other {int(st.get('num_classes', 0)) - 1 if st.get('num_classes') else '?'} classes "
         f"(seed {_e(st.get('seed'))}). A map that explains the class should change when "
-        f"another class is explained. {_direction(res)}</p>"
+        f"another class is explained. Methods: {_methods_list(res)}. {_direction(res)}</p>"
         '<p class="sub">Mean [95% t-interval] over samples.</p>' + _summary_table(res))
 
 

@@ -256,7 +256,8 @@ def _settings_section(result: CheckResult) -> str:
     keys = [("check", result.check), ("order", st.get("order")), ("init", st.get("init")),
             ("seed", st.get("seed")), ("target mode", st.get("target_mode")),
             ("samples", st.get("n_samples")), ("input shape", st.get("input_shape")),
-            ("model", st.get("model")), ("data", st.get("data")), ("device", st.get("device"))]
+            ("model", st.get("model")), ("data", st.get("data")), ("device", st.get("device")),
+            ("critiques", st.get("critiques"))]
     rows = [[e(k), e(json.dumps(val) if isinstance(val, (dict, list)) else val)]
             for k, val in keys if val is not None]
     out = ['<span id="settings"></span><h2>Settings</h2>', _table(["setting", "value"], rows)]
