@@ -5,6 +5,7 @@ partial files behind. CLI cases go through ``saliency_sanity.cli.main`` (exit st
 from __future__ import annotations
 
 import errno
+import json
 import os
 
 import numpy as np
@@ -257,28 +258,47 @@ def test_cli_out_not_writable(tmp_path, capsys, good_npz, monkeypatch):
 
 
 @pytest.mark.parametrize("where", ["to_csv", "savez", "figure", "report"])
-def test_cli_full_disk_leaves_nothing(tmp_path, capsys, good_npz, monkeypatch, where):
+def test_cli_full_disk_leaves_no_incomplete_file(tmp_path, capsys, good_npz, monkeypatch, where):
+    """A full disk at any write: a clear error, no temporary or half-written file anywhere, and
+    whatever stays is complete (finished batches, or a finished result), so rerunning the same
+    command continues and ends with the table of a clean run."""
     def enospc(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    if where == "to_csv":
-        monkeypatch.setattr(pd.DataFrame, "to_csv", enospc)
-    elif where == "savez":
-        monkeypatch.setattr(np, "savez_compressed", enospc)
-    elif where == "figure":
-        import matplotlib.figure
+    clean = tmp_path / "clean"
+    assert run_cli(mr_args(clean, good_npz), capsys)[0] == 0
+    with monkeypatch.context() as mp:
+        if where == "to_csv":
+            mp.setattr(pd.DataFrame, "to_csv", enospc)
+        elif where == "savez":
+            mp.setattr(np, "savez_compressed", enospc)
+        elif where == "figure":
+            import matplotlib.figure
 
-        monkeypatch.setattr(matplotlib.figure.Figure, "savefig", enospc)
-    else:
-        from saliency_sanity.report import html
+            mp.setattr(matplotlib.figure.Figure, "savefig", enospc)
+        else:
+            from saliency_sanity.report import html
 
-        monkeypatch.setattr(html, "_write_shareable", enospc)
-    out = tmp_path / "out"
-    rc, err = run_cli(mr_args(out, good_npz), capsys)
-    assert_clear_error(rc, err, "no space left on the device", "nothing was kept",
-                       "choose another --out")
-    assert not out.exists()
-    assert [p.name for p in tmp_path.iterdir()] == ["data.npz"]  # no temp files anywhere
+            mp.setattr(html, "_write_shareable", enospc)
+        out = tmp_path / "out"
+        rc, err = run_cli(mr_args(out, good_npz), capsys)
+    assert_clear_error(rc, err, "no space left on the device", "no incomplete file",
+                       "rerun the same command")
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not [p for p in leftovers if p.name.endswith(".tmp") or p.name.startswith(".")]
+    for p in leftovers:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:  # complete, readable
+                assert z.files
+        elif p.suffix == ".json":
+            json.loads(p.read_text())
+    if (out / "results.csv").exists():  # only ever together with run.json: a whole result
+        assert (out / "run.json").exists()
+        CheckResult.load(out)
+    assert run_cli(mr_args(out, good_npz), capsys)[0] == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"),
+                                  pd.read_csv(clean / "results.csv"))
+    assert (out / "report.html").exists() and not (out / "partial").exists()
 
 
 def test_full_disk_keeps_an_existing_run_intact(tmp_path, monkeypatch):

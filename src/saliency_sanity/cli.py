@@ -188,8 +188,9 @@ def _os_message(err: BaseException) -> object:
     if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
         if err.errno == errno.ENOSPC:
-            return (f"no space left on the device{where}: nothing was kept; free some space or "
-                    "choose another --out")
+            return (f"no space left on the device{where}: no incomplete file was kept (batches "
+                    "already finished stay in the run directory, complete); free some space "
+                    "and rerun the same command to continue, or choose another --out")
         if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return f"{err.strerror or err}{where}: choose a writable --out"
     return err

@@ -76,22 +76,41 @@ class CheckResult:
 
     # ----------------------------------------------------------------------------- persistence
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``results.csv``, ``run.json`` and ``examples.npz`` into ``directory``.
+        """Write ``results.csv``, ``null.csv``, ``run.json`` and ``examples.npz`` into
+        ``directory``.
 
-        Each file is written atomically: an interrupted save leaves no partial file.
+        All or nothing: each file is written atomically, and if one fails (a full disk) the
+        files this call created are removed again, so no incomplete result is left.
         """
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         table = self.table[COLUMNS]
-        atomic_write(d / "results.csv", lambda p: table.to_csv(p, index=False))
+        writes: list[tuple[str, Any]] = [
+            ("results.csv", lambda p: table.to_csv(p, index=False)),
+        ]
         if self.null is not None:
             null = self.null[COLUMNS]
-            atomic_write(d / "null.csv", lambda p: null.to_csv(p, index=False))
-        write_json(d / "run.json", {"check": self.check, "settings": self.settings,
-                                    "stages": self.stages})
+            writes.append(("null.csv", lambda p: null.to_csv(p, index=False)))
         if self.examples:
             flat = _flatten_examples(self.examples)
-            atomic_write(d / "examples.npz", lambda p: _savez(p, flat))
+            writes.append(("examples.npz", lambda p: _savez(p, flat)))
+        created: list[Path] = []
+        try:
+            for name, write in writes:
+                existed = (d / name).exists()
+                atomic_write(d / name, write)
+                if not existed:
+                    created.append(d / name)
+            # run.json last: its presence marks a complete result
+            existed = (d / "run.json").exists()
+            write_json(d / "run.json", {"check": self.check, "settings": self.settings,
+                                        "stages": self.stages})
+            if not existed:
+                created.append(d / "run.json")
+        except BaseException:
+            for p in created:
+                p.unlink(missing_ok=True)
+            raise
         return d
 
     @classmethod

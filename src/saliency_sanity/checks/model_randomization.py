@@ -203,6 +203,7 @@ def model_randomization_test(
         store.open()
         finished = _finished_run(store.run_dir, fp)
         if finished is not None:
+            store.clear()
             return finished
     total = len(info) * len(spans)
     bar = progress_bar(progress, total, "model randomization", unit="stage-batch")
