@@ -63,7 +63,15 @@ def cascading_grid(result: CheckResult, sample: int = 0, path: str | os.PathLike
     """The paper's cascading figure: rows = methods, columns = input then each stage.
 
     Example:
-        >>> # fig = cascading_grid(result, sample=0, path="grid.png")  # doctest: +SKIP
+        >>> import torch
+        >>> from torch import nn
+        >>> from saliency_sanity import model_randomization_test
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 3))
+        >>> res = model_randomization_test(net, torch.rand(2, 1, 8, 8), methods=["gradient"],
+        ...                                scores=["spearman"], progress=False)
+        >>> fig = cascading_grid(res, sample=0)
+        >>> len(fig.axes)  # 3 methods (gradient + 2 controls) x (input + 3 stages)
+        12
     """
     plt = _plt()
     ex = result.examples

@@ -168,7 +168,15 @@ def data_randomization_test(
         Other arguments as in :func:`compare_models`.
 
     Example:
-        >>> # r = data_randomization_test("mnist", n_train=2000)   # doctest: +SKIP  (~minutes)
+        >>> from saliency_sanity import data, training
+        >>> ds = data.load("mnist", n_train=64, n_test=16)
+        >>> r = data_randomization_test(
+        ...     ds, "mnist_mlp", n_samples=4, model_kwargs={"width": 0.05}, methods=["gradient"],
+        ...     scores=["spearman_abs"], controls=False, cache_dir=False, progress=False,
+        ...     true_config=training.TrainConfig.true_labels(epochs=1),
+        ...     random_config=training.TrainConfig.random_labels(0, epochs=1))
+        >>> r.settings["valid"]  # one epoch cannot memorize permuted labels
+        False
     """
     from .. import data as _data
     from .. import training

@@ -314,6 +314,39 @@ def input_gradient(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tenso
     return grad.detach()
 
 
+AUTO_ROWS_ELEMENTS = 2**22  # input elements per pass when internal_batch_size="auto"
+AUTO_ROWS_MIN, AUTO_ROWS_MAX = 64, 1024
+
+
+def copies_per_pass(internal_batch_size: int | str | None, x: torch.Tensor, copies: int) -> int:
+    """How many copies of the batch ``x`` (noisy samples, integration steps) go into one pass.
+
+    ``None``: all ``copies`` at once. An int: that many rows per pass, rounded down to whole
+    copies of the batch (at least one). ``"auto"``: about 4M input elements per pass, clamped to
+    64-1024 rows: small inputs (MNIST, 32x32) run in one pass, ImageNet-sized ones in 64 rows.
+
+    Example:
+        >>> copies_per_pass("auto", torch.zeros(8, 1, 28, 28), 50)   # 400 rows: one pass
+        50
+        >>> copies_per_pass("auto", torch.zeros(8, 3, 224, 224), 50)  # 64 rows per pass
+        8
+    """
+    bsz = max(1, x.shape[0])
+    if internal_batch_size is None or internal_batch_size == 0:
+        return copies
+    if internal_batch_size == "auto":
+        per_sample = max(1, x[0].numel())
+        rows = min(AUTO_ROWS_MAX, max(AUTO_ROWS_MIN, AUTO_ROWS_ELEMENTS // per_sample))
+    elif isinstance(internal_batch_size, int) and internal_batch_size > 0:
+        rows = internal_batch_size
+    else:
+        raise ValueError(
+            f"internal_batch_size must be a positive int, None or 'auto'; got "
+            f"{internal_batch_size!r}"
+        )
+    return max(1, min(copies, rows // bsz))
+
+
 def batches(n: int, size: int | None) -> Iterator[slice]:
     """Slices covering ``range(n)`` in chunks of at most ``size`` (all at once if None)."""
     step = n if not size else max(1, int(size))

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import Method, batches, input_gradient
+from .base import Method, batches, copies_per_pass, input_gradient
 from .registry import METHODS
 
 RULES = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre")
@@ -116,7 +116,8 @@ class IntegratedGradients(Method):
         rule: integration rule, one of ``RULES`` (default ``riemann_right``: the paper's sum
             over k/m, k = 1..m). Captum's default is Gauss-Legendre.
         internal_batch_size: rows per forward pass (rounded down to a whole number of copies
-            of the batch, at least one); None runs all steps at once.
+            of the batch, at least one); None runs all steps at once; "auto" (default) sizes
+            passes by the input (see ``copies_per_pass``).
 
     Example:
         >>> import torch
@@ -131,7 +132,7 @@ class IntegratedGradients(Method):
     name = "integrated_gradients"
 
     def __init__(self, steps: int = 50, baseline: Any = None, rule: str = "riemann_right",
-                 internal_batch_size: int | None = 64) -> None:
+                 internal_batch_size: int | str | None = "auto") -> None:
         super().__init__()
         quadrature(rule, steps)  # validates
         self.steps, self.baseline, self.rule = steps, baseline, rule
@@ -142,8 +143,8 @@ class IntegratedGradients(Method):
     def attribute(self, model: Any, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         base = _baseline(self.baseline, x)
         alphas, weights = quadrature(self.rule, self.steps)
-        n, bsz = len(alphas), x.shape[0]
-        per_pass = n if not self.internal_batch_size else max(1, self.internal_batch_size // bsz)
+        n = len(alphas)
+        per_pass = copies_per_pass(self.internal_batch_size, x, n)
         diff = x - base
         total = torch.zeros_like(x)
         view = (-1, 1) + (1,) * (x.ndim - 1)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .base import Method, batches
+from .base import Method, batches, copies_per_pass
 from .gradient import IntegratedGradients
 from .registry import METHODS
 
@@ -60,7 +60,7 @@ class NoiseWrapper(Method):
     seeded = True
 
     def __init__(self, base: Any = "gradient", samples: int = 50, noise: float = 0.15,
-                 seed: int = 0, mode: str = "mean", internal_batch_size: int | None = 64,
+                 seed: int = 0, mode: str = "mean", internal_batch_size: int | str | None = "auto",
                  name: str = "smoothgrad") -> None:
         super().__init__()
         if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
@@ -86,8 +86,7 @@ class NoiseWrapper(Method):
 
     def attribute(self, model: Any, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         bsz = x.shape[0]
-        per_pass = (self.samples if not self.internal_batch_size
-                    else max(1, self.internal_batch_size // bsz))
+        per_pass = copies_per_pass(self.internal_batch_size, x, self.samples)
         draws = _noise_draws(x, self.samples, self.noise, self.seed)
         count = 0
         mean: torch.Tensor | None = None
@@ -123,7 +122,8 @@ class NoiseWrapper(Method):
 
 @METHODS.register("smoothgrad")
 def smoothgrad(base: Any = "gradient", samples: int = 50, noise: float = 0.15, seed: int = 0,
-               squared: bool = False, internal_batch_size: int | None = 64) -> NoiseWrapper:
+               squared: bool = False,
+               internal_batch_size: int | str | None = "auto") -> NoiseWrapper:
     """SmoothGrad (Smilkov et al. 2017): the mean of ``base``'s maps over noisy inputs.
 
     Args:
@@ -133,7 +133,8 @@ def smoothgrad(base: Any = "gradient", samples: int = 50, noise: float = 0.15, s
         seed: seed of the private noise generator.
         squared: average the squared maps instead ("SmoothGrad-squared"; paper: no).
         internal_batch_size: rows per call of ``base`` (rounded down to whole copies of the
-            batch, at least one); None runs all samples at once.
+            batch, at least one); None runs all samples at once; "auto" (default) sizes calls
+            by the input (see ``copies_per_pass``).
 
     Example:
         >>> import torch
@@ -149,7 +150,7 @@ def smoothgrad(base: Any = "gradient", samples: int = 50, noise: float = 0.15, s
 
 @METHODS.register("vargrad")
 def vargrad(base: Any = "gradient", samples: int = 25, noise: float = 0.15, seed: int = 0,
-            internal_batch_size: int | None = 64) -> NoiseWrapper:
+            internal_batch_size: int | str | None = "auto") -> NoiseWrapper:
     """VarGrad (Adebayo et al. 2018): the variance (1/N) of ``base``'s maps over noisy inputs.
 
     Settings as for :func:`smoothgrad` (paper: 25 samples, noise 0.15).
@@ -169,7 +170,7 @@ def vargrad(base: Any = "gradient", samples: int = 25, noise: float = 0.15, seed
 @METHODS.register("ig_smoothgrad")
 def ig_smoothgrad(samples: int = 50, noise: float = 0.15, seed: int = 0, steps: int = 50,
                   baseline: Any = None, rule: str = "riemann_right", squared: bool = False,
-                  internal_batch_size: int | None = 64) -> NoiseWrapper:
+                  internal_batch_size: int | str | None = "auto") -> NoiseWrapper:
     """SmoothGrad over Integrated Gradients (the baseline is NOT noised; ``x`` is).
 
     Costs ``samples * steps`` gradient evaluations per input (2500 with the defaults).

@@ -47,8 +47,8 @@ def truncated_standard_normal(n: int, a: float, generator: torch.Generator,
 
     Example:
         >>> z = truncated_standard_normal(10_000, 2.0, torch.Generator().manual_seed(0))
-        >>> bool(z.abs().max() <= 2.0), round(float(z.std()), 2)  # std of N(0,1) cut at 2: 0.88
-        (True, 0.88)
+        >>> bool(z.abs().max() <= 2.0), abs(float(z.std()) - 0.8796) < 0.02  # N(0,1) cut at 2
+        (True, True)
     """
     if a <= 0:
         raise ValueError(f"truncation must be > 0, got {a}")
