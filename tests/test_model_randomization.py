@@ -270,9 +270,12 @@ def test_shared_copy_shares_only_what_is_not_fresh():
     assert twin.fc2 is twin.fc and twin.fc is not model.fc  # still one module, copied once
     assert twin.layer2.bn2.running_mean is not model.layer2.bn2.running_mean
     assert twin.layer1.bn1.running_mean is model.layer1.bn1.running_mean
+    # copy-on-write: only modules above a fresh tensor are new objects
+    assert twin.layer1 is model.layer1 and twin.stem is model.stem
+    assert twin.layer2 is not model.layer2 and twin.layer2.conv1 is model.layer2.conv1
     assert torch.equal(twin(x), model(x))
-    handle = twin.layer1.register_forward_hook(lambda *a: None)
-    assert len(model.layer1._forward_hooks) == 0  # hooks never leak between copies
+    handle = twin.layer2.register_forward_hook(lambda *a: None)
+    assert len(model.layer2._forward_hooks) == 0  # copied modules have their own hooks
     handle.remove()
     with torch.no_grad():
         twin.fc.weight.add_(1.0)
