@@ -148,6 +148,49 @@ def check_inputs(x: torch.Tensor, target: Any) -> tuple[torch.Tensor, torch.Tens
     return x, t.long()
 
 
+TARGET_MODES = ("predicted", "fixed")
+
+
+def prepare(model: nn.Module, x: torch.Tensor, target: Any, target_mode: str | None,
+            device: str | torch.device | None
+            ) -> tuple[torch.Tensor, torch.Tensor | None, str, torch.device]:
+    """Validate a check's model, inputs, target and target mode; move x (and target) to the
+    device (default: the model's). ``target_mode=None`` means "fixed" when a target is given,
+    else "predicted"."""
+    from .._guard import model_device
+
+    x, tgt = check_inputs(x, target)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if target_mode is None:
+        target_mode = "fixed" if tgt is not None else "predicted"
+    if target_mode not in TARGET_MODES:
+        raise ValueError(f"target_mode must be one of {TARGET_MODES}, got {target_mode!r}")
+    if tgt is not None and target_mode == "predicted":
+        raise ValueError(
+            "target was given but target_mode='predicted' explains each stage's predicted class; "
+            "use target_mode='fixed' to explain the given classes, or drop target"
+        )
+    dev = torch.device(device) if device is not None else model_device(model)
+    return x.to(dev), (None if tgt is None else tgt.to(dev)), target_mode, dev
+
+
+def common_settings(x: torch.Tensor, target: Any, batch_size: int, dev: torch.device,
+                    method_objs: Mapping[str, Any], score_objs: Mapping[str, Any]
+                    ) -> dict[str, Any]:
+    """The settings every check records: inputs, batching, device, methods, controls, scores."""
+    return {
+        "target_given": target is not None,
+        "batch_size": batch_size,
+        "device": str(dev),
+        "n_samples": int(x.shape[0]),
+        "input_shape": list(x.shape[1:]),
+        "methods": {label: m.settings() for label, m in method_objs.items()},
+        "controls": [label for label, m in method_objs.items() if m.is_control],
+        "scores": {name: s.settings() for name, s in score_objs.items()},
+    }
+
+
 def batches(n: int, batch_size: int) -> list[slice]:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")

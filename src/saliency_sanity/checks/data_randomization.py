@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._guard import model_device
 from ._engine import (
     batches,
-    check_inputs,
+    common_settings,
+    prepare,
     progress_bar,
     resolve_methods,
     resolve_scores,
@@ -59,18 +59,10 @@ def compare_models(
         >>> sorted(r.table["layer"].unique())
         ['random_labels']
     """
-    x, target = check_inputs(x, target)
     for name, m in (("true_model", true_model), ("random_model", random_model)):
         if not isinstance(m, nn.Module):
             raise TypeError(f"{name} must be a torch.nn.Module, got {type(m).__name__}")
-    if target_mode is None:
-        target_mode = "fixed" if target is not None else "predicted"
-    if target_mode not in ("predicted", "fixed"):
-        raise ValueError(f"target_mode must be 'predicted' or 'fixed', got {target_mode!r}")
-    if target is not None and target_mode == "predicted":
-        raise ValueError("target was given with target_mode='predicted'; use target_mode='fixed'")
-    dev = torch.device(device) if device is not None else model_device(true_model)
-    x = x.to(dev)
+    x, target, target_mode, dev = prepare(true_model, x, target, target_mode, device)
     method_objs = resolve_methods(methods, controls, true_model, x)
     score_objs = resolve_scores(scores, x)
     spans = batches(x.shape[0], batch_size)
@@ -108,14 +100,7 @@ def compare_models(
         "check": "data_randomization",
         "seed": seed,
         "target_mode": target_mode,
-        "target_given": target is not None,
-        "batch_size": batch_size,
-        "device": str(dev),
-        "n_samples": int(x.shape[0]),
-        "input_shape": list(x.shape[1:]),
-        "methods": {label: m.settings() for label, m in method_objs.items()},
-        "controls": [label for label, m in method_objs.items() if m.is_control],
-        "scores": {name: s.settings() for name, s in score_objs.items()},
+        **common_settings(x, target, batch_size, dev, method_objs, score_objs),
         "accuracies": acc,
         "memorization_target": memorization_target,
         "valid": valid,

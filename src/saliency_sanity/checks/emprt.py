@@ -33,9 +33,17 @@ from ..randomization import (
     randomize_blocks,
     randomized_models,
 )
-from ._engine import batches, progress_bar, resolve_methods, run_stages, versions
+from ._engine import (
+    batches,
+    common_settings,
+    prepare,
+    progress_bar,
+    resolve_methods,
+    run_stages,
+    versions,
+)
 from ._result import CheckResult
-from .smprt import block_records, init_record, prepare
+from .smprt import block_records, init_record
 
 LAYER = "all"
 
@@ -224,14 +232,7 @@ def efficient_model_randomization_test(
         "init_settings": init_record(rm, init, init_settings),
         "seed": seed,
         "target_mode": target_mode,
-        "target_given": target is not None,
-        "batch_size": batch_size,
-        "device": str(dev),
-        "n_samples": int(x.shape[0]),
-        "input_shape": list(x.shape[1:]),
-        "methods": {label: m.settings() for label, m in method_objs.items()},
-        "controls": [label for label, m in method_objs.items() if m.is_control],
-        "scores": {name: s.settings() for name, s in stats.items()},
+        **common_settings(x, target, batch_size, dev, method_objs, stats),
         "blocks": block_records(blocks),
         "versions": versions(),
     }

@@ -9,13 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._guard import model_device
 from ..randomization import discover_blocks, init_schemes, randomize_blocks
 from ..randomization import plan as plan_stages
 from ._engine import (
     batches,
-    check_inputs,
+    common_settings,
     derive_seed,
+    prepare,
     progress_bar,
     resolve_methods,
     resolve_scores,
@@ -30,8 +30,6 @@ from ._runner import (
     fresh_copy,
     shared_copy,
 )
-
-TARGET_MODES = ("predicted", "fixed")
 
 
 def model_randomization_test(
@@ -108,25 +106,12 @@ def model_randomization_test(
         >>> sorted(res.table["layer"].unique())
         ['1', '3']
     """
-    x, target = check_inputs(x, target)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if target_mode is None:
-        target_mode = "fixed" if target is not None else "predicted"
-    if target_mode not in TARGET_MODES:
-        raise ValueError(f"target_mode must be one of {TARGET_MODES}, got {target_mode!r}")
-    if target is not None and target_mode == "predicted":
-        raise ValueError(
-            "target was given but target_mode='predicted' explains each stage's predicted class; "
-            "use target_mode='fixed' to explain the given classes, or drop target"
-        )
+    x, target, target_mode, dev = prepare(model, x, target, target_mode, device)
     if not any(True for _ in model.parameters()):
         raise ValueError(
             f"the model ({type(model).__name__}) has no parameters: there is nothing to "
             "randomize. Pass the trained classifier itself"
         )
-    dev = torch.device(device) if device is not None else model_device(model)
-    x = x.to(dev)
     method_objs = resolve_methods(methods, controls, model, x)
     score_objs = resolve_scores(scores, x)
     spans = batches(x.shape[0], batch_size)
@@ -222,14 +207,7 @@ def model_randomization_test(
         "fingerprint": fp,
         "seed": seed,
         "target_mode": target_mode,
-        "target_given": target is not None,
-        "batch_size": batch_size,
-        "device": str(dev),
-        "n_samples": int(x.shape[0]),
-        "input_shape": list(x.shape[1:]),
-        "methods": {label: m.settings() for label, m in method_objs.items()},
-        "controls": [label for label, m in method_objs.items() if m.is_control],
-        "scores": {name: s.settings() for name, s in score_objs.items()},
+        **common_settings(x, target, batch_size, dev, method_objs, score_objs),
         "blocks": [
             {"name": bl.name, "modules": list(bl.modules), "params": list(bl.params)}
             for bl in blocks

@@ -31,12 +31,13 @@ from ._engine import (
     batches,
     derive_seed,
     method_for_call,
+    prepare,
     progress_bar,
     resolve_methods,
     versions,
 )
 from ._result import COLUMNS, CheckResult
-from .smprt import prepare, resolve_score_specs
+from .smprt import resolve_score_specs
 
 LAYER = "random_logit"
 

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from .. import postprocess as _pp
-from .._guard import model_device
 from ..methods import Method, NoiseWrapper
 from ..randomization import discover_blocks, randomized_models
 from ._engine import (
@@ -27,7 +26,8 @@ from ._engine import (
     DEFAULT_METHODS,
     _has_conv,
     batches,
-    check_inputs,
+    common_settings,
+    prepare,
     progress_bar,
     resolve_methods,
     resolve_scores,
@@ -36,7 +36,6 @@ from ._engine import (
 )
 from ._result import CheckResult
 
-TARGET_MODES = ("predicted", "fixed")
 NOISE_METHODS = frozenset({"smoothgrad", "vargrad", "ig_smoothgrad"})
 
 
@@ -114,26 +113,6 @@ def resolve_score_specs(specs: Any, x: torch.Tensor) -> dict[str, Any]:
     if not out:
         raise ValueError("no scores to compute: pass at least one score name")
     return out
-
-
-def prepare(model: nn.Module, x: torch.Tensor, target: Any, target_mode: str | None,
-            device: str | torch.device | None
-            ) -> tuple[torch.Tensor, torch.Tensor | None, str, torch.device]:
-    """Validate a check's model, inputs, target and target mode; move x to the device."""
-    x, tgt = check_inputs(x, target)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if target_mode is None:
-        target_mode = "fixed" if tgt is not None else "predicted"
-    if target_mode not in TARGET_MODES:
-        raise ValueError(f"target_mode must be one of {TARGET_MODES}, got {target_mode!r}")
-    if tgt is not None and target_mode == "predicted":
-        raise ValueError(
-            "target was given but target_mode='predicted' explains each stage's predicted class; "
-            "use target_mode='fixed' to explain the given classes, or drop target"
-        )
-    dev = torch.device(device) if device is not None else model_device(model)
-    return x.to(dev), (None if tgt is None else tgt.to(dev)), target_mode, dev
 
 
 def default_methods(model: nn.Module, x: torch.Tensor, exclude: frozenset[str] = frozenset()
@@ -284,15 +263,8 @@ def smooth_model_randomization_test(
         "init_settings": init_record(stage_iter, init, init_settings),
         "seed": seed,
         "target_mode": target_mode,
-        "target_given": target is not None,
-        "batch_size": batch_size,
         "internal_batch_size": internal_batch_size,
-        "device": str(dev),
-        "n_samples": int(x.shape[0]),
-        "input_shape": list(x.shape[1:]),
-        "methods": {label: m.settings() for label, m in method_objs.items()},
-        "controls": [label for label, m in method_objs.items() if m.is_control],
-        "scores": {name: s.settings() for name, s in score_objs.items()},
+        **common_settings(x, target, batch_size, dev, method_objs, score_objs),
         "blocks": block_records(blocks),
         "versions": versions(),
     }
