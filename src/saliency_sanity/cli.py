@@ -265,6 +265,7 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
 def _cmd_data_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     from . import training
     from .checks import data_randomization_test
+    from .checks.data_randomization import random_label_init_seed
     from .io_inputs import check_output_dir
     from .run_dir import write_run
 
@@ -274,8 +275,8 @@ def _cmd_data_randomization(args: argparse.Namespace, argv: list[str]) -> int:
         dataset=args.data, architecture=args.architecture, n_train=args.subset,
         n_samples=args.n_samples, label_seed=args.label_seed,
         true_config=training.TrainConfig.true_labels(seed=args.seed, epochs=min(args.epochs, 30)),
-        random_config=training.TrainConfig.random_labels(args.label_seed, seed=args.seed,
-                                                         epochs=args.epochs),
+        random_config=training.TrainConfig.random_labels(
+            args.label_seed, seed=random_label_init_seed(args.seed), epochs=args.epochs),
         model_kwargs={"width": args.width}, methods=_csv(args.methods),
         scores=_csv(args.scores), seed=args.seed, batch_size=args.batch_size,
         controls=controls, cache_dir=args.cache_dir, progress=not args.no_progress,

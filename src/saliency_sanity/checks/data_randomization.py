@@ -13,6 +13,7 @@ from torch import nn
 from ._engine import (
     batches,
     common_settings,
+    derive_seed,
     prepare,
     progress_bar,
     resolve_methods,
@@ -23,6 +24,17 @@ from ._result import CheckResult
 from ._runner import StagePlan, evaluate, fresh_copy
 
 LAYER = "random_labels"
+
+
+def random_label_init_seed(seed: int) -> int:
+    """The init seed of the random-label model: derived from ``seed`` so that the true-label and
+    random-label models do not start from the same weights.
+
+    Example:
+        >>> random_label_init_seed(0) != 0
+        True
+    """
+    return derive_seed(seed, "random-label-init") % 2**31
 
 
 def compare_models(
@@ -148,8 +160,9 @@ def data_randomization_test(
             MNIST models (half the paper's channels: memorizing 2,000 random labels then takes a
             few minutes on 2 CPU cores).
         true_config, random_config: ``TrainConfig`` for each model (defaults:
-            ``TrainConfig.true_labels(seed=seed)`` and ``TrainConfig.random_labels(label_seed,
-            seed=seed)``).
+            ``TrainConfig.true_labels(seed=seed)`` and ``TrainConfig.random_labels(label_seed)``
+            with an init seed derived from ``seed``, so the two models do not share initial
+            weights, as in the paper's separate training runs).
         Other arguments as in :func:`compare_models`.
 
     Example:
@@ -169,7 +182,10 @@ def data_randomization_test(
     ds = (_data.load(dataset, n_train=n_train, n_test=n_test, seed=seed)
           if isinstance(dataset, str) else dataset)
     tc = true_config or training.TrainConfig.true_labels(seed=seed)
-    rc = random_config or training.TrainConfig.random_labels(label_seed, seed=seed)
+    # An init of its own: two runs sharing initial weights would look alike through the weights
+    # training barely moves (the first layer), whatever the labels (the paper trains them apart).
+    rc = random_config or training.TrainConfig.random_labels(
+        label_seed, seed=random_label_init_seed(seed))
     if tc.label_seed is not None:
         raise ValueError("true_config must train on true labels (label_seed=None)")
     if rc.label_seed is None:
