@@ -439,11 +439,5 @@ def _examples(chunks: list[dict[str, np.ndarray]], x: torch.Tensor, n: int,
     return ex
 
 
-def fresh_copy(model: nn.Module, device: torch.device | None = None) -> nn.Module:
-    """A deep copy in eval mode with no gradients (optionally moved to ``device``)."""
-    twin = copy.deepcopy(model)
-    if device is not None:
-        twin = twin.to(device)
-    for p in twin.parameters():
-        p.grad = None
-    return twin.eval()
+# One deep-copy helper for the whole package (defined beside the randomization stages).
+from ..randomization._stages import fresh_copy  # noqa: E402,F401,I001

@@ -29,6 +29,7 @@ from ._engine import (
     _score_quietly,
     _warn_nan,
     batches,
+    common_settings,
     derive_seed,
     method_for_call,
     prepare,
@@ -159,18 +160,11 @@ def random_logit_test(
     settings = {
         "check": "random_logit",
         "seed": seed,
-        "target_given": target is not None,
         "other_given": other is not None,
         "num_classes": num_classes,
         "targets": tgt.cpu().tolist(),
         "other": oth.cpu().tolist(),
-        "batch_size": batch_size,
-        "device": str(dev),
-        "n_samples": int(x.shape[0]),
-        "input_shape": list(x.shape[1:]),
-        "methods": {label: m.settings() for label, m in method_objs.items()},
-        "controls": [label for label, m in method_objs.items() if m.is_control],
-        "scores": {name: s.settings() for name, s in score_objs.items()},
+        **common_settings(x, target, batch_size, dev, method_objs, score_objs),
         "versions": versions(),
     }
     stages = [

@@ -163,12 +163,16 @@ class Stage:
 
 
 def _fresh_copy(model: nn.Module, device: torch.device | str | None) -> nn.Module:
+    """A deep copy in eval mode with no gradients (optionally moved to ``device``)."""
     twin = copy.deepcopy(model)
     if device is not None:
         twin = twin.to(device)
     for p in twin.parameters():
         p.grad = None
     return twin.eval()
+
+
+fresh_copy = _fresh_copy
 
 
 class RandomizedModels:
