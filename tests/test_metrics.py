@@ -102,6 +102,28 @@ def test_rankdata_matches_scipy_with_ties(backend):
     np.testing.assert_array_equal(ours, scipy.stats.rankdata(x, axis=1))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_spearman_packed_keys_order_every_float(dtype):
+    """The CPU path sorts float32 bit patterns packed with the column: signs, zeros of both
+    signs, infinities, subnormals, long runs of ties and rows of different tie structure all
+    rank as in scipy."""
+    rs = np.random.RandomState(7)
+    special = np.array([-np.inf, np.inf, -0.0, 0.0, 1e-45, -1e-45, 3.4e38, -3.4e38, 1.0, -1.0])
+    a = rs.randn(6, 4000).astype(dtype)
+    b = (rs.randn(6, 4000) * 1e3).astype(dtype)
+    with np.errstate(over="ignore"):  # +-3.4e38 become +-inf in float16
+        a[0, :500] = rs.choice(special, 500).astype(dtype)
+    a[1, ::2] = -0.0  # half the row ties at zero, half of those as -0.0
+    a[1, 1::4] = 0.0
+    b[2] = np.round(b[2] / 500)  # a few large tie groups
+    a[3, -1] = a[3, 0]  # a single tie at the row's ends
+    ref = [scipy.stats.spearmanr(x, y)[0] for x, y in zip(a, b, strict=True)]
+    check_against(metrics.spearman(torch.from_numpy(a), torch.from_numpy(b)), ref, 1e-12)
+    np.testing.assert_array_equal(
+        metrics.rankdata(torch.from_numpy(a)).numpy(), scipy.stats.rankdata(a, axis=1)
+    )
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("fn", ["spearman", "pearson"])
 def test_constant_map_gives_nan_and_one_warning(fn, backend):
