@@ -17,6 +17,7 @@ an uninterrupted run's, bit for bit on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -35,6 +36,7 @@ from .._io import atomic_write, write_json
 from ..methods.base import check_output
 from ..methods.gradient import Gradient, GradientXInput
 from ._result import COLUMNS
+from ._reuse import ActivationReuse
 
 
 @dataclass
@@ -51,6 +53,10 @@ class StagePlan:
     info: list[dict[str, Any]]
     build: Callable[[int], nn.Module]
     build_null: Callable[[int], nn.Module] | None = None
+    #: bytes of the trained model's activations kept per batch for reuse by the stage models
+    #: (0: none). Only valid where stages share their unchanged lower modules with the trained
+    #: model (top-down cascading built with :func:`shared_copy`); see ``checks._reuse``.
+    reuse_bytes: int = 0
     _cache: dict[Any, nn.Module] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
@@ -222,6 +228,7 @@ class RunOutput:
     null: pd.DataFrame | None
     examples: dict[str, Any]
     stages: list[dict[str, Any]]
+    reused: int = 0  # weighted operations whose output was reused (see ``checks._reuse``)
 
 
 def _is_builtin(method: Any) -> bool:
@@ -246,6 +253,14 @@ class _Evaluator:
         self.seed, self.n_examples = seed, n_examples
         self.fused = {label: _fusable(m) for label, m in self.methods.items()}
         self.need_grad = any(v is not None for v in self.fused.values())
+        self.reuse = ActivationReuse(plan.reuse_bytes) if plan.reuse_bytes > 0 else None
+        self.recording = False
+
+    def _reusing(self) -> Any:
+        """The activation-reuse mode for the current model, or a no-op context."""
+        if self.reuse is None:
+            return contextlib.nullcontext()
+        return self.reuse.record() if self.recording else self.reuse.replay()
 
     # one model, one batch: all methods' maps (and the logits, for the output change)
     def maps(self, model: nn.Module, xb: torch.Tensor, tb: torch.Tensor | None, stage_key: Any,
@@ -253,8 +268,10 @@ class _Evaluator:
         from ..methods.base import check_logits, check_target_range
         from ._engine import method_for_call
 
+        if self.reuse is not None:
+            self.reuse.rewind()
         xg = xb.detach().clone().requires_grad_(self.need_grad)
-        with torch.set_grad_enabled(self.need_grad):
+        with torch.set_grad_enabled(self.need_grad), self._reusing():
             logits = check_logits(model(xg), xb.shape[0], "model")
         if tb is None:
             tb = logits.detach().argmax(dim=1)
@@ -275,7 +292,11 @@ class _Evaluator:
                 maps = grad * xb
             else:
                 m = method_for_call(method, label, self.seed, stage_key, b)
-                maps = m.attribute(model, xb, tb) if _is_builtin(m) else m(model, xb, tb)
+                if _is_builtin(m):  # plug-ins run without reuse: they may differentiate twice
+                    with self._reusing():
+                        maps = m.attribute(model, xb, tb)
+                else:
+                    maps = m(model, xb, tb)
             out[label] = check_output(maps, xb, who=label)
         return out, tb, logits
 
@@ -295,7 +316,10 @@ class _Evaluator:
         for pos, info in enumerate(self.plan.info):
             k = info["index"]  # the stage's own number (positions may skip stages)
             tb_in = fixed if self.target_mode == "fixed" else None
-            maps, tb, logits = self.maps(self.plan.model(pos), xb, tb_in, k, b)
+            model = self.plan.model(pos)
+            self.recording = pos == 0
+            maps, tb, logits = self.maps(model, xb, tb_in, k, b)
+            self.recording = False
             if b == 0:
                 if pos == 0:
                     ref_logits = logits
@@ -324,6 +348,8 @@ class _Evaluator:
                 for label, m in maps.items():
                     kept[f"maps|{label}|{k}"] = m[:keep].cpu().numpy()
             on_step()
+        if self.reuse is not None:
+            self.reuse.clear()
         chunk = {f"t_{c}": _cat(v, c) for c, v in rows.items()}
         chunk.update({f"n_{c}": _cat(v, c) for c, v in null_rows.items()})
         chunk.update(kept)
@@ -399,7 +425,8 @@ def evaluate(plan: StagePlan, x: torch.Tensor, target: torch.Tensor | None, targ
     from ._engine import _warn_nan
 
     _warn_nan(table)
-    return RunOutput(table=table, null=null, examples=examples, stages=list(plan.info))
+    return RunOutput(table=table, null=null, examples=examples, stages=list(plan.info),
+                     reused=ev.reuse.hits if ev.reuse is not None else 0)
 
 
 def _fill_output_change(info: list[dict[str, Any]], chunk0: dict[str, np.ndarray]) -> None:

@@ -22,6 +22,7 @@ from ._engine import (
     versions,
 )
 from ._result import CheckResult
+from ._reuse import DEFAULT_BUDGET_BYTES
 from ._runner import (
     ChunkStore,
     StagePlan,
@@ -52,6 +53,7 @@ def model_randomization_test(
     progress: bool = True,
     null_reference: bool = True,
     run_dir: str | os.PathLike | None = None,
+    reuse_activations: bool | int = True,
 ) -> CheckResult:
     """Compare each method's maps on the trained model with its maps on randomized copies.
 
@@ -90,6 +92,10 @@ def model_randomization_test(
             same arguments continues where it stopped (and a finished one is not recomputed).
             The final result is saved there too. A directory holding a run with other
             settings, weights or inputs is refused.
+        reuse_activations: reuse the trained model's activations below the randomized blocks
+            at every stage instead of computing them again (cascading and independent orders;
+            no number changes). True keeps up to 512 MiB of them per batch; an int sets that
+            budget in bytes; False turns reuse off.
 
     Returns:
         A :class:`CheckResult` with the tidy table, settings, stages and example maps.
@@ -157,8 +163,18 @@ def model_randomization_test(
 
         return build
 
+    if isinstance(reuse_activations, bool):
+        reuse_bytes = DEFAULT_BUDGET_BYTES if reuse_activations else 0
+    elif isinstance(reuse_activations, int) and reuse_activations >= 0:
+        reuse_bytes = reuse_activations
+    else:
+        raise ValueError("reuse_activations must be True, False or a number of bytes >= 0, "
+                         f"got {reuse_activations!r}")
+    if order == "bottom_up":  # every stage changes the lowest block: nothing to reuse
+        reuse_bytes = 0
     plan = StagePlan(info=info, build=builder(seed),
-                     build_null=builder(null_seed) if null_reference else None)
+                     build_null=builder(null_seed) if null_reference else None,
+                     reuse_bytes=reuse_bytes)
 
     run_settings = {
         "check": "model_randomization",
@@ -204,6 +220,7 @@ def model_randomization_test(
         "init": scheme.name,
         "init_settings": settings_full,
         "null_reference": {"enabled": null_reference, "seed": null_seed},
+        "activation_reuse": {"budget_bytes": reuse_bytes, "reused_operations": out.reused},
         "fingerprint": fp,
         "seed": seed,
         "target_mode": target_mode,

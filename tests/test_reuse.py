@@ -1,0 +1,147 @@
+"""Activation reuse across cascading stages changes no number, and does reuse."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+import zoo
+from torch import nn
+
+from saliency_sanity import methods, model_randomization_test
+from saliency_sanity.checks._reuse import ActivationReuse
+
+# every builtin method, with few passes (chunked: several passes per map) to keep tests short
+SMALL = {"internal_batch_size": 5}
+BUILTIN = {
+    "gradient": {}, "gradient_x_input": {}, "guided_backprop": {}, "gradcam": {},
+    "guided_gradcam": {}, "integrated_gradients": {"steps": 4, **SMALL},
+    "smoothgrad": {"samples": 3, **SMALL}, "vargrad": {"samples": 3, **SMALL},
+    "ig_smoothgrad": {"samples": 2, "steps": 3, **SMALL},
+}
+
+
+def _methods(name: str) -> dict:
+    return {m: methods.get(m, **kw) for m, kw in BUILTIN.items()
+            if name != "mlp" or "gradcam" not in m}  # flat inputs: no Grad-CAM
+
+
+def _pair(model, x, **kw):
+    kw = {"scores": ["spearman", "pearson"], "progress": False, "batch_size": 3,
+          "controls": ["random_gaussian"], **kw}
+    on = model_randomization_test(model, x, **kw)
+    kw["reuse_activations"] = False
+    off = model_randomization_test(model, x, **kw)
+    return on, off
+
+
+def _assert_identical(on, off) -> None:
+    pd.testing.assert_frame_equal(on.table, off.table, check_exact=True)
+    pd.testing.assert_frame_equal(on.null, off.null, check_exact=True)
+    for label, per_stage in off.examples["maps"].items():
+        for k, maps in per_stage.items():
+            assert (on.examples["maps"][label][k] == maps).all(), (label, k)
+
+
+@pytest.mark.parametrize("name", zoo.ALL)
+@pytest.mark.parametrize("order", ["cascading", "independent"])
+def test_reuse_changes_no_number(name, order):
+    """Every builtin method, every zoo model (in-place, functional and shared ReLUs, residual
+    blocks with batch norm, an MLP), null twins included: bit-identical tables and maps with
+    reuse on and off, and operations were in fact reused."""
+    model, x = zoo.make(name)
+    snap = zoo.snapshot(model)
+    on, off = _pair(model, x, methods=_methods(name), order=order, seed=2)
+    _assert_identical(on, off)
+    zoo.assert_unchanged(model, snap)
+    assert on.settings["activation_reuse"]["reused_operations"] > 0
+    assert off.settings["activation_reuse"] == {"budget_bytes": 0, "reused_operations": 0}
+
+
+def test_budget_caps_what_is_kept():
+    model, x = zoo.make("resnet")
+    on, off = _pair(model, x, methods=["gradient", "smoothgrad"], reuse_activations=1)
+    _assert_identical(on, off)
+    assert on.settings["activation_reuse"]["reused_operations"] == 0
+    big, _ = _pair(model, x, methods=["gradient", "smoothgrad"], reuse_activations=2**30)
+    assert big.settings["activation_reuse"]["reused_operations"] > 0
+
+
+def test_bottom_up_does_not_reuse():
+    model, x = zoo.make("cnn")
+    on, off = _pair(model, x, methods=["gradient"], order="bottom_up")
+    _assert_identical(on, off)
+    assert on.settings["activation_reuse"]["budget_bytes"] == 0
+
+
+def test_plugins_that_differentiate_twice_run_without_reuse():
+    """A plug-in method's second derivative would not pass through a reused operation's
+    backward: plug-ins are called outside the reuse mode and get the same numbers."""
+
+    def curvature(model, x, target):
+        xg = x.detach().clone().requires_grad_(True)
+        out = model(xg).gather(1, target.view(-1, 1)).sum()
+        (g,) = torch.autograd.grad(out, xg, create_graph=True)
+        (h,) = torch.autograd.grad((g * g).sum(), xg)
+        return h
+
+    model, x = zoo.make("mlp")
+    model.relu = nn.Tanh()  # a smooth net: the second derivative is not zero
+    on, off = _pair(model, x, methods={"curvature": curvature, "gradient": "gradient"})
+    _assert_identical(on, off)
+    assert on.table.loc[on.table["method"] == "curvature", "value"].notna().all()
+
+
+def test_bad_budget_is_refused():
+    model, x = zoo.make("cnn")
+    with pytest.raises(ValueError, match="reuse_activations must be"):
+        model_randomization_test(model, x, methods=["gradient"], reuse_activations=-1,
+                                 progress=False)
+
+
+def test_mode_reuses_only_same_weights_and_inputs():
+    """Unit level: a different input, a different weight tensor, a weight changed in place or
+    a training-mode batch norm is computed afresh; an output modified in place by its caller
+    does not corrupt what was kept; gradients through a reused op equal the plain ones."""
+    g = torch.Generator().manual_seed(0)
+    conv = nn.Conv2d(2, 3, 3)
+    bn = nn.BatchNorm2d(3)
+    x = torch.randn(2, 2, 6, 6, generator=g)
+    reuse = ActivationReuse()
+
+    def run(inp, *, train_bn=False):
+        bn.train(train_bn)
+        xg = inp.clone().requires_grad_(True)
+        h = torch.relu_(bn(conv(xg)))  # in place on the (possibly reused) output
+        (gx,) = torch.autograd.grad(h.square().sum(), xg)
+        return h.detach(), gx
+
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1, generator=g)
+    plain = run(x)
+    with reuse.record():
+        first = run(x)
+    for _ in range(2):
+        reuse.rewind()
+        with reuse.replay():
+            again = run(x)
+        assert torch.equal(again[0], plain[0]) and torch.equal(again[1], plain[1])
+    assert reuse.hits == 4 and torch.equal(first[1], plain[1])
+    reuse.rewind()
+    with reuse.replay():
+        run(x + 1.0)  # another input: computed
+    assert reuse.hits == 4
+    reuse.rewind()
+    with reuse.replay():
+        run(x, train_bn=True)  # conv reused, training-mode BN computed
+    assert reuse.hits == 5
+    with torch.no_grad():
+        conv.weight.add_(1.0)  # changed in place: its version differs
+    reuse.rewind()
+    with reuse.replay():
+        changed = run(x)
+    with torch.no_grad():
+        conv.weight.sub_(1.0)
+    assert reuse.hits == 5 and not torch.equal(changed[0], plain[0])
+    reuse.clear()
+    assert reuse.entries == {} and reuse.used == 0
