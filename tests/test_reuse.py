@@ -100,48 +100,61 @@ def test_bad_budget_is_refused():
 
 
 def test_mode_reuses_only_same_weights_and_inputs():
-    """Unit level: a different input, a different weight tensor, a weight changed in place or
-    a training-mode batch norm is computed afresh; an output modified in place by its caller
-    does not corrupt what was kept; gradients through a reused op equal the plain ones."""
+    """Unit level: a different input, a different weight tensor or a weight changed in place is
+    computed afresh; an output a caller modifies in place (an in-place ReLU right after the
+    conv) is detected and handed out as a copy from the next recording on; gradients through a
+    reused op equal the plain ones."""
     g = torch.Generator().manual_seed(0)
     conv = nn.Conv2d(2, 3, 3)
-    bn = nn.BatchNorm2d(3)
+    fc = nn.Linear(48, 2)
     x = torch.randn(2, 2, 6, 6, generator=g)
     reuse = ActivationReuse()
 
-    def run(inp, *, train_bn=False):
-        bn.train(train_bn)
+    def run(inp, *, inplace=False):
         xg = inp.clone().requires_grad_(True)
-        h = torch.relu_(bn(conv(xg)))  # in place on the (possibly reused) output
-        (gx,) = torch.autograd.grad(h.square().sum(), xg)
-        return h.detach(), gx
+        h = conv(xg)
+        h = torch.relu_(h) if inplace else torch.relu(h)
+        y = fc(h.flatten(1))
+        (gx,) = torch.autograd.grad(y.square().sum(), xg)
+        return y.detach(), gx
 
-    with torch.no_grad():
-        bn.running_mean.uniform_(-1, 1, generator=g)
+    def replay(inp, **kw):
+        reuse.rewind()
+        with reuse.replay():
+            return run(inp, **kw)
+
     plain = run(x)
     with reuse.record():
         first = run(x)
+    assert torch.equal(first[0], plain[0]) and torch.equal(first[1], plain[1])
     for _ in range(2):
-        reuse.rewind()
-        with reuse.replay():
-            again = run(x)
+        again = replay(x)
         assert torch.equal(again[0], plain[0]) and torch.equal(again[1], plain[1])
-    assert reuse.hits == 4 and torch.equal(first[1], plain[1])
-    reuse.rewind()
-    with reuse.replay():
-        run(x + 1.0)  # another input: computed
+    assert reuse.hits == 4  # conv and fc, twice
+    replay(x + 1.0)  # another input: conv computed, fc's input differs too
     assert reuse.hits == 4
-    reuse.rewind()
-    with reuse.replay():
-        run(x, train_bn=True)  # conv reused, training-mode BN computed
-    assert reuse.hits == 5
     with torch.no_grad():
         conv.weight.add_(1.0)  # changed in place: its version differs
-    reuse.rewind()
-    with reuse.replay():
-        changed = run(x)
+    changed = replay(x)
     with torch.no_grad():
         conv.weight.sub_(1.0)
-    assert reuse.hits == 5 and not torch.equal(changed[0], plain[0])
+    assert reuse.hits == 4 and not torch.equal(changed[0], plain[0])
+
+    # in place on the handed-out alias: detected, computed afresh, copied after re-recording
+    reuse.clear()
+    plain = run(x, inplace=True)
+    with reuse.record():
+        run(x, inplace=True)  # the trained forward itself changes the conv output in place
+    hits = reuse.hits
+    out = replay(x, inplace=True)
+    assert torch.equal(out[0], plain[0]) and torch.equal(out[1], plain[1])
+    assert reuse.hits == hits + 1  # fc reused, conv not
+    reuse.clear()
+    with reuse.record():
+        run(x, inplace=True)
+    for _ in range(2):
+        out = replay(x, inplace=True)
+        assert torch.equal(out[0], plain[0]) and torch.equal(out[1], plain[1])
+    assert reuse.hits == hits + 5
     reuse.clear()
     assert reuse.entries == {} and reuse.used == 0

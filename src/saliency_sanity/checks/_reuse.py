@@ -4,8 +4,8 @@ In top-down cascading, a stage model shares every module below its randomized bl
 trained model (:func:`~saliency_sanity.checks._runner.shared_copy`): the same weight tensors,
 fed the same inputs, compute the same activations. :class:`ActivationReuse` is a
 ``TorchFunctionMode`` that records, while the trained model's maps of a batch are computed, the
-output of every convolution, linear layer and eval-mode batch norm together with a private
-autograd graph of that one operation; while the stage models' maps of the same batch are computed,
+output of every convolution and linear layer together with a private autograd graph of that one
+operation; while the stage models' maps of the same batch are computed,
 an operation whose weights are the very same tensors and whose input equals the recorded input
 (``torch.equal``) returns the recorded output instead of computing it again. Its backward runs the
 recorded operation's own backward (``torch.autograd.grad`` through the kept graph), so gradients
@@ -14,6 +14,12 @@ reach the stage's input exactly as they would through a fresh forward.
 Nothing changes a number: a reused output is bit-identical to the recomputed one (same kernel,
 same operands), and so is its backward. Only the forward passes below the randomized blocks are
 saved; the backward passes, which input gradients need at every stage, still run.
+
+A reused output is handed out as an alias of the kept tensor (no copy). If a caller modifies it
+in place (an in-place ReLU right after a convolution), the tensor's version counter shows it:
+that operation is computed afresh from then on, and in later batches its kept output is handed
+out as a copy. Element-wise operations (batch norm in eval mode, activations, pooling) are not
+kept: reusing them would cost as much memory traffic as computing them.
 
 Recording stops when the kept outputs and inputs reach ``budget_bytes`` (later operations are
 computed as usual), and everything is dropped after each batch: memory does not grow with the
@@ -33,15 +39,23 @@ __all__ = ["ActivationReuse", "DEFAULT_BUDGET_BYTES"]
 DEFAULT_BUDGET_BYTES = 512 * 2**20
 
 # operations whose output depends only on their input and their weight tensors
-_WEIGHTED = {F.conv1d, F.conv2d, F.conv3d, F.linear, F.batch_norm}
+_WEIGHTED = {F.conv1d, F.conv2d, F.conv3d, F.linear}
 
 
 class _Entry:
-    __slots__ = ("inp", "out", "refs", "versions")
+    __slots__ = ("inp", "out", "refs", "versions", "out_version", "copy")
 
-    def __init__(self, inp: torch.Tensor, out: torch.Tensor, refs: tuple[Any, ...]):
-        self.inp, self.out, self.refs = inp, out, refs
+    def __init__(self, inp: torch.Tensor, out: torch.Tensor, refs: tuple[Any, ...],
+                 copy: bool):
+        self.inp, self.out, self.refs, self.copy = inp, out, refs, copy
         self.versions = tuple(t._version if isinstance(t, torch.Tensor) else None for t in refs)
+        self.out_version = out._version
+
+    def hand_out(self) -> torch.Tensor:
+        """The kept output without its graph: an alias (its in-place changes are detected by
+        the version counter it shares with the kept tensor) or, for ops whose output callers
+        modify in place, a copy."""
+        return self.out.detach().clone() if self.copy else self.out.detach()
 
     def same_operands(self, refs: tuple[Any, ...]) -> bool:
         return len(refs) == len(self.refs) and all(
@@ -56,7 +70,7 @@ class _Route(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, inp: torch.Tensor, entry: _Entry) -> torch.Tensor:  # noqa: ARG004
         ctx.entry = entry
-        return entry.out.detach().clone()  # a copy: callers may modify it in place
+        return entry.hand_out()
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -93,6 +107,7 @@ class ActivationReuse(TorchFunctionMode):
         self.recording = False
         self.used = 0
         self.hits = 0
+        self.copy_keys: set[tuple[Any, int]] = set()  # ops whose outputs were changed in place
 
     # -- control
     def record(self) -> ActivationReuse:
@@ -122,8 +137,6 @@ class ActivationReuse(TorchFunctionMode):
         kwargs = kwargs or {}
         if func not in _WEIGHTED or len(args) < 2 or not isinstance(args[0], torch.Tensor):
             return func(*args, **kwargs)
-        if func is F.batch_norm and kwargs.get("training", len(args) > 5 and args[5]):
-            return func(*args, **kwargs)  # training-mode batch norm updates its statistics
         weight = args[1]
         if not isinstance(weight, torch.Tensor):
             return func(*args, **kwargs)
@@ -139,14 +152,14 @@ class ActivationReuse(TorchFunctionMode):
             i = self.cursor.get(key, 0)
             if i < len(entries):
                 e = entries[i]
-                if (e.same_operands(refs) and (e.inp.requires_grad or not graph)
+                self.cursor[key] = i + 1  # ops are met in the order they were recorded
+                if e.out._version != e.out_version:  # changed in place by a caller
+                    self.copy_keys.add(key)
+                elif (e.same_operands(refs) and (e.inp.requires_grad or not graph)
                         and e.inp.shape == inp.shape and e.inp.dtype == inp.dtype
                         and e.inp.device == inp.device and torch.equal(e.inp, inp)):
-                    self.cursor[key] = i + 1
                     self.hits += 1
-                    if graph:
-                        return _Route.apply(inp, e)
-                    return e.out.detach().clone()
+                    return _Route.apply(inp, e) if graph else e.hand_out()
         return func(*args, **kwargs)
 
     def _record(self, func: Any, key: tuple[Any, int], inp: torch.Tensor, rest: tuple[Any, ...],
@@ -158,6 +171,6 @@ class ActivationReuse(TorchFunctionMode):
         with torch.set_grad_enabled(graph):
             out = func(rec_in, *rest, **kwargs)
         self.used += cost + out.numel() * out.element_size()
-        e = _Entry(rec_in, out, refs)
+        e = _Entry(rec_in, out, refs, copy=key in self.copy_keys)
         self.entries.setdefault(key, []).append(e)
-        return _Route.apply(inp, e) if graph else out.detach().clone()
+        return _Route.apply(inp, e) if graph else e.hand_out()
