@@ -88,10 +88,19 @@ def main() -> None:
     p.add_argument("--full", action="store_true",
                    help="every method on the ResNet at 224x224 (hours on 2 CPU cores)")
     p.add_argument("--json", default=None, help="write the rows here")
+    p.add_argument("--tune-allocator", action="store_true",
+                   help="saliency_sanity.performance.tune_allocator() first (as the CLI does); "
+                        "applies to ours and the floors alike")
     args = p.parse_args()
+    tuned = False
+    if args.tune_allocator:
+        from saliency_sanity.performance import tune_allocator
+
+        tuned = tune_allocator()
     C.setup_threads(args.threads)
     dev = torch.device(args.device)
     C.print_machine(dev)
+    print(f"# allocator: {'tuned (glibc mallopt)' if tuned else 'default'}")
     all_m = ["gradient", "integrated_gradients", "smoothgrad"]
     if args.quick:
         plan = [("cnn", None, all_m, 8, 8), ("resnet18", 32, ["gradient"], 8, 8)]
@@ -104,7 +113,8 @@ def main() -> None:
                 ("resnet18", 32, ["integrated_gradients", "smoothgrad"], 8, 8)]
         repeats = args.repeats or 3
     print(f"{'model':<14}{'method':<22}{'n':>4}{'passes':>7}{'ours s':>9}{'floor s':>9}"
-          f"{'reuse s':>9}{'ours/floor':>11}{'(cpu)':>7}{'reuse saves':>13}{'(cpu)':>8}")
+          f"{'reuse s':>9}{'ours/floor':>11}{'(cpu)':>7}{'reuse saves':>13}{'(cpu)':>8}"
+          f"{'ours/reuse':>11}")
     rows = []
     for mname, size, meths, n, bs in plan:
         case = C.model_case(mname, size, num_classes=1000)
@@ -115,12 +125,14 @@ def main() -> None:
             print(f"{r['model']:<14}{meth:<22}{n:>4}{r['passes_per_map']:>7}{r['ours_s']:>9.2f}"
                   f"{r['floor_s']:>9.2f}{r['reuse_s']:>9.2f}{r['ours_over_floor']:>11.2f}"
                   f"{r['ours_over_floor_cpu']:>7.2f}{r['reuse_saving_pct']:>12.1f}%"
-                  f"{r['reuse_saving_pct_cpu']:>7.1f}%", flush=True)
+                  f"{r['reuse_saving_pct_cpu']:>7.1f}%{r['ours_s'] / r['reuse_s']:>11.2f}",
+                  flush=True)
     print(f"# repeats: {repeats} (ResNet at 224: 1), medians; machine load at end: "
           f"{C.machine()['load_avg_1_5_15']}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"machine": C.machine(), "rows": rows}, fh, indent=1)
+            json.dump({"machine": C.machine(), "allocator_tuned": tuned, "rows": rows}, fh,
+                      indent=1)
 
 
 if __name__ == "__main__":

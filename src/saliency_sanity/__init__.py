@@ -22,7 +22,7 @@ _LAZY = {
     "discover_blocks": ("saliency_sanity.randomization", "discover_blocks"),
 }
 _SUBMODULES = {"methods", "metrics", "postprocess", "scores", "randomization", "checks", "plots",
-               "models", "data", "training"}
+               "models", "data", "training", "performance"}
 
 __all__ = sorted([*_LAZY, *_SUBMODULES, "__version__"])
 

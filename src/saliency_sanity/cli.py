@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -171,6 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``saliency-sanity`` console script."""
     args = build_parser().parse_args(argv)
+    if os.environ.get("SALIENCY_SANITY_DEFAULT_MALLOC") != "1":
+        from .performance import tune_allocator
+
+        tune_allocator()  # this process is ours: keep freed memory between stages
     from .io_inputs import InputError
 
     try:
