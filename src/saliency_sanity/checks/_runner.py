@@ -254,24 +254,24 @@ class _Evaluator:
         self.fused = {label: _fusable(m) for label, m in self.methods.items()}
         self.need_grad = any(v is not None for v in self.fused.values())
         self.reuse = ActivationReuse(plan.reuse_bytes) if plan.reuse_bytes > 0 else None
-        self.recording = False
 
-    def _reusing(self) -> Any:
-        """The activation-reuse mode for the current model, or a no-op context."""
+    def _reusing(self, record: bool) -> Any:
+        """The activation-reuse mode (recording for the trained model), or a no-op context."""
         if self.reuse is None:
             return contextlib.nullcontext()
-        return self.reuse.record() if self.recording else self.reuse.replay()
+        return self.reuse.record() if record else self.reuse.replay()
 
     # one model, one batch: all methods' maps (and the logits, for the output change)
     def maps(self, model: nn.Module, xb: torch.Tensor, tb: torch.Tensor | None, stage_key: Any,
-             b: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+             b: int, record: bool = False
+             ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         from ..methods.base import check_logits, check_target_range
         from ._engine import method_for_call
 
         if self.reuse is not None:
             self.reuse.rewind()
         xg = xb.detach().clone().requires_grad_(self.need_grad)
-        with torch.set_grad_enabled(self.need_grad), self._reusing():
+        with torch.set_grad_enabled(self.need_grad), self._reusing(record):
             logits = check_logits(model(xg), xb.shape[0], "model")
         if tb is None:
             tb = logits.detach().argmax(dim=1)
@@ -293,7 +293,7 @@ class _Evaluator:
             else:
                 m = method_for_call(method, label, self.seed, stage_key, b)
                 if _is_builtin(m):  # plug-ins run without reuse: they may differentiate twice
-                    with self._reusing():
+                    with self._reusing(record):
                         maps = m.attribute(model, xb, tb)
                 else:
                     maps = m(model, xb, tb)
@@ -316,10 +316,7 @@ class _Evaluator:
         for pos, info in enumerate(self.plan.info):
             k = info["index"]  # the stage's own number (positions may skip stages)
             tb_in = fixed if self.target_mode == "fixed" else None
-            model = self.plan.model(pos)
-            self.recording = pos == 0
-            maps, tb, logits = self.maps(model, xb, tb_in, k, b)
-            self.recording = False
+            maps, tb, logits = self.maps(self.plan.model(pos), xb, tb_in, k, b, record=pos == 0)
             if b == 0:
                 if pos == 0:
                     ref_logits = logits

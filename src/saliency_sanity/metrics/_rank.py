@@ -78,6 +78,11 @@ def _corr_np(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     yc = y.astype(np.float64)
     xc -= xc.mean(axis=1, keepdims=True)
     yc -= yc.mean(axis=1, keepdims=True)
+    return _corr_centred_np(xc, yc)
+
+
+def _corr_centred_np(xc: np.ndarray, yc: np.ndarray) -> np.ndarray:
+    """Pearson correlation per row of two already centred float64 arrays."""
     num = np.einsum("ij,ij->i", xc, yc)
     den = np.sqrt(np.einsum("ij,ij->i", xc, xc) * np.einsum("ij,ij->i", yc, yc))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -136,10 +141,12 @@ def _spearman_packed(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """(Spearman, constant) per row of two float32 arrays: Pearson of the centred ranks."""
     rx, cx = _centred_ranks_packed(x)
     ry, cy = _centred_ranks_packed(y)
-    num = np.einsum("ij,ij->i", rx, ry)
-    den = np.sqrt(np.einsum("ij,ij->i", rx, rx) * np.einsum("ij,ij->i", ry, ry))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.clip(num / den, -1.0, 1.0), cx | cy
+    return _corr_centred_np(rx, ry), cx | cy
+
+
+def _packable(dtype: np.dtype) -> bool:
+    """Whether rows of this dtype are ranked by the packed-key sort (exactly as float32)."""
+    return dtype in (np.float32, np.float16)
 
 
 def _constant_np(x: np.ndarray) -> np.ndarray:
@@ -175,7 +182,7 @@ def rankdata(x: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
     n = xn.shape[1]
 
     def work(s: slice) -> np.ndarray:
-        if xn.dtype in (np.float32, np.float16):
+        if _packable(xn.dtype):
             ranks = _centred_ranks_packed(xn[s].astype(np.float32, copy=False))[0]
             ranks += (n + 1) / 2.0
             return ranks
@@ -215,7 +222,7 @@ def _correlation(
         return _finish(r, bad, a.shape[1], metric)
     an, bn = _np(a), _np(b)
 
-    packed = ranked and an.dtype == bn.dtype and an.dtype in (np.float32, np.float16)
+    packed = ranked and an.dtype == bn.dtype and _packable(an.dtype)
 
     def work(s: slice) -> tuple[np.ndarray, np.ndarray]:
         x, y = an[s], bn[s]
