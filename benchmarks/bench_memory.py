@@ -9,8 +9,12 @@ peak of ``torch.cuda.max_memory_allocated`` is reported instead.
 The batch size is fixed, so a test whose memory does not depend on the number of images shows
 the same peak at 1x and 16x.
 
+``--stages`` measures the other axis: peak memory of sMPRT, eMPRT and the activation-scale
+analysis as the number of randomization stages grows (an MLP of 4, 8 and 16 blocks of 1024 x 1024
+linear layers, 4 MiB each, one batch), with the stage models the plan held at once.
+
 Run: ``python benchmarks/bench_memory.py`` (a few minutes on 2 CPU cores), ``--quick``,
-``--device cuda``.
+``--device cuda``, ``--stages``.
 """
 
 from __future__ import annotations
@@ -48,6 +52,66 @@ def child(model: str, size: int, n: int, batch_size: int, method: str, device: s
     print(json.dumps(out))
 
 
+def deep_mlp(depth: int, width: int = 1024) -> torch.nn.Module:
+    """``depth`` blocks of ``width`` x ``width`` linear layers + ReLU, then a 10-class head."""
+    g = torch.Generator().manual_seed(0)
+    layers: list[torch.nn.Module] = []
+    for _ in range(depth):
+        lin = torch.nn.Linear(width, width)
+        with torch.no_grad():
+            lin.weight.copy_(torch.randn(width, width, generator=g) / width ** 0.5)
+            lin.bias.zero_()
+        layers += [lin, torch.nn.ReLU()]
+    head = torch.nn.Linear(width, 10)
+    return torch.nn.Sequential(*layers, head)
+
+
+def stages_child(check: str, depth: int, threads: int) -> None:
+    from saliency_sanity import checks
+
+    C.setup_threads(threads)
+    net = deep_mlp(depth) if depth > 0 else deep_mlp(1)
+    x = torch.randn(8, 1024, generator=torch.Generator().manual_seed(1))
+    base = C.peak_rss_mib()
+    held = None
+    kw = {"methods": ["gradient"], "controls": False, "progress": False, "batch_size": 8}
+    if depth > 0:
+        if check == "smprt":
+            r = checks.smooth_model_randomization_test(net, x, samples=2, scores=["pearson"], **kw)
+            held = r.settings.get("engine", {}).get("stage_models_held_at_most")
+        elif check == "emprt":
+            r = checks.efficient_model_randomization_test(net, x, **kw)
+            held = r.settings.get("engine", {}).get("stage_models_held_at_most")
+        else:
+            df = checks.activation_scale_analysis(net, x, batch_size=8)
+            held = df.attrs["settings"].get("engine", {}).get("stage_models_held_at_most")
+    print(json.dumps({"peak_rss_mib": C.peak_rss_mib(), "rss_before_test_mib": base,
+                      "held": held}))
+
+
+def stages_main(args: argparse.Namespace) -> None:
+    script = os.path.abspath(__file__)
+    print(f"{'check':<8}{'blocks':>7}{'stages':>7}{'model MiB':>10}{'peak MiB':>10}"
+          f"{'net MiB':>9}{'held':>6}")
+    rows = []
+    for check in ("smprt", "emprt", "scales"):
+        baseline = C.run_child(script, ["--stages-child", check, "0",
+                                        "--threads", str(args.threads)])["peak_rss_mib"]
+        for depth in (4, 8, 16):
+            r = C.run_child(script, ["--stages-child", check, str(depth),
+                                     "--threads", str(args.threads)])
+            size = depth * 4.0
+            net = r["peak_rss_mib"] - baseline
+            rows.append({"check": check, "blocks": depth + 1, "stages": depth + 2,
+                         "model_mib": size, "peak_mib": r["peak_rss_mib"], "net_mib": net,
+                         "held": r["held"]})
+            print(f"{check:<8}{depth + 1:>7}{depth + 2:>7}{size:>10.0f}"
+                  f"{r['peak_rss_mib']:>10.0f}{net:>9.0f}{str(r['held']):>6}", flush=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"machine": C.machine(), "rows": rows}, fh, indent=1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,7 +122,17 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--method", default="gradient")
     p.add_argument("--json", default=None)
+    p.add_argument("--stages", action="store_true",
+                   help="peak memory of sMPRT / eMPRT / activation scales vs the number of stages")
+    p.add_argument("--stages-child", nargs=2, metavar=("CHECK", "DEPTH"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.stages_child:
+        stages_child(args.stages_child[0], int(args.stages_child[1]), args.threads)
+        return
+    if args.stages:
+        C.print_machine(torch.device("cpu"))
+        stages_main(args)
+        return
     if args.child:
         m, s, n, b, meth = args.child
         child(m, int(s), int(n), int(b), meth, args.device, args.threads)

@@ -99,7 +99,7 @@ def our_explain_func(method: Any, label: str, seed: int, x: torch.Tensor, batch_
                      device: torch.device) -> Callable[..., np.ndarray]:
     """A Quantus ``explain_func`` calling our method, with the noise seed our engine gives the
     same batch (so SmoothGrad's noise is identical on both sides)."""
-    from saliency_sanity.checks._engine import method_for_call
+    from saliency_sanity.engine import method_for_call
 
     xn = x.numpy()
     keys = {xn[i, 0].tobytes()[:256]: i // batch_size for i in range(0, len(xn), batch_size)}

@@ -1,10 +1,9 @@
-import os
-import sys
+"""Shared fixtures. ``tests/`` and ``benchmarks/`` are importable through pytest's
+``pythonpath`` setting (pyproject.toml), so helpers like ``zoo`` need no path changes here."""
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
@@ -14,3 +13,13 @@ def global_rng_guard():
     before = torch.random.get_rng_state().clone()
     yield
     assert torch.equal(torch.random.get_rng_state(), before), "global RNG was used"
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of many tiny ops: on a shared, loaded 2-core machine,
+    waiting on OpenMP barriers costs far more than the second thread gains."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -18,7 +18,7 @@ from torch import nn
 from saliency_sanity import model_randomization_test
 from saliency_sanity.checks import COLUMNS, CheckResult
 from saliency_sanity.cli import main
-from saliency_sanity.run_dir import write_run
+from saliency_sanity.report import write_run
 
 FAST = ["--methods", "gradient", "--scores", "spearman_abs", "--controls", "none",
         "--no-progress"]

@@ -7,27 +7,15 @@ helpers compute.
 from __future__ import annotations
 
 import copy
-import sys
-from pathlib import Path
 
+import _common as C
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from saliency_sanity import methods
+from saliency_sanity.randomization import discover_blocks, randomize_blocks
 
-import _common as C  # noqa: E402
-
-from saliency_sanity import methods  # noqa: E402
-from saliency_sanity.randomization import discover_blocks, randomize_blocks  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many tiny ops: one thread avoids waiting on OpenMP barriers on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

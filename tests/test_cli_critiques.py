@@ -20,9 +20,9 @@ import saliency_sanity.checks as checks
 from saliency_sanity.checks import COLUMNS, CheckResult
 from saliency_sanity.checks.activation_scales import COLUMNS_SCALES
 from saliency_sanity.cli import EXIT_EXTRA_FAILED, main
-from saliency_sanity.critiques_run import RANKING_COLUMNS, TAU_COLUMNS
 from saliency_sanity.io_inputs import load_data
-from saliency_sanity.run_dir import write_run
+from saliency_sanity.report import write_run
+from saliency_sanity.results.ranking import RANKING_COLUMNS, TAU_COLUMNS
 
 METHODS = ["gradient", "gradient_x_input", "guided_backprop", "vargrad"]
 SCORES = ["spearman_abs", "ssim"]
@@ -183,8 +183,8 @@ def test_report_has_every_section_and_valid_images(run):
 
 
 def test_report_rebuilds_from_files_without_recomputing(run, tmp_path, monkeypatch, capsys):
-    import saliency_sanity.checks._engine as engine
     import saliency_sanity.checks.ranking as ranking
+    import saliency_sanity.engine.evaluator as evaluator
 
     def boom(*a, **k):
         pytest.fail("recomputed")
@@ -193,7 +193,7 @@ def test_report_rebuilds_from_files_without_recomputing(run, tmp_path, monkeypat
                  "random_logit_test", "activation_scale_analysis", "model_randomization_test",
                  "method_ranking"):
         monkeypatch.setattr(checks, name, boom)
-    monkeypatch.setattr(engine, "run_stages", boom)
+    monkeypatch.setattr(evaluator.Evaluator, "unit", boom)
     monkeypatch.setattr(ranking, "method_ranking", boom)
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
@@ -321,7 +321,7 @@ def test_demo_runs_its_critiques(tmp_path, monkeypatch):
 
 
 def test_run_critiques_leaves_model_and_global_rng_alone(tmp_path, global_rng_guard):
-    from saliency_sanity.critiques_run import CritiqueOptions, run_critiques
+    from saliency_sanity.critiques import CritiqueOptions, run_critiques
 
     model, x = zoo.make("mlp")
     snap = zoo.snapshot(model)

@@ -25,9 +25,9 @@ from saliency_sanity.checks import (
     random_logit_test,
     smooth_model_randomization_test,
 )
-from saliency_sanity.checks._engine import derive_seed
-from saliency_sanity.checks.emprt import entropy_ratio, fully_randomized_stages, histogram_entropy
+from saliency_sanity.checks.emprt import entropy_ratio, histogram_entropy
 from saliency_sanity.checks.random_logit import other_classes
+from saliency_sanity.engine import derive_seed
 
 
 # --------------------------------------------------------------------------------------- sMPRT
@@ -159,16 +159,23 @@ def test_emprt_rows_recomputed_with_scipy(global_rng_guard):
 
 
 def test_fully_randomized_model_is_the_last_stage_of_both_orders():
+    """eMPRT's plan builds the fully randomized model directly (stages="ends"): the same
+    weights as the last stage reached through every intermediate stage, in both orders."""
+    from saliency_sanity.randomization import StagePlan, discover_blocks
+
     model, x = zoo.make("resnet")
+    blocks = discover_blocks(model, x)
     for order in ("bottom_up", "cascading"):
-        (first, last), _ = fully_randomized_stages(model, x, order=order, seed=3)
+        plan = StagePlan(model, blocks, order, seed=3, stages="ends")
+        first, last = plan.specs
         ref = list(randomized_models(model, order=order, seed=3, example_input=x))[-1].model
-        for (k, a), (_, b) in zip(last.model.state_dict().items(),
+        for (k, a), (_, b) in zip(plan.model(1).state_dict().items(),
                                   ref.state_dict().items(), strict=True):
             assert torch.equal(a, b), k
-        assert last.block == "all" and first.index == 0
+        assert last.block == "all" and first.index == 0 and last.index == len(blocks)
+        assert plan.built == 1  # one build, no intermediate stage
     with pytest.raises(ValueError, match="order"):
-        fully_randomized_stages(model, x, order="independent")
+        efficient_model_randomization_test(model, x, order="independent", progress=False)
 
 
 # -------------------------------------------------------------------------------- random logit

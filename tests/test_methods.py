@@ -18,13 +18,7 @@ IMAGE_MODELS = [n for n in zoo.ALL if n != "mlp"]
 TOL = 1e-5  # max |ours - reference| <= TOL * max |reference|
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is ~100x faster than two on a shared, loaded CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:

@@ -23,12 +23,7 @@ FAST = {"smoothgrad": {"samples": 3}, "vargrad": {"samples": 3},
 CAM = {"gradcam", "guided_gradcam"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def fast(name: str, **kw) -> methods.Method:

@@ -10,7 +10,7 @@ import zoo
 
 from saliency_sanity import methods, model_randomization_test, randomized_models, scores
 from saliency_sanity.checks import COLUMNS, CheckResult
-from saliency_sanity.checks._engine import derive_seed, method_for_call
+from saliency_sanity.engine import derive_seed, method_for_call
 
 SCORES = ["spearman_abs", "spearman", "ssim", "pearson"]
 
@@ -256,7 +256,7 @@ def test_null_band_of_unused_block_equals_trained_similarity():
 def test_shared_copy_shares_only_what_is_not_fresh():
     from torch import nn
 
-    from saliency_sanity.checks._runner import shared_copy
+    from saliency_sanity.randomization import shared_copy
 
     model, x = zoo.make("resnet")
     model.fc2 = model.fc  # the same module under two names

@@ -16,8 +16,7 @@ import zoo
 from saliency_sanity import model_randomization_test
 from saliency_sanity.checks import CheckResult
 from saliency_sanity.cli import main
-from saliency_sanity.report import build_report
-from saliency_sanity.run_dir import write_run
+from saliency_sanity.report import build_report, write_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -106,9 +105,9 @@ def test_report_verdicts_match_the_verdicts_table(run_dir):
 
 
 def test_report_command_rebuilds_without_recomputing(run_dir, tmp_path, capsys, monkeypatch):
-    import saliency_sanity.checks._engine as engine
+    import saliency_sanity.engine.evaluator as evaluator
 
-    monkeypatch.setattr(engine, "run_stages", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(evaluator.Evaluator, "unit", lambda *a, **k: pytest.fail("recomputed"))
     out = tmp_path / "copy.html"
     assert main(["report", str(run_dir), "--out", str(out)]) == 0
     printed = capsys.readouterr().out

@@ -10,7 +10,7 @@ import pytest
 import zoo
 
 from saliency_sanity import model_randomization_test
-from saliency_sanity.run_dir import write_run
+from saliency_sanity.report import write_run
 
 CHROMIUM = "/usr/bin/chromium"
 

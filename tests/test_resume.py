@@ -57,8 +57,8 @@ def test_crash_then_resume_equals_uninterrupted(tmp_path):
     kw = dict(KW, methods={"gradient": crashing, "integrated_gradients": "integrated_gradients"})
     with pytest.raises(RuntimeError, match="simulated crash"):
         model_randomization_test(model, x, run_dir=tmp_path / "run", **kw)
-    saved = sorted(p.name for p in (tmp_path / "run" / "partial").glob("batch_*.npz"))
-    assert saved == ["batch_000000.npz", "batch_000001.npz"]
+    saved = sorted(p.name for p in (tmp_path / "run" / "partial").glob("batch-*.npz"))
+    assert saved == ["batch-000000.npz", "batch-000001.npz"]
 
     # the rerun computes only what is missing: a method that fails in batches 0-1 is not called
     done_calls = {"n": 0}
@@ -134,7 +134,7 @@ def test_sigkill_and_rerun_same_command(tmp_path):
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     partial = out / "partial"
-    while time.time() < deadline and len(list(partial.glob("batch_*.npz"))) < 2:
+    while time.time() < deadline and len(list(partial.glob("batch-*.npz"))) < 2:
         if proc.poll() is not None:
             break
         time.sleep(0.02)
@@ -142,7 +142,7 @@ def test_sigkill_and_rerun_same_command(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert killed_midway, "the run ended before it could be killed"
-    n_done = len(list(partial.glob("batch_*.npz")))
+    n_done = len(list(partial.glob("batch-*.npz")))
     assert 2 <= n_done < 8
     assert not (out / "results.csv").exists()
 

@@ -9,7 +9,7 @@ import zoo
 from torch import nn
 
 from saliency_sanity import methods, model_randomization_test
-from saliency_sanity.checks._reuse import ActivationReuse
+from saliency_sanity.engine import ActivationReuse
 
 # every builtin method, with few passes (chunked: several passes per map) to keep tests short
 SMALL = {"internal_batch_size": 5}

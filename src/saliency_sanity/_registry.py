@@ -25,15 +25,30 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, Callable[..., T]] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def register(self, name: str, **meta: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
+        """Register a factory under ``name``, with metadata ``meta`` (read by :meth:`meta`)."""
         def deco(factory: Callable[..., T]) -> Callable[..., T]:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._items[name] = factory
+            self._meta[name] = dict(meta)
             return factory
 
         return deco
+
+    def meta(self, name: str) -> dict[str, Any]:
+        """The metadata ``name`` was registered with.
+
+        Example:
+            >>> reg = Registry("colour")
+            >>> _ = reg.register("red", default=1)(str)
+            >>> reg.meta("red")
+            {'default': 1}
+        """
+        self.factory(name)
+        return dict(self._meta[name])
 
     def factory(self, name: str) -> Callable[..., T]:
         if not isinstance(name, str) or name not in self._items:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .critiques_run import CritiqueOptions, CritiqueOutcome
+    from .critiques import CritiqueOptions, CritiqueOutcome
 
 #: Exit status when the main check succeeded but an extra (--smprt, ...) failed.
 EXIT_EXTRA_FAILED = 4
@@ -59,7 +59,7 @@ def _add_critiques(p: argparse.ArgumentParser) -> None:
 
 
 def critique_options(args: argparse.Namespace) -> CritiqueOptions:
-    """The :class:`~saliency_sanity.critiques_run.CritiqueOptions` asked for on the command line.
+    """The :class:`~saliency_sanity.critiques.CritiqueOptions` asked for on the command line.
 
     Example:
         >>> a = build_parser().parse_args(["model-randomization", "--model", "m", "--data", "d",
@@ -68,7 +68,7 @@ def critique_options(args: argparse.Namespace) -> CritiqueOptions:
         >>> o.smprt, o.emprt, o.random_logit, o.activation_scales, o.smprt_samples
         (True, True, True, True, 5)
     """
-    from .critiques_run import CritiqueOptions
+    from .critiques import CritiqueOptions
 
     every = bool(getattr(args, "critiques", False))
     return CritiqueOptions(
@@ -79,6 +79,24 @@ def critique_options(args: argparse.Namespace) -> CritiqueOptions:
         smprt_normalize=args.smprt_normalize, emprt_bins=args.emprt_bins,
         data_randomization_run=args.data_randomization_run,
     )
+
+
+def _as_flags(message: str) -> str:
+    """A :class:`CritiqueOptions` error with its field names written as the CLI's flags.
+
+    Example:
+        >>> _as_flags("smprt_samples must be a positive integer, got 0")
+        '--smprt-samples must be a positive integer, got 0'
+    """
+    import dataclasses
+    import re
+
+    from .critiques import CritiqueOptions
+
+    names = sorted((f.name for f in dataclasses.fields(CritiqueOptions) if "_" in f.name),
+                   key=len, reverse=True)
+    pattern = re.compile(r"\b(" + "|".join(names) + r")\b")
+    return pattern.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,12 +243,15 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
         load_model,
         parse_kwargs,
     )
-    from .run_dir import write_run
+    from .report import write_run
     from .verdicts import format_summary
 
     check_output_dir(args.out)
     options = critique_options(args)
-    options.validate()
+    try:
+        options.validate()
+    except ValueError as err:  # name the command line's flags, not the API's fields
+        raise ValueError(_as_flags(str(err))) from None
     model = load_model(args.model, weights=args.weights, unsafe_load=args.unsafe_load,
                        kwargs=parse_kwargs(args.model_kwargs))
     x, y, desc = load_data(args.data, n=args.n_samples, seed=args.seed, size=args.size,
@@ -254,7 +275,7 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     out = write_run(result, args.out, command=["saliency-sanity", *argv])
     outcome = None
     if options.any():
-        from .critiques_run import run_critiques
+        from .critiques import run_critiques
         from .report import build_report
 
         outcome = run_critiques(
@@ -272,7 +293,7 @@ def _cmd_data_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     from .checks import data_randomization_test
     from .checks.data_randomization import random_label_init_seed
     from .io_inputs import check_output_dir
-    from .run_dir import write_run
+    from .report import write_run
 
     check_output_dir(args.out)
     controls = [] if args.controls.strip().lower() == "none" else _csv(args.controls) or []
@@ -312,8 +333,8 @@ def _cmd_list(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
-    from .checks._result import CheckResult
     from .report.html import build_report
+    from .results import CheckResult
     from .verdicts import format_summary
 
     run = Path(args.run_dir)
@@ -340,7 +361,7 @@ def _critique_status(outcome: CritiqueOutcome | None, out: Path) -> int:
 
 
 def _print_outputs(out: Path) -> None:
-    from .critiques_run import EXTRA_DIRS, RANKING_CSV, RANKING_TAU_CSV, SCALES_CSV
+    from .results.files import EXTRA_DIRS, RANKING_CSV, RANKING_TAU_CSV, SCALES_CSV
 
     print(f"run directory: {out}")
     print(f"  report:  {out / 'report.html'}")

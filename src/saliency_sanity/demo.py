@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checks._result import CheckResult
-from .critiques_run import CritiqueOptions, CritiqueOutcome
+from .critiques import CritiqueOptions, CritiqueOutcome
+from .results import CheckResult
 
 #: Methods of the demo with settings that keep a CPU run short; the paper's defaults elsewhere.
 DEMO_METHODS: dict[str, Any] = {
@@ -89,7 +89,7 @@ def demo_run(out: str | os.PathLike = "saliency-sanity-demo", n_samples: int = 1
         >>> # run = demo_run("demo-run", critiques=None); run.outcome is None
     """
     from .checks import model_randomization_test
-    from .run_dir import write_run
+    from .report import write_run
 
     t0 = time.perf_counter()
     trained, ds = demo_model(seed=seed, cache_dir=cache_dir, progress=progress)
@@ -114,7 +114,7 @@ def demo_run(out: str | os.PathLike = "saliency-sanity-demo", n_samples: int = 1
     log(f"main check done ({time.perf_counter() - t0:.0f} s)")
     outcome = None
     if critiques is not None and critiques.any():
-        from .critiques_run import run_critiques
+        from .critiques import run_critiques
         from .report import build_report
 
         outcome = run_critiques(result, out_dir, critiques, model=trained.model, x=x,

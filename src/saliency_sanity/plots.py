@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ._io import atomic_write
-from .checks._result import CheckResult
+from .results import CheckResult
 
 CONTROL_STYLE = {"color": "0.45", "linestyle": "--", "linewidth": 1.2}
 

@@ -48,7 +48,7 @@ from . import postprocess as _pp
 from ._registry import Registry
 from .metrics._common import check_pair
 
-__all__ = ["Score", "get", "list", "hog_pixels_per_cell"]
+__all__ = ["Score", "get", "list", "hog_pixels_per_cell", "ranking_preference"]
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def hog_pixels_per_cell(
 _REGISTRY: Registry[Score] = Registry("score")
 
 
-@_REGISTRY.register("spearman_abs")
+@_REGISTRY.register("spearman_abs", ranking=1)
 def _spearman_abs() -> Score:
     return Score(
         "spearman_abs", metrics.spearman, "absolute", (-1.0, 1.0), True, False,
@@ -138,7 +138,7 @@ def _spearman_abs() -> Score:
     )  # fmt: skip
 
 
-@_REGISTRY.register("spearman")
+@_REGISTRY.register("spearman", ranking=3)
 def _spearman() -> Score:
     return Score(
         "spearman", metrics.spearman, "diverging", (-1.0, 1.0), True, False,
@@ -146,7 +146,7 @@ def _spearman() -> Score:
     )  # fmt: skip
 
 
-@_REGISTRY.register("pearson")
+@_REGISTRY.register("pearson", ranking=5)
 def _pearson(postprocess: str = "none") -> Score:
     return Score(
         "pearson", metrics.pearson, postprocess, (-1.0, 1.0), True, False,
@@ -154,7 +154,7 @@ def _pearson(postprocess: str = "none") -> Score:
     )  # fmt: skip
 
 
-@_REGISTRY.register("mse")
+@_REGISTRY.register("mse", ranking=6)
 def _mse(postprocess: str = "second_moment") -> Score:
     return Score(
         "mse", metrics.mse, postprocess, (0.0, float("inf")), False, False,
@@ -162,7 +162,7 @@ def _mse(postprocess: str = "second_moment") -> Score:
     )  # fmt: skip
 
 
-@_REGISTRY.register("ssim")
+@_REGISTRY.register("ssim", ranking=2)
 def _ssim(window: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> Score:
     return Score(
         "ssim", metrics.ssim, "minmax", (-1.0, 1.0), True, True,
@@ -171,7 +171,7 @@ def _ssim(window: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> Scor
     )  # fmt: skip
 
 
-@_REGISTRY.register("hog")
+@_REGISTRY.register("hog", ranking=4)
 def _hog(
     pixels_per_cell: int = 16,
     orientations: int = 9,
@@ -206,6 +206,18 @@ def get(name: str, **settings: Any) -> Score:
         2.0
     """
     return _REGISTRY.get(name, **settings)
+
+
+def ranking_preference() -> builtins.list[str]:
+    """The scores in the order the method ranking prefers them (the paper's main ones first).
+
+    Example:
+        >>> ranking_preference()[:2]
+        ['spearman_abs', 'ssim']
+    """
+    ranked = [(_REGISTRY.meta(n).get("ranking"), n) for n in _REGISTRY.list()]
+    return [n for r, n in sorted((r, n) for r, n in ranked if r is not None)] + [
+        n for r, n in ranked if r is None]
 
 
 def list() -> builtins.list[str]:  # noqa: A001 - the registry's public name

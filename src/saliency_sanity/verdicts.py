@@ -64,7 +64,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .checks._result import CheckResult
+from .results import CheckResult
 
 __all__ = ["RULE", "MAIN_SCORES", "verdicts", "method_summary", "VERDICT_COLUMNS"]
 

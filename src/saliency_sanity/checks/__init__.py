@@ -1,28 +1,30 @@
-"""The sanity checks. Each returns a :class:`CheckResult`."""
+"""The sanity checks. Each returns a :class:`CheckResult` and runs on :mod:`saliency_sanity.engine`.
 
-from ._result import COLUMNS, CheckResult
+- :func:`model_randomization_test`, :func:`data_randomization_test`, :func:`compare_models`:
+  Adebayo et al. 2018;
+- :func:`smooth_model_randomization_test`, :func:`efficient_model_randomization_test`,
+  :func:`random_logit_test`, :func:`activation_scale_analysis`, :func:`method_ranking`: the
+  critiques and repairs of the randomization checks.
+"""
+
+from ..results import COLUMNS, CheckResult
+from .activation_scales import activation_scale_analysis
 from .data_randomization import compare_models, data_randomization_test
+from .emprt import efficient_model_randomization_test
 from .model_randomization import model_randomization_test
+from .random_logit import random_logit_test
+from .ranking import method_ranking
+from .smprt import smooth_model_randomization_test
 
 __all__ = [
     "COLUMNS",
     "CheckResult",
+    "activation_scale_analysis",
     "compare_models",
     "data_randomization_test",
-    "model_randomization_test",
-]
-
-# critiques of the randomization checks (issue 7)
-from .activation_scales import activation_scale_analysis  # noqa: E402
-from .emprt import efficient_model_randomization_test  # noqa: E402
-from .random_logit import random_logit_test  # noqa: E402
-from .ranking import method_ranking  # noqa: E402
-from .smprt import smooth_model_randomization_test  # noqa: E402
-
-__all__ += [
-    "activation_scale_analysis",
     "efficient_model_randomization_test",
     "method_ranking",
+    "model_randomization_test",
     "random_logit_test",
     "smooth_model_randomization_test",
 ]

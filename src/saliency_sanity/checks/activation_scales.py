@@ -10,7 +10,6 @@ stage of a randomization run and each block, the Spearman rank correlation of th
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,8 +20,8 @@ from scipy import stats
 from torch import nn
 
 from .._guard import model_device
-from ..randomization import discover_blocks, randomized_models
-from ._engine import batches, check_inputs
+from ..engine import RunConfig, View, batch_units, check_inputs, evaluate
+from ._common import stage_plan
 
 COLUMNS_SCALES = ["stage", "randomized_block", "block", "position", "n_channels", "spearman",
                   "spearman_spatial", "scale_ratio"]
@@ -47,49 +46,65 @@ def _hook_module(model: nn.Module, block: Any) -> str:
     return block.modules[-1]
 
 
-def _collect(model: nn.Module, x: torch.Tensor, blocks: Sequence[Any], spans: Sequence[slice]
+def _probe(blocks: Sequence[Any]) -> Any:
+    """A probe for the engine: per block, the per-channel sum of |a|, the element count per
+    channel, and the per-position mean |a| (spatial activations) of one batch."""
+
+    def probe(model: nn.Module, xb: torch.Tensor) -> dict[str, np.ndarray]:
+        modules = dict(model.named_modules())
+        out: dict[str, np.ndarray] = {}
+        handles = []
+
+        def make_hook(name: str) -> Any:
+            def hook(_mod: nn.Module, _inp: Any, result: Any) -> None:
+                t = _first_tensor(result)
+                if t is None or t.dim() < 2:
+                    return
+                a = t.detach().abs().double()
+                dims = [0] + list(range(2, a.dim()))
+                out[f"{name}|chan"] = a.sum(dim=dims).cpu().numpy()
+                out[f"{name}|count"] = np.array(a.numel() // a.shape[1])
+                if a.dim() > 2:
+                    out[f"{name}|spatial"] = a.mean(dim=1).reshape(-1).cpu().numpy()
+            return hook
+
+        try:
+            for b in blocks:
+                handles.append(modules[_hook_module(model, b)].register_forward_hook(
+                    make_hook(b.name)))
+            model(xb)
+        finally:
+            for h in handles:
+                h.remove()
+        return out
+
+    return probe
+
+
+def _combine(chunks: Sequence[Mapping[str, np.ndarray]], view: str, blocks: Sequence[Any]
              ) -> dict[str, dict[str, np.ndarray]]:
-    """Per block: per-channel sum of |a| and element count, and per-position mean |a| (conv)."""
-    modules = dict(model.named_modules())
-    acc: dict[str, dict[str, Any]] = {b.name: {"chan": None, "count": 0, "spatial": []}
-                                      for b in blocks}
-    handles = []
-
-    def make_hook(name: str):
-        def hook(_mod: nn.Module, _inp: Any, out: Any) -> None:
-            t = _first_tensor(out)
-            if t is None or t.dim() < 2:
-                return
-            a = t.detach().abs().double()
-            dims = [0] + list(range(2, a.dim()))
-            s = a.sum(dim=dims).cpu().numpy()
-            rec = acc[name]
-            if rec["chan"] is None or rec["chan"].shape != s.shape:
-                rec["chan"], rec["count"], rec["spatial"] = s, 0, []
-            else:
-                rec["chan"] = rec["chan"] + s
-            rec["count"] += a.numel() // a.shape[1]
-            if a.dim() > 2:
-                rec["spatial"].append(a.mean(dim=1).reshape(-1).cpu().numpy())
-        return hook
-
-    try:
-        for b in blocks:
-            handles.append(modules[_hook_module(model, b)].register_forward_hook(make_hook(b.name)))
-        with torch.no_grad():
-            for span in spans:
-                model(x[span])
-    finally:
-        for h in handles:
-            h.remove()
+    """Per block, the mean |a| per channel over all units, and the per-position means."""
     out: dict[str, dict[str, np.ndarray]] = {}
-    for name, rec in acc.items():
-        if rec["chan"] is None:
+    for b in blocks:
+        chan: np.ndarray | None = None
+        count = 0
+        spatial: list[np.ndarray] = []
+        for ch in chunks:
+            key = f"probe|{view}|{b.name}|"
+            if key + "chan" not in ch:
+                continue
+            s = ch[key + "chan"]
+            if chan is None or chan.shape != s.shape:
+                chan, count, spatial = s, 0, []
+            else:
+                chan = chan + s
+            count += int(ch[key + "count"])
+            if key + "spatial" in ch:
+                spatial.append(ch[key + "spatial"])
+        if chan is None:
             continue
-        out[name] = {
-            "chan": rec["chan"] / max(rec["count"], 1),
-            "spatial": np.concatenate(rec["spatial"]) if rec["spatial"] else np.array([]),
-        }
+        out[b.name] = {"chan": chan / max(count, 1),
+                       "spatial": np.concatenate(spatial) if spatial else np.array([])}
     return out
 
 
@@ -150,53 +165,51 @@ def activation_scale_analysis(
     x, _ = check_inputs(x, None)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    cfg = RunConfig(seed=seed, batch_size=batch_size)
     dev = torch.device(device) if device is not None else model_device(model)
     x = x.to(dev)
-    spans = batches(x.shape[0], batch_size)
-    example_input = x[: min(batch_size, x.shape[0])]
-    if blocks is None:
-        blocks = discover_blocks(model, example_input, group_by=group_by)
-    blocks = list(blocks)
+    plan = stage_plan(model, x, cfg.batch_size, order, init, seed, dev, blocks, group_by,
+                      init_settings)
+    blocks = plan.blocks
     forward_index = {b.name: i for i, b in enumerate(blocks)}
-    stage_iter = randomized_models(model, order=order, init=init, seed=seed,
-                                   example_input=example_input, blocks=blocks,
-                                   init_settings=dict(init_settings or {}), device=dev)
+    views = [View(f"s{pos}", pos, spec.index) for pos, spec in enumerate(plan.specs)]
+    out = evaluate(plan, views, [], x, None, "predicted", {}, {},
+                   batch_units(int(x.shape[0]), cfg.batch_size), seed, 0,
+                   probe=_probe(blocks))
+    trained = _combine(out.chunks, "s0", blocks)
     rows: list[list[Any]] = []
-    trained: dict[str, dict[str, np.ndarray]] = {}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*bit-identical.*")
-        for stage in stage_iter:
-            acts = _collect(stage.model, x, blocks, spans)
-            if stage.index == 0:
-                trained = acts
+    for pos, spec in enumerate(plan.specs):
+        if pos == 0:
+            continue
+        acts = _combine(out.chunks, f"s{pos}", blocks)
+        lowest = min(forward_index[n] for n in spec.layers)
+        for b in blocks:
+            if b.name not in acts or b.name not in trained:
                 continue
-            lowest = min(forward_index[n] for n in stage.layers)
-            for b in blocks:
-                if b.name not in acts or b.name not in trained:
-                    continue
-                t, r = trained[b.name], acts[b.name]
-                if b.name in stage.layers:
-                    pos = "randomized"
-                elif forward_index[b.name] < lowest:
-                    pos = "below"
-                else:
-                    pos = "above"
-                t_mean = float(t["chan"].mean())
-                ratio = float(r["chan"].mean()) / t_mean if t_mean > 0 else float("nan")
-                rows.append([stage.index, stage.block, b.name, pos, int(t["chan"].size),
-                             _spearman(t["chan"], r["chan"]),
-                             _spearman(t["spatial"], r["spatial"]), ratio])
+            t, r = trained[b.name], acts[b.name]
+            if b.name in spec.layers:
+                position = "randomized"
+            elif forward_index[b.name] < lowest:
+                position = "below"
+            else:
+                position = "above"
+            t_mean = float(t["chan"].mean())
+            ratio = float(r["chan"].mean()) / t_mean if t_mean > 0 else float("nan")
+            rows.append([spec.index, spec.block, b.name, position, int(t["chan"].size),
+                         _spearman(t["chan"], r["chan"]),
+                         _spearman(t["spatial"], r["spatial"]), ratio])
     df = pd.DataFrame(rows, columns=COLUMNS_SCALES)
     df = df.astype({"stage": "int64", "n_channels": "int64", "spearman": "float64",
                     "spearman_spatial": "float64", "scale_ratio": "float64"})
     df.attrs["settings"] = {
         "check": "activation_scales",
         "order": order,
-        "init": init if isinstance(init, str) else getattr(init, "name", repr(init)),
-        "init_settings": dict(stage_iter.scheme.settings()),
+        "init": plan.scheme.name,
+        "init_settings": plan.settings(),
         "seed": seed,
         "n_samples": int(x.shape[0]),
         "blocks": [b.name for b in blocks],
         "hooked_modules": {b.name: _hook_module(model, b) for b in blocks},
+        "engine": {"stage_models_held_at_most": out.peak_held},
     }
     return df

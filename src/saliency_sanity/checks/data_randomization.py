@@ -10,18 +10,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._engine import (
-    batches,
-    common_settings,
+from ..engine import (
+    Pair,
+    RunConfig,
+    View,
     derive_seed,
+    execute,
     prepare,
-    progress_bar,
     resolve_methods,
     resolve_scores,
-    versions,
 )
-from ._result import CheckResult
-from ._runner import StagePlan, evaluate, fresh_copy
+from ..randomization import FixedPlan, StageSpec, fresh_copy
+from ..results import CheckResult
 
 LAYER = "random_labels"
 
@@ -44,15 +44,11 @@ def compare_models(
     target: torch.Tensor | Sequence[int] | None = None,
     methods: Sequence[Any] | Mapping[str, Any] | None = None,
     scores: str | Sequence[str] | None = None,
-    seed: int = 0,
-    target_mode: str | None = None,
-    batch_size: int = 32,
-    device: str | torch.device | None = None,
-    controls: bool | Sequence[str] = True,
-    n_examples: int = 4,
-    progress: bool = True,
+    *,
     accuracies: Mapping[str, Any] | None = None,
     memorization_target: float = 0.95,
+    config: RunConfig | None = None,
+    **common: Any,
 ) -> CheckResult:
     """Compare maps of a true-label model with those of a random-label model on the same inputs.
 
@@ -60,7 +56,9 @@ def compare_models(
     The table has the columns of the model randomization test with ``stage`` = 1 and ``layer`` =
     ``"random_labels"``. If ``accuracies["random"]["train_acc"]`` is given and below
     ``memorization_target``, the comparison is marked invalid (``settings["valid"] = False``)
-    and a warning says why.
+    and a warning says why. ``config`` and ``**common``: the common settings (``seed``,
+    ``batch_size``, ``device``, ``target_mode``, ``controls``, ``n_examples``, ``progress``,
+    ``run_dir``; see :class:`~saliency_sanity.engine.RunConfig`).
 
     Example:
         >>> import torch
@@ -71,30 +69,18 @@ def compare_models(
         >>> sorted(r.table["layer"].unique())
         ['random_labels']
     """
+    cfg = RunConfig.from_kwargs(config, common)
     for name, m in (("true_model", true_model), ("random_model", random_model)):
         if not isinstance(m, nn.Module):
             raise TypeError(f"{name} must be a torch.nn.Module, got {type(m).__name__}")
-    x, target, target_mode, dev = prepare(true_model, x, target, target_mode, device)
-    method_objs = resolve_methods(methods, controls, true_model, x)
+    x, target, target_mode, dev = prepare(true_model, x, target, cfg.target_mode, cfg.device)
+    method_objs = resolve_methods(methods, cfg.controls, true_model, x)
     score_objs = resolve_scores(scores, x)
-    spans = batches(x.shape[0], batch_size)
-    n_examples = max(0, min(n_examples, x.shape[0]))
-    # copies: the runner calls methods on its models directly, so the user's stay untouched
-    true_copy, random_copy = fresh_copy(true_model, dev), fresh_copy(random_model, dev)
-    info = [
-        {"index": 0, "block": None, "layers": [], "output_change": None, "unchanged": False},
-        {"index": 1, "block": LAYER, "layers": [LAYER], "output_change": None,
-         "unchanged": False},
-    ]
-    plan = StagePlan(info=info, build=lambda k: (true_copy, random_copy)[k])
-    bar = progress_bar(progress, 2 * len(spans), "data randomization", unit="stage-batch")
-    try:
-        out = evaluate(plan, x, target, target_mode, method_objs, score_objs, spans, seed,
-                       n_examples, on_step=lambda: bar.update(1))
-    finally:
-        bar.close()
-    table, examples, stage_info = out.table, out.examples, out.stages
-
+    # copies: the evaluator works on private models, so the user's stay untouched
+    plan = FixedPlan([fresh_copy(true_model, dev), fresh_copy(random_model, dev)],
+                     [StageSpec(0, (), None), StageSpec(1, (LAYER,), LAYER)])
+    views = [View("true", 0, 0, keep_as=0, measure=True),
+             View("random", 1, 1, keep_as=1, measure=True)]
     valid, reason = True, ""
     acc = dict(accuracies or {})
     rnd_acc = (acc.get("random") or {}).get("train_acc")
@@ -108,19 +94,13 @@ def compare_models(
         )
         warnings.warn(f"data randomization comparison is INVALID: {reason}", RuntimeWarning,
                       stacklevel=2)
-    settings = {
-        "check": "data_randomization",
-        "seed": seed,
-        "target_mode": target_mode,
-        **common_settings(x, target, batch_size, dev, method_objs, score_objs),
-        "accuracies": acc,
-        "memorization_target": memorization_target,
-        "valid": valid,
-        "invalid_reason": reason,
-        "versions": versions(),
-    }
-    return CheckResult(check="data_randomization", table=table, settings=settings,
-                       stages=stage_info, examples=examples)
+    settings = {"accuracies": acc, "memorization_target": memorization_target, "valid": valid,
+                "invalid_reason": reason}
+    return execute(
+        "data_randomization", plan=plan, views=views, pairs=[Pair("true", "random", 1, LAYER)],
+        x=x, target=target, target_mode=target_mode, method_objs=method_objs,
+        score_objs=score_objs, config=cfg, settings=settings,
+        models=[true_model, random_model], desc="data randomization")
 
 
 def data_randomization_test(
@@ -135,14 +115,10 @@ def data_randomization_test(
     model_kwargs: Mapping[str, Any] | None = None,
     methods: Sequence[Any] | Mapping[str, Any] | None = None,
     scores: str | Sequence[str] | None = None,
-    seed: int = 0,
-    target_mode: str | None = None,
-    batch_size: int = 32,
-    device: str | torch.device | None = None,
-    controls: bool | Sequence[str] = True,
-    n_examples: int = 4,
+    *,
     cache_dir: str | os.PathLike | None = None,
-    progress: bool = True,
+    config: RunConfig | None = None,
+    **common: Any,
 ) -> CheckResult:
     """Train ``architecture`` on true labels and on permuted labels, then compare their maps.
 
@@ -163,6 +139,8 @@ def data_randomization_test(
             ``TrainConfig.true_labels(seed=seed)`` and ``TrainConfig.random_labels(label_seed)``
             with an init seed derived from ``seed``, so the two models do not share initial
             weights, as in the paper's separate training runs).
+        config, **common: the common settings (``seed`` also seeds the data subset and the
+            training; see :class:`~saliency_sanity.engine.RunConfig`).
         Other arguments as in :func:`compare_models`.
 
     Example:
@@ -179,6 +157,8 @@ def data_randomization_test(
     from .. import data as _data
     from .. import training
 
+    cfg = RunConfig.from_kwargs(config, common)
+    seed, progress = cfg.seed, cfg.progress
     ds = (_data.load(dataset, n_train=n_train, n_test=n_test, seed=seed)
           if isinstance(dataset, str) else dataset)
     tc = true_config or training.TrainConfig.true_labels(seed=seed)
@@ -202,10 +182,8 @@ def data_randomization_test(
     target = rc.target_train_acc if rc.target_train_acc is not None else 0.95
     x = ds.x_test[:n_samples]
     result = compare_models(
-        true_res.model, rand_res.model, x, methods=methods, scores=scores, seed=seed,
-        target_mode=target_mode, batch_size=batch_size, device=device, controls=controls,
-        n_examples=n_examples, progress=progress, accuracies=accuracies,
-        memorization_target=target,
+        true_res.model, rand_res.model, x, methods=methods, scores=scores,
+        accuracies=accuracies, memorization_target=target, config=cfg,
     )
     result.settings.update({
         "dataset": getattr(ds, "name", str(dataset)),

@@ -15,7 +15,6 @@ counts, so none is offered. A constant map puts every value in one bin: H = 0, a
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,26 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..randomization import (
-    Stage,
-    call_model,
-    discover_blocks,
-    logits_of,
-    output_change,
-    randomize_blocks,
-    randomized_models,
-)
-from ._engine import (
-    batches,
-    common_settings,
-    prepare,
-    progress_bar,
-    resolve_methods,
-    run_stages,
-    versions,
-)
-from ._result import CheckResult
-from .smprt import block_records, init_record
+from ..engine import Pair, RunConfig, View, execute, prepare, resolve_methods
+from ..results import CheckResult
+from ._common import randomization_settings, stage_plan
 
 LAYER = "all"
 
@@ -101,7 +83,9 @@ class _PairStat:
     def settings(self, shape: tuple[int, ...] | None = None) -> dict[str, Any]:
         return {"name": self.name, "bins": self.bins, "absolute": self.absolute,
                 "entropy": "natural log of a histogram over each map's [min, max]",
-                "higher_is_better": self.which == "ratio"}
+                "higher_is_better": self.which == "ratio",
+                # for the method ranking: a higher q is a better method
+                "better_method": "higher" if self.which == "ratio" else None}
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if self.which == "trained":
@@ -110,45 +94,6 @@ class _PairStat:
             return histogram_entropy(b, self.bins, self.absolute)
         return entropy_ratio(histogram_entropy(a, self.bins, self.absolute),
                              histogram_entropy(b, self.bins, self.absolute))
-
-
-def fully_randomized_stages(
-    model: nn.Module,
-    example_input: torch.Tensor,
-    order: str = "bottom_up",
-    init: Any = "paper",
-    seed: int = 0,
-    blocks: Sequence[Any] | None = None,
-    init_settings: Mapping[str, Any] | None = None,
-    device: torch.device | str | None = None,
-) -> tuple[list[Stage], Any]:
-    """Stage 0 (the trained model) and the fully randomized model as the last stage of ``order``.
-
-    A block's random weights depend only on (seed, block name, init), so the fully randomized
-    model is the same for ``cascading`` and ``bottom_up``; it is built directly, without the
-    intermediate stages. Its ``block`` is ``"all"``. Returns the two stages and the iterator
-    (for its blocks and settings).
-    """
-    if order not in ("bottom_up", "cascading"):
-        raise ValueError(f"order must be 'bottom_up' or 'cascading' (an order that ends with every "
-                         f"block random), got {order!r}")
-    rm = randomized_models(model, order=order, init=init, seed=seed, example_input=example_input,
-                           blocks=blocks, init_settings=dict(init_settings or {}), device=device)
-    first = next(iter(rm))
-    by_name = {b.name: b for b in rm.blocks}
-    names = rm.plan[-1]
-    rand = copy.deepcopy(first.model)
-    randomize_blocks(rand, [by_name[n] for n in names], rm.scheme, rm.seed)
-    rand.eval()
-    with torch.no_grad():
-        out = logits_of(call_model(rand, rm.example_input)).detach()
-    last = Stage(
-        index=len(rm.plan) - 1, layers=tuple(names), block=LAYER, model=rand,
-        output_change=output_change(rm.trained_output, out),
-        unchanged=bool(torch.equal(out, rm.trained_output)), order=order, init=rm.scheme.name,
-        init_settings=dict(rm.scheme.settings()), seed=rm.seed,
-    )
-    return [first, last], rm
 
 
 def efficient_model_randomization_test(
@@ -160,16 +105,12 @@ def efficient_model_randomization_test(
     absolute: bool = False,
     order: str = "bottom_up",
     init: str = "paper",
-    seed: int = 0,
-    target_mode: str | None = None,
-    batch_size: int = 32,
-    device: str | torch.device | None = None,
-    controls: bool | Sequence[str] = True,
+    *,
     blocks: Sequence[Any] | None = None,
     group_by: str | Sequence[str] | None = None,
     init_settings: Mapping[str, Any] | None = None,
-    n_examples: int = 4,
-    progress: bool = True,
+    config: RunConfig | None = None,
+    **common: Any,
 ) -> CheckResult:
     """eMPRT: the relative increase of map entropy from the trained to the fully random model.
 
@@ -178,13 +119,14 @@ def efficient_model_randomization_test(
     ``entropy_trained`` (H(e), the trained map's complexity) and ``entropy_randomized`` (H(e_rand)).
 
     Args:
-        model, x, target, methods, init, seed, target_mode, batch_size, device, controls,
-            blocks, group_by, init_settings, n_examples, progress: as
+        model, x, target, methods, init, blocks, group_by, init_settings: as
             :func:`saliency_sanity.model_randomization_test`.
         bins: histogram bins (paper and Quantus: 100).
         absolute: histogram of |m| instead of m (Quantus' ``abs``; default False as Quantus).
         order: ``"bottom_up"`` (Quantus' default) or ``"cascading"``; both end with the same fully
-            randomized model, so it is only recorded.
+            randomized model (a block's weights depend only on the seed and its name), which the
+            plan builds directly, without the intermediate stages; the order is only recorded.
+        config, **common: the common settings (:class:`~saliency_sanity.engine.RunConfig`).
 
     Returns:
         A :class:`CheckResult` (check ``"efficient_model_randomization"``).
@@ -200,41 +142,30 @@ def efficient_model_randomization_test(
         >>> sorted(res.table["metric"].unique()), res.table["layer"].unique().tolist()
         (['emprt', 'entropy_randomized', 'entropy_trained'], ['all'])
     """
-    x, target, target_mode, dev = prepare(model, x, target, target_mode, device)
-    method_objs = resolve_methods(methods, controls, model, x)
+    cfg = RunConfig.from_kwargs(config, common)
+    if order not in ("bottom_up", "cascading"):
+        raise ValueError(f"order must be 'bottom_up' or 'cascading' (an order that ends with every "
+                         f"block random), got {order!r}")
+    x, target, target_mode, dev = prepare(model, x, target, cfg.target_mode, cfg.device)
+    method_objs = resolve_methods(methods, cfg.controls, model, x)
     stats = {name: _PairStat(name, bins, absolute, which) for name, which in
              (("emprt", "ratio"), ("entropy_trained", "trained"),
               ("entropy_randomized", "randomized"))}
     histogram_entropy(x[:1], bins)  # validates bins before any work
-    spans = batches(x.shape[0], batch_size)
-    n_examples = max(0, min(n_examples, x.shape[0]))
-    example_input = x[: min(batch_size, x.shape[0])]
-    if blocks is None:
-        blocks = discover_blocks(model, example_input, group_by=group_by)
-    stages, rm = fully_randomized_stages(model, example_input, order, init, seed, blocks,
-                                         init_settings, dev)
-    bar = progress_bar(progress, 2 * len(spans) * len(method_objs), "eMPRT")
-    try:
-        table, examples, stage_info = run_stages(
-            stages, x, target, target_mode, method_objs, stats, spans, seed, n_examples,
-            on_step=lambda: bar.update(1),
-        )
-    finally:
-        bar.close()
+    plan = stage_plan(model, x, cfg.batch_size, order, init, cfg.seed, dev, blocks, group_by,
+                      init_settings, stages="ends")
+    last = plan.specs[1].index
+    views = [View("trained", 0, 0, keep_as=0, measure=True),
+             View("randomized", 1, last, keep_as=last, measure=True)]
     settings = {
-        "check": "efficient_model_randomization",
         "bins": bins,
         "absolute": absolute,
         "channel_reduction": "signed sum",
         "entropy": "natural log; equal-width bins over each map's own [min, max]",
-        "order": order,
-        "init": init if isinstance(init, str) else getattr(init, "name", repr(init)),
-        "init_settings": init_record(rm, init, init_settings),
-        "seed": seed,
-        "target_mode": target_mode,
-        **common_settings(x, target, batch_size, dev, method_objs, stats),
-        "blocks": block_records(blocks),
-        "versions": versions(),
+        "ranking_metric": "emprt",
+        **randomization_settings(plan),
     }
-    return CheckResult(check="efficient_model_randomization", table=table, settings=settings,
-                       stages=stage_info, examples=examples)
+    return execute("efficient_model_randomization", plan=plan, views=views,
+                   pairs=[Pair("trained", "randomized", last, LAYER)], x=x, target=target,
+                   target_mode=target_mode, method_objs=method_objs, score_objs=stats,
+                   config=cfg, settings=settings, models=[model], desc="eMPRT")

@@ -16,29 +16,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
 from .. import methods as _methods
-from ..methods.base import check_logits, model_guard
-from ._engine import (
-    _append,
-    _keep_examples,
-    _score_quietly,
-    _warn_nan,
-    batches,
-    common_settings,
+from ..engine import (
+    Pair,
+    RunConfig,
+    View,
     derive_seed,
-    method_for_call,
+    execute,
     prepare,
-    progress_bar,
     resolve_methods,
-    versions,
+    resolve_scores,
 )
-from ._result import COLUMNS, CheckResult
-from .smprt import resolve_score_specs
+from ..methods.base import check_logits
+from ..randomization import FixedPlan, StageSpec, fresh_copy
+from ..results import CheckResult
 
 LAYER = "random_logit"
 
@@ -62,24 +56,16 @@ def other_classes(target: torch.Tensor, num_classes: int, seed: int = 0) -> torc
     return (r + (r >= t).long()).to(target.device)
 
 
-def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
-    with model_guard(model), torch.no_grad():
-        return int(check_logits(model(x), x.shape[0], "random_logit_test").shape[1])
-
-
 def random_logit_test(
     model: nn.Module,
     x: torch.Tensor,
     target: torch.Tensor | Sequence[int] | None = None,
     methods: Sequence[Any] | Mapping[str, Any] | None = None,
     scores: Any = None,
-    seed: int = 0,
+    *,
     other: torch.Tensor | Sequence[int] | None = None,
-    batch_size: int = 32,
-    device: str | torch.device | None = None,
-    controls: bool | Sequence[str] = True,
-    n_examples: int = 4,
-    progress: bool = True,
+    config: RunConfig | None = None,
+    **common: Any,
 ) -> CheckResult:
     """Compare each method's map for the explained class with its map for a random other class.
 
@@ -93,10 +79,12 @@ def random_logit_test(
         model: a classifier returning logits (B, classes).
         x: inputs (B, C, H, W) or (B, D).
         target: the classes to explain (default: the model's predictions).
-        methods, scores, batch_size, device, controls, n_examples, progress: as
-            :func:`saliency_sanity.model_randomization_test` (scores may also be Score objects).
-        seed: seeds the other classes, the noise of seeded methods and the random controls.
+        methods, scores: as :func:`saliency_sanity.model_randomization_test` (scores may also be
+            Score objects).
         other: the other classes (B,) to use instead of random draws (e.g. to reproduce a run).
+        config, **common: the common settings (:class:`~saliency_sanity.engine.RunConfig`);
+            ``seed`` seeds the other classes, the noise of seeded methods and the random
+            controls.
 
     Returns:
         A :class:`CheckResult` (check ``"random_logit"``); ``settings["other"]`` lists the classes.
@@ -112,65 +100,45 @@ def random_logit_test(
         >>> res.table[["stage", "layer"]].drop_duplicates().values.tolist()
         [[1, 'random_logit']]
     """
-    x, tgt, _, dev = prepare(model, x, target, None, device)
-    method_objs = resolve_methods(methods, controls, model, x)
-    score_objs = resolve_score_specs(scores, x)
-    spans = batches(x.shape[0], batch_size)
-    n_examples = max(0, min(n_examples, x.shape[0]))
-    num_classes = _num_classes(model, x[: min(batch_size, x.shape[0])])
+    cfg = RunConfig.from_kwargs(config, common)
+    x, tgt, _, dev = prepare(model, x, target, None, cfg.device)
+    method_objs = resolve_methods(methods, cfg.controls, model, x)
+    score_objs = resolve_scores(scores, x)
+    trained = fresh_copy(model, dev)
+    first = x[: min(cfg.batch_size, x.shape[0])]
+    with torch.no_grad():
+        num_classes = int(check_logits(trained(first), first.shape[0],
+                                       "random_logit_test").shape[1])
+    if num_classes < 2:
+        raise ValueError(f"the random logit test needs at least 2 classes, got {num_classes}")
     if tgt is None:
-        tgt = torch.cat([_methods.predicted_targets(model, x[s]) for s in spans])
+        tgt = torch.cat([_methods.predicted_targets(trained, x[s])
+                         for s in [slice(i, i + cfg.batch_size)
+                                   for i in range(0, x.shape[0], cfg.batch_size)]])
     elif tgt.numel() and (int(tgt.max()) >= num_classes or int(tgt.min()) < 0):
         raise ValueError(f"target out of range for a model with {num_classes} classes")
     if other is None:
-        oth = other_classes(tgt, num_classes, seed)
+        oth = other_classes(tgt, num_classes, cfg.seed)
     else:
         oth = torch.as_tensor(other).long().to(dev)
         if oth.shape != tgt.shape:
             raise ValueError(f"other must have shape {tuple(tgt.shape)}, got {tuple(oth.shape)}")
         if bool((oth == tgt).any()) or int(oth.max()) >= num_classes or int(oth.min()) < 0:
             raise ValueError("other must hold valid classes different from the explained ones")
-
-    cols: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
-    examples: dict[str, Any] = {
-        "inputs": x[:n_examples].detach().cpu().numpy(),
-        "samples": np.arange(n_examples),
-        "targets": {0: tgt[:n_examples].cpu().numpy(), 1: oth[:n_examples].cpu().numpy()},
-        "maps": {label: {} for label in method_objs},
-    }
-    bar = progress_bar(progress, 2 * len(spans) * len(method_objs), "random logit")
-    try:
-        for b, span in enumerate(spans):
-            xb, samples = x[span], np.arange(span.start, span.stop)
-            for label, method in method_objs.items():
-                own = method_for_call(method, label, seed, 0, b)(model, xb, tgt[span]).detach()
-                bar.update(1)
-                alt = method_for_call(method, label, seed, 1, b)(model, xb, oth[span]).detach()
-                bar.update(1)
-                _keep_examples(examples["maps"][label], 0, span, n_examples, own)
-                _keep_examples(examples["maps"][label], 1, span, n_examples, alt)
-                for sname, score in score_objs.items():
-                    _append(cols, label, 1, LAYER, samples, sname,
-                            _score_quietly(score, own, alt))
-    finally:
-        bar.close()
-    table = pd.DataFrame({c: np.concatenate(v) if v else np.array([]) for c, v in cols.items()})
-    table = table.astype({"stage": "int64", "sample": "int64", "value": "float64"})
-    _warn_nan(table)
-    settings = {
-        "check": "random_logit",
-        "seed": seed,
-        "other_given": other is not None,
-        "num_classes": num_classes,
-        "targets": tgt.cpu().tolist(),
-        "other": oth.cpu().tolist(),
-        **common_settings(x, target, batch_size, dev, method_objs, score_objs),
-        "versions": versions(),
-    }
-    stages = [
+    plan = FixedPlan([trained], [StageSpec(0, (), None)])
+    views = [View("own", 0, 0, target="own", keep_as=0), View("other", 0, 1, target="other",
+                                                               keep_as=1)]
+    settings = {"other_given": other is not None, "num_classes": num_classes,
+                "targets": tgt.cpu().tolist(), "other": oth.cpu().tolist()}
+    result = execute("random_logit", plan=plan, views=views,
+                     pairs=[Pair("own", "other", 1, LAYER)], x=x,
+                     target=None if target is None else tgt,
+                     target_mode="fixed", method_objs=method_objs, score_objs=score_objs,
+                     config=cfg, settings=settings, models=[model],
+                     targets={"own": tgt, "other": oth}, desc="random logit")
+    result.stages = [
         {"index": 0, "block": None, "layers": [], "output_change": {}, "unchanged": False},
         {"index": 1, "block": LAYER, "layers": [LAYER], "output_change": {},
          "unchanged": False},
     ]
-    return CheckResult(check="random_logit", table=table, settings=settings, stages=stages,
-                       examples=examples)
+    return result

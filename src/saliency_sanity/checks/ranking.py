@@ -12,8 +12,11 @@ random_logit                        stage 1, ``metric``            lower similar
 data_randomization                  stage 1, ``metric``            lower similarity
 ==================================  =============================  ===========================
 
-"Lower similarity" uses the score's ``higher_is_better`` (for ``mse``, a dissimilarity, higher
-is better). Rank 1 is the best method; ties get the average rank. Kendall's tau
+A metric's direction is read from the result: a score whose settings say ``better_method``
+(eMPRT's ``emprt``: "higher") ranks by that; a similarity score ranks lower similarity first (its
+``higher_is_better`` says whether a higher value means more similar; for ``mse``, a
+dissimilarity, higher is better). A check that ranks by a metric of its own names it in
+``settings["ranking_metric"]``. Rank 1 is the best method; ties get the average rank. Kendall's tau
 (``scipy.stats.kendalltau``, tau-b) between two checks' rankings is computed over the methods both
 rank.
 """
@@ -21,6 +24,7 @@ rank.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,9 +32,9 @@ import pandas as pd
 from scipy import stats
 
 from .. import scores as _scores
-from ._result import CheckResult
-
-HIGHER_IS_BETTER_METRICS = {"emprt": True}
+from ..results import CheckResult
+from ..results.files import CHECK_LABELS, EXTRA_DIRS
+from ..results.ranking import RANKING_COLUMNS, TAU_COLUMNS, wide_ranking  # noqa: F401
 
 
 def _check_name(key: str, result: Any) -> str:
@@ -53,10 +57,32 @@ def _table(result: Any) -> pd.DataFrame:
     raise TypeError(f"results must be CheckResult objects or tables, got {type(result).__name__}")
 
 
-def _higher_is_better(metric: str) -> bool:
-    """True when a higher value of ``metric`` means a better method."""
-    if metric in HIGHER_IS_BETTER_METRICS:
-        return HIGHER_IS_BETTER_METRICS[metric]
+def _ranking_metric(key: str, result: Any, metric: str,
+                    metrics: Mapping[str, str] | None) -> str:
+    """The metric ``result`` is ranked by: an override, the check's own, or ``metric``."""
+    if (metrics or {}).get(key):
+        return (metrics or {})[key]
+    if isinstance(result, CheckResult) and result.settings.get("ranking_metric"):
+        return str(result.settings["ranking_metric"])
+    if "efficient" in _check_name(key, result):  # a plain eMPRT table
+        return "emprt"
+    return metric
+
+
+def higher_is_better(metric: str, result: Any = None) -> bool:
+    """True when a higher value of ``metric`` means a better method (read from the result's
+    recorded score settings, else from the scores registry).
+
+    Example:
+        >>> higher_is_better("spearman_abs"), higher_is_better("mse")
+        (False, True)
+    """
+    if isinstance(result, CheckResult):
+        meta = (result.settings.get("scores") or {}).get(metric) or {}
+        if meta.get("better_method") in ("higher", "lower"):
+            return meta["better_method"] == "higher"
+    if metric == "emprt":
+        return True
     try:
         score = _scores.get(metric)
     except KeyError as err:
@@ -85,8 +111,7 @@ def method_scores(
     cols = {}
     for key, result in results.items():
         table = _table(result)
-        name = _check_name(key, result)
-        m = (metrics or {}).get(key) or ("emprt" if "efficient" in name else metric)
+        m = _ranking_metric(key, result, metric, metrics)
         sub = table[table["metric"] == m]
         if sub.empty:
             raise ValueError(f"{key!r} has no rows for metric {m!r}; it has "
@@ -141,11 +166,10 @@ def method_ranking(
     ranks = pd.DataFrame(index=means.index)
     for key in means.columns:
         result = results[key]
-        name = _check_name(key, result)
-        m = (metrics or {}).get(key) or ("emprt" if "efficient" in name else metric)
+        m = _ranking_metric(key, result, metric, metrics)
         hib = (directions or {}).get(m)
         if hib is None:
-            hib = _higher_is_better(m)
+            hib = higher_is_better(m, result)
         ranks[key] = means[key].rank(ascending=not hib, method="average")
     ranks.attrs["scores"] = means
     keys = list(ranks.columns)
@@ -164,3 +188,94 @@ def method_ranking(
     tau.attrs["pvalue"] = pval
     tau.attrs["n"] = count
     return ranks, tau
+
+
+# ---------------------------------------------------------------------------------------------
+# the ranking of a run directory's checks
+# ---------------------------------------------------------------------------------------------
+def ranking_inputs(d: str | Path, result: CheckResult,
+                   data_randomization: CheckResult | None = None
+                   ) -> tuple[dict[str, CheckResult], list[str]]:
+    """The checks that rank methods for a model randomization run: the main result (unless its
+    order is ``independent``, whose last stage is not full randomization), the critique checks
+    saved in ``d`` and a data randomization result. Returns ``({label: result}, notes)``."""
+    d = Path(d)
+    notes: list[str] = []
+    checks: dict[str, CheckResult] = {}
+    if result.settings.get("order") == "independent":
+        notes.append("MPRT left out: its order is 'independent', so no stage randomizes every "
+                     "block")
+    else:
+        checks[CHECK_LABELS.get(result.check, result.check)] = result
+    for sub in EXTRA_DIRS.values():
+        if (d / sub / "run.json").is_file():
+            try:
+                res = CheckResult.load(d / sub)
+            except (OSError, ValueError) as err:
+                notes.append(f"{sub}/ left out: unreadable ({err})")
+                continue
+            checks[CHECK_LABELS.get(res.check, res.check)] = res
+    if data_randomization is not None:
+        checks[CHECK_LABELS["data_randomization"]] = data_randomization
+        if data_randomization.settings.get("valid") is False:
+            notes.append("the data randomization run is INVALID (its random-label model did not "
+                         "memorize: "
+                         f"{data_randomization.settings.get('invalid_reason', '')}); its ranks "
+                         "are shown but should not be trusted")
+    return checks, notes
+
+
+def choose_ranking_metric(checks: Mapping[str, CheckResult]) -> tuple[str | None, list[str]]:
+    """The similarity metric shared by the most similarity checks (in the order of
+    ``scores.ranking_preference()``), and the similarity checks that lack it."""
+    sim = {k: set(r.table["metric"]) for k, r in checks.items()
+           if not _ranking_metric(k, r, "", None)}
+    if not sim:
+        return None, []
+    every = sorted(set().union(*sim.values()))
+    preferred = _scores.ranking_preference()
+    pref = [m for m in preferred if m in every] + [m for m in every if m not in preferred]
+    if not pref:
+        return None, list(sim)
+    best = max(pref, key=lambda m: (sum(m in s for s in sim.values()), -pref.index(m)))
+    return best, [k for k, s in sim.items() if best not in s]
+
+
+def compute_ranking(checks: Mapping[str, CheckResult]
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Long tables of ranks (``RANKING_COLUMNS``) and Kendall's tau (``TAU_COLUMNS``) of the
+    checks, and the settings (metric used, checks left out), via :func:`method_ranking`
+    (controls excluded).
+
+    Example:
+        >>> t = pd.DataFrame({"method": ["a", "b", "c"], "stage": 1, "layer": "x", "sample": 0,
+        ...                   "metric": "spearman_abs", "value": [0.1, 0.5, 0.9]})
+        >>> r1 = CheckResult(check="random_logit", table=t)
+        >>> r2 = CheckResult(check="model_randomization", table=t.assign(value=[.9, .5, .1]))
+        >>> ranks, tau, _ = compute_ranking({"random logit": r1, "MPRT": r2})
+        >>> float(tau.query("check_a == 'random logit' and check_b == 'MPRT'")["tau"].iloc[0])
+        -1.0
+    """
+    metric, lacking = choose_ranking_metric(checks)
+    use = {k: r for k, r in checks.items() if k not in lacking}
+    notes = [f"{k} left out: it has no {metric!r} rows" for k in lacking]
+    metrics = {k: _ranking_metric(k, r, metric or "spearman_abs", None) for k, r in use.items()}
+    ranks, tau = method_ranking(use, metric=metric or "spearman_abs", metrics=metrics)
+    means = ranks.attrs["scores"]
+    rows = []
+    for k in ranks.columns:
+        hib = higher_is_better(metrics[k], use[k])
+        for method in ranks.index:
+            if pd.isna(ranks.loc[method, k]):
+                continue
+            rows.append([k, method, metrics[k], hib, float(means.loc[method, k]),
+                         float(ranks.loc[method, k])])
+    long_ranks = pd.DataFrame(rows, columns=RANKING_COLUMNS)
+    pval, count = tau.attrs["pvalue"], tau.attrs["n"]
+    trows = [[a, b, float(tau.loc[a, b]), float(pval.loc[a, b]), int(count.loc[a, b])]
+             for a in tau.index for b in tau.columns]
+    long_tau = pd.DataFrame(trows, columns=TAU_COLUMNS)
+    settings = {"metric": metric, "metrics": metrics, "checks": list(ranks.columns),
+                "controls": "excluded", "notes": notes,
+                "tau": "Kendall's tau-b (scipy.stats.kendalltau) over the methods both checks rank"}
+    return long_ranks, long_tau, settings

@@ -5,9 +5,9 @@ noise standard deviation ``noise * (max x - min x)`` per input) for the trained 
 randomized model, and the maps are compared as in the model randomization test. Averaging removes
 the noise that inflates dissimilarity in the plain test. Lower similarity is better.
 
-The stage loop is the model randomization test's (``run_stages`` over ``randomized_models``);
-this module only wraps the methods and the scores. Helpers shared by the critique checks live
-here too (score resolution with normalization, input validation).
+It runs on the engine like every check: a stage plan, one view per stage, each stage scored
+against the trained model. This module only wraps the methods (:func:`smoothed`) and the scores
+(:class:`NormalizedScore`).
 """
 
 from __future__ import annotations
@@ -19,29 +19,12 @@ import torch
 from torch import nn
 
 from .. import postprocess as _pp
+from ..engine import Pair, RunConfig, View, execute, prepare, resolve_methods, resolve_scores
 from ..methods import Method, NoiseWrapper
-from ..randomization import discover_blocks, randomized_models
-from ._engine import (
-    CAM_METHODS,
-    DEFAULT_METHODS,
-    _has_conv,
-    batches,
-    common_settings,
-    prepare,
-    progress_bar,
-    resolve_methods,
-    resolve_scores,
-    run_stages,
-    versions,
-)
-from ._result import CheckResult
-
-NOISE_METHODS = frozenset({"smoothgrad", "vargrad", "ig_smoothgrad"})
+from ..results import CheckResult
+from ._common import randomization_settings, stage_plan
 
 
-# ---------------------------------------------------------------------------------------------
-# shared helpers of the critique checks
-# ---------------------------------------------------------------------------------------------
 class NormalizedScore:
     """A score applied to normalized maps: ``score(normalize(a), normalize(b))``.
 
@@ -97,32 +80,6 @@ class NormalizedScore:
         return self.score(a, b)
 
 
-def resolve_score_specs(specs: Any, x: torch.Tensor) -> dict[str, Any]:
-    """``{name: Score}`` from names (as the other checks) or Score-like objects (with ``name``,
-    ``settings()`` and ``__call__(a, b) -> (B,)``)."""
-    if specs is None or isinstance(specs, str):
-        return resolve_scores(specs, x)
-    out: dict[str, Any] = {}
-    for s in specs:
-        if isinstance(s, str):
-            out.update(resolve_scores([s], x))
-        elif callable(s) and hasattr(s, "name"):
-            out[str(s.name)] = s
-        else:
-            raise TypeError(f"scores must be names or Score objects, got {type(s).__name__}")
-    if not out:
-        raise ValueError("no scores to compute: pass at least one score name")
-    return out
-
-
-def default_methods(model: nn.Module, x: torch.Tensor, exclude: frozenset[str] = frozenset()
-                    ) -> list[str]:
-    """The default methods that apply to this model and input, minus ``exclude``."""
-    images = x.dim() == 4
-    return [n for n in DEFAULT_METHODS
-            if n not in exclude and (n not in CAM_METHODS or (images and _has_conv(model)))]
-
-
 def smoothed(method: Method, samples: int, noise: float, seed: int = 0,
              internal_batch_size: int | None = 64) -> Method:
     """``method`` averaged over ``samples`` noisy inputs (controls are returned unchanged).
@@ -143,25 +100,6 @@ def smoothed(method: Method, samples: int, noise: float, seed: int = 0,
                         name=f"smooth_{method.name}")
 
 
-def block_records(blocks: Sequence[Any]) -> list[dict[str, Any]]:
-    return [{"name": bl.name, "modules": list(bl.modules), "params": list(bl.params)}
-            for bl in blocks]
-
-
-def init_record(stage_iter: Any, init: Any, init_settings: Mapping[str, Any] | None
-                ) -> dict[str, Any]:
-    scheme = getattr(stage_iter, "scheme", None)
-    if scheme is not None:
-        try:
-            return dict(scheme.settings())
-        except Exception:  # recording must never fail the run
-            pass
-    return dict(init_settings or {})
-
-
-# ---------------------------------------------------------------------------------------------
-# the check
-# ---------------------------------------------------------------------------------------------
 def smooth_model_randomization_test(
     model: nn.Module,
     x: torch.Tensor,
@@ -173,17 +111,13 @@ def smooth_model_randomization_test(
     order: str = "bottom_up",
     normalize: str | Callable[[torch.Tensor], torch.Tensor] | None = "second_moment",
     init: str = "paper",
-    seed: int = 0,
-    target_mode: str | None = None,
-    batch_size: int = 32,
-    device: str | torch.device | None = None,
-    controls: bool | Sequence[str] = True,
+    *,
     blocks: Sequence[Any] | None = None,
     group_by: str | Sequence[str] | None = None,
     init_settings: Mapping[str, Any] | None = None,
     internal_batch_size: int | None = 64,
-    n_examples: int = 4,
-    progress: bool = True,
+    config: RunConfig | None = None,
+    **common: Any,
 ) -> CheckResult:
     """sMPRT: the model randomization test with every method's maps denoised by averaging.
 
@@ -197,10 +131,9 @@ def smooth_model_randomization_test(
     With ``samples=1, noise=0`` this is exactly :func:`model_randomization_test` (same seeds).
 
     Args:
-        model, x, target, methods, init, seed, target_mode, batch_size, device, controls,
-            blocks, group_by, init_settings, n_examples, progress: as
+        model, x, target, methods, init, blocks, group_by, init_settings: as
             :func:`saliency_sanity.model_randomization_test`. ``methods=None`` selects the
-            default methods except SmoothGrad and VarGrad (already averaged over noise).
+            default methods except those that already average over noise (SmoothGrad, VarGrad).
         scores: score names, or Score-like objects (``name``, ``settings()``, ``(a, b) -> (B,)``);
             None = every score that applies.
         samples: noisy copies per map (paper: 50).
@@ -208,6 +141,7 @@ def smooth_model_randomization_test(
         order: randomization order; default ``"bottom_up"`` (the paper's recommendation).
         normalize: normalization of both maps before each score (default second moment).
         internal_batch_size: rows per call of the wrapped method.
+        config, **common: the common settings (:class:`~saliency_sanity.engine.RunConfig`).
 
     Returns:
         A :class:`CheckResult` (check ``"smooth_model_randomization"``) with the common table.
@@ -223,50 +157,32 @@ def smooth_model_randomization_test(
         >>> res.check, sorted(res.table["stage"].unique().tolist())
         ('smooth_model_randomization', [1, 2])
     """
+    cfg = RunConfig.from_kwargs(config, common)
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise ValueError(f"samples must be a positive integer, got {samples!r}")
     if not isinstance(noise, (int, float)) or noise < 0:
         raise ValueError(f"noise must be a non-negative fraction of the input range, got {noise!r}")
-    x, target, target_mode, dev = prepare(model, x, target, target_mode, device)
-    if methods is None:
-        methods = default_methods(model, x, NOISE_METHODS)
-    raw = resolve_methods(methods, controls, model, x)
-    method_objs = {label: smoothed(m, samples, float(noise), seed, internal_batch_size)
+    x, target, target_mode, dev = prepare(model, x, target, cfg.target_mode, cfg.device)
+    raw = resolve_methods(methods, cfg.controls, model, x, exclude_noise=True)
+    method_objs = {label: smoothed(m, samples, float(noise), cfg.seed, internal_batch_size)
                    for label, m in raw.items()}
     score_objs = {name: NormalizedScore(s, normalize)
-                  for name, s in resolve_score_specs(scores, x).items()}
-    spans = batches(x.shape[0], batch_size)
-    n_examples = max(0, min(n_examples, x.shape[0]))
-    example_input = x[: min(batch_size, x.shape[0])]
-    if blocks is None:
-        blocks = discover_blocks(model, example_input, group_by=group_by)
-    stage_iter = randomized_models(
-        model, order=order, init=init, seed=seed, example_input=example_input, blocks=blocks,
-        init_settings=dict(init_settings or {}), device=dev,
-    )
-    bar = progress_bar(progress, (len(blocks) + 1) * len(spans) * len(method_objs), "sMPRT")
-    try:
-        table, examples, stage_info = run_stages(
-            stage_iter, x, target, target_mode, method_objs, score_objs, spans, seed, n_examples,
-            on_step=lambda: bar.update(1),
-        )
-    finally:
-        bar.close()
+                  for name, s in resolve_scores(scores, x).items()}
+    plan = stage_plan(model, x, cfg.batch_size, order, init, cfg.seed, dev, blocks, group_by,
+                      init_settings)
+    views = [View(f"s{pos}", pos, spec.index, keep_as=spec.index, measure=True)
+             for pos, spec in enumerate(plan.specs)]
+    pairs = [Pair("s0", f"s{pos}", spec.index, spec.block or "")
+             for pos, spec in enumerate(plan.specs) if pos > 0]
     settings = {
-        "check": "smooth_model_randomization",
         "samples": samples,
         "noise": float(noise),
         "noise_draws": "seeded per batch from seed; the same draws at every stage",
         "normalize": NormalizedScore(None, normalize).normalize_name,
-        "order": order,
-        "init": init if isinstance(init, str) else getattr(init, "name", repr(init)),
-        "init_settings": init_record(stage_iter, init, init_settings),
-        "seed": seed,
-        "target_mode": target_mode,
         "internal_batch_size": internal_batch_size,
-        **common_settings(x, target, batch_size, dev, method_objs, score_objs),
-        "blocks": block_records(blocks),
-        "versions": versions(),
+        **randomization_settings(plan),
     }
-    return CheckResult(check="smooth_model_randomization", table=table, settings=settings,
-                       stages=stage_info, examples=examples)
+    return execute("smooth_model_randomization", plan=plan, views=views, pairs=pairs, x=x,
+                   target=target, target_mode=target_mode, method_objs=method_objs,
+                   score_objs=score_objs, config=cfg, settings=settings, models=[model],
+                   desc="sMPRT")

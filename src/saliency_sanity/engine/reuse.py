@@ -1,7 +1,7 @@
 """Reuse of the trained model's lower-layer activations across cascading stages.
 
 In top-down cascading, a stage model shares every module below its randomized blocks with the
-trained model (:func:`~saliency_sanity.checks._runner.shared_copy`): the same weight tensors,
+trained model (:func:`~saliency_sanity.randomization.shared_copy`): the same weight tensors,
 fed the same inputs, compute the same activations. :class:`ActivationReuse` is a
 ``TorchFunctionMode`` that records, while the trained model's maps of a batch are computed, the
 output of every convolution and linear layer together with a private autograd graph of that one

@@ -40,9 +40,41 @@ def list() -> builtins.list[str]:  # noqa: A001
     return METHODS.list()
 
 
-def register(name: str) -> Callable[[Callable[..., Method]], Callable[..., Method]]:
-    """Decorator registering a Method factory (a Method subclass or a function) under ``name``."""
-    return METHODS.register(name)
+def register(name: str, default: int | None = None
+             ) -> Callable[[Callable[..., Method]], Callable[..., Method]]:
+    """Decorator registering a Method factory (a Method subclass or a function) under ``name``.
+
+    ``default``: its place among the default methods (or controls), None if it is not one.
+    """
+    return METHODS.register(name, default=default)
+
+
+def defaults(model: Any = None, x: Any = None, control: bool = False) -> builtins.list[str]:
+    """The default methods (or, with ``control``, the default controls) in their order; with
+    ``model`` and ``x``, only those that apply to them (e.g. no Grad-CAM without convolutions).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> defaults()[:3]
+        ['gradient', 'gradient_x_input', 'integrated_gradients']
+        >>> "gradcam" in defaults(nn.Linear(4, 2), torch.zeros(1, 4))
+        False
+        >>> defaults(control=True)
+        ['edge_sobel', 'random_gaussian']
+    """
+    ranked = []
+    for name in METHODS.list():
+        rank = METHODS.meta(name).get("default")
+        if rank is None:
+            continue
+        m = METHODS.get(name)
+        if m.is_control != control:
+            continue
+        if model is not None and x is not None and not m.applies(model, x):
+            continue
+        ranked.append((rank, name))
+    return [name for _, name in sorted(ranked)]
 
 
 __all__ = [
@@ -50,5 +82,5 @@ __all__ = [
     "GradientXInput", "GuidedBackprop", "GuidedGradCAM", "IntegratedGradients", "Method",
     "NoiseWrapper", "RandomGaussian", "RandomUniform", "check_input", "default_layer",
     "gaussian_noise", "get", "guided_relus", "ig_smoothgrad", "list", "model_guard",
-    "predicted_targets", "quadrature", "register", "resolve", "smoothgrad", "vargrad",
+    "predicted_targets", "quadrature", "register", "defaults", "resolve", "smoothgrad", "vargrad",
 ]

@@ -31,9 +31,12 @@ class FunctionMethod(Method):
         ('ones', torch.Size([3, 2]))
     """
 
-    def __init__(self, fn: Callable[..., torch.Tensor], **settings: Any) -> None:
+    def __init__(self, fn: Callable[..., torch.Tensor], reuse_safe: bool = False,
+                 **settings: Any) -> None:
         super().__init__()
         self.fn = fn
+        # a plug-in may differentiate twice: activation reuse only when it says it is safe
+        self.reuse_safe = bool(getattr(fn, "reuse_safe", reuse_safe))
         self.name = getattr(fn, "__name__", type(fn).__name__)
         self.kwargs = settings
         self._settings = dict(settings)

@@ -21,22 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._guard import eval_mode
+from .._guard import model_guard
 
 Target = torch.Tensor | str | int
-
-_HOOK_DICTS = (
-    "_forward_hooks",
-    "_forward_pre_hooks",
-    "_backward_hooks",
-    "_backward_pre_hooks",
-    "_forward_hooks_with_kwargs",
-    "_forward_hooks_always_called",
-    "_forward_pre_hooks_with_kwargs",
-    "_state_dict_hooks",
-    "_load_state_dict_pre_hooks",
-)
-
 
 class Method:
     """Base class of every attribution method and control.
@@ -58,9 +45,47 @@ class Method:
     """
 
     name: str = "method"
+    #: the method calls the model (controls do not)
     needs_model: bool = True
+    #: a control: a "map" that needs neither model nor data
     is_control: bool = False
+    #: takes a seed (noise, random maps); checks reseed it per batch or stage
     seeded: bool = False
+    #: needs image inputs (B, C, H, W)
+    needs_image: bool = False
+    #: needs a convolutional layer in the model
+    needs_conv: bool = False
+    #: averages over noisy inputs (SmoothGrad, VarGrad): sMPRT leaves these out by default
+    averages_noise: bool = False
+    #: safe under activation reuse (``engine.reuse``): one differentiation of each output.
+    #: False for plug-ins (they may differentiate twice) and any wrapper around one, unless the
+    #: plug-in says so.
+    reuse_safe: bool = False
+    #: the map is a function of the input gradient of the target logit alone
+    #: (:meth:`from_input_gradient`), so the engine computes that gradient once for all such
+    #: methods
+    input_gradient_map: bool = False
+
+    def applies(self, model: Any, x: torch.Tensor) -> bool:
+        """Whether the method can explain ``model`` on inputs like ``x`` (used to pick the
+        default methods).
+
+        Example:
+            >>> from saliency_sanity import methods
+            >>> methods.get("gradcam").applies(nn.Linear(3, 2), torch.zeros(1, 3))
+            False
+        """
+        if self.needs_image and x.dim() != 4:
+            return False
+        if self.needs_conv:
+            return isinstance(model, nn.Module) and any(
+                isinstance(m, (nn.Conv2d, nn.Conv3d)) for m in model.modules())
+        return True
+
+    def from_input_gradient(self, grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+        """The map computed from the input gradient ``grad`` of the target logit (methods with
+        ``input_gradient_map``); None for other methods."""
+        return None
 
     def __init__(self) -> None:
         self._settings: dict[str, Any] = {}
@@ -82,8 +107,14 @@ class Method:
         new._reseed(int(seed))
         return new
 
-    def __call__(self, model: Any, x: torch.Tensor, target: Target = "predicted") -> torch.Tensor:
-        """Validate, guard the model, resolve ``target``, and return ``attribute``'s map."""
+    def __call__(self, model: Any, x: torch.Tensor, target: Target = "predicted", *,
+                 checked_target: bool = False) -> torch.Tensor:
+        """Validate, guard the model, resolve ``target``, and return ``attribute``'s map.
+
+        ``checked_target=True`` says that ``target`` is a LongTensor already checked against
+        this model's logits (the engine does so), which saves the forward pass that resolving
+        and checking it costs.
+        """
         check_input(x, who=self.name)
         if not self.needs_model:
             tgt = _check_target_shape(target, x)
@@ -94,7 +125,8 @@ class Method:
             raise TypeError(f"{self.name}: model must be an nn.Module (or a callable), got "
                             f"{type(model).__name__}")
         with model_guard(model), _grad_enabled():
-            tgt = resolve_target(model, x, target, who=self.name)
+            tgt = (target if checked_target and isinstance(target, torch.Tensor)
+                   else resolve_target(model, x, target, who=self.name))
             out = self.attribute(model, x.detach(), tgt)
             return check_output(out, x, who=self.name)
 
@@ -233,58 +265,10 @@ def check_output(out: Any, x: torch.Tensor, who: str = "method") -> torch.Tensor
     return out.to(x.device)
 
 
-# ---------------------------------------------------------------------------------------------
-# the model guard
-# ---------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _grad_enabled() -> Iterator[None]:
     with torch.inference_mode(False), torch.enable_grad():
         yield
-
-
-@contextlib.contextmanager
-def model_guard(model: Any) -> Iterator[Any]:
-    """Eval mode for the call; afterwards (also on error) the model is exactly as before.
-
-    Restores: every submodule's train/eval flag and every parameter's ``requires_grad`` (via
-    ``_guard.eval_mode``), buffer values, parameters' ``.grad``, and removes any hook that was
-    added to a submodule during the call. Non-module callables pass through unguarded.
-
-    Example:
-        >>> m = nn.Sequential(nn.Linear(2, 2), nn.Dropout()).train()
-        >>> with model_guard(m):
-        ...     m.training
-        False
-        >>> m.training
-        True
-    """
-    if not isinstance(model, nn.Module):
-        yield model
-        return
-    modules = list(model.modules())
-    hooks = [{a: dict(getattr(m, a, {})) for a in _HOOK_DICTS} for m in modules]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    grads = [(p, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
-    try:
-        with eval_mode(model):
-            yield model
-    finally:
-        for mod, before in zip(modules, hooks, strict=True):
-            for attr, keys in before.items():
-                d = getattr(mod, attr, None)
-                if d is not None and list(d.keys()) != list(keys.keys()):
-                    d.clear()
-                    d.update(keys)
-        with torch.no_grad():
-            for b, saved in buffers:
-                if b.shape == saved.shape and not torch.equal(b, saved):
-                    b.copy_(saved)
-        for p, g in grads:
-            if g is None:
-                if p.grad is not None:
-                    p.grad = None
-            elif p.grad is None or not torch.equal(p.grad, g):
-                p.grad = g
 
 
 # ---------------------------------------------------------------------------------------------

@@ -122,7 +122,7 @@ def _check_image(x: torch.Tensor, who: str) -> None:
         raise ValueError(f"{who} needs image inputs (B, C, H, W); got shape {tuple(x.shape)}")
 
 
-@METHODS.register("gradcam")
+@METHODS.register("gradcam", default=7)
 class GradCAM(Method):
     """Grad-CAM, upsampled to the input: a (B, 1, H, W) map.
 
@@ -141,6 +141,9 @@ class GradCAM(Method):
     """
 
     name = "gradcam"
+    needs_image = True
+    needs_conv = True
+    reuse_safe = True
 
     def __init__(self, layer: str | None = None, upsample: str = "bilinear") -> None:
         super().__init__()
@@ -164,7 +167,7 @@ class GradCAM(Method):
         return _upsample(cam, (x.shape[2], x.shape[3]), self.upsample)
 
 
-@METHODS.register("guided_gradcam")
+@METHODS.register("guided_gradcam", default=8)
 class GuidedGradCAM(Method):
     """Guided Grad-CAM: guided backprop times the upsampled Grad-CAM map (broadcast over C).
 
@@ -182,6 +185,9 @@ class GuidedGradCAM(Method):
     """
 
     name = "guided_gradcam"
+    needs_image = True
+    needs_conv = True
+    reuse_safe = True
 
     def __init__(self, layer: str | None = None, upsample: str = "bilinear",
                  allow_other_activations: bool = False) -> None:

@@ -21,9 +21,10 @@ class Control(Method):
 
     needs_model = False
     is_control = True
+    reuse_safe = True
 
 
-@METHODS.register("edge_sobel")
+@METHODS.register("edge_sobel", default=1)
 class EdgeSobel(Control):
     """Sobel edge magnitude of each channel of the input, ``sqrt(gx^2 + gy^2)``.
 
@@ -38,6 +39,7 @@ class EdgeSobel(Control):
     """
 
     name = "edge_sobel"
+    needs_image = True
 
     def attribute(self, model: Any, x: torch.Tensor, target: Any) -> torch.Tensor:
         if x.ndim != 4:
@@ -72,7 +74,7 @@ class _RandomControl(Control):
         return self._draw(tuple(x.shape), gen, dtype).to(device=x.device, dtype=x.dtype)
 
 
-@METHODS.register("random_gaussian")
+@METHODS.register("random_gaussian", default=2)
 class RandomGaussian(_RandomControl):
     """Independent standard normal values per element of x's shape (seeded).
 

@@ -13,7 +13,7 @@ from .registry import METHODS
 RULES = ("riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid", "gausslegendre")
 
 
-@METHODS.register("gradient")
+@METHODS.register("gradient", default=1)
 class Gradient(Method):
     """The gradient of the target logit with respect to the input (Simonyan et al. 2014).
 
@@ -29,12 +29,17 @@ class Gradient(Method):
     """
 
     name = "gradient"
+    reuse_safe = True
+    input_gradient_map = True
+
+    def from_input_gradient(self, grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+        return grad
 
     def attribute(self, model: Any, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return input_gradient(model, x, target, who=self.name)
 
 
-@METHODS.register("gradient_x_input")
+@METHODS.register("gradient_x_input", default=2)
 class GradientXInput(Method):
     """Gradient times input, elementwise (Shrikumar et al. 2016).
 
@@ -49,6 +54,11 @@ class GradientXInput(Method):
     """
 
     name = "gradient_x_input"
+    reuse_safe = True
+    input_gradient_map = True
+
+    def from_input_gradient(self, grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+        return grad * x
 
     def attribute(self, model: Any, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return input_gradient(model, x, target, who=self.name) * x
@@ -106,7 +116,7 @@ def _baseline(baseline: Any, x: torch.Tensor) -> torch.Tensor:
     return b
 
 
-@METHODS.register("integrated_gradients")
+@METHODS.register("integrated_gradients", default=3)
 class IntegratedGradients(Method):
     """Integrated Gradients (Sundararajan et al. 2017): (x - x') * mean path gradient.
 
@@ -130,6 +140,7 @@ class IntegratedGradients(Method):
     """
 
     name = "integrated_gradients"
+    reuse_safe = True
 
     def __init__(self, steps: int = 50, baseline: Any = None, rule: str = "riemann_right",
                  internal_batch_size: int | str | None = "auto") -> None:

@@ -161,7 +161,7 @@ def refuse_torchscript(model: Any, who: str) -> None:
         )
 
 
-@METHODS.register("guided_backprop")
+@METHODS.register("guided_backprop", default=6)
 class GuidedBackprop(Method):
     """Guided Backpropagation: ReLU backward = grad * [grad > 0] * [input > 0].
 
@@ -178,6 +178,7 @@ class GuidedBackprop(Method):
     """
 
     name = "guided_backprop"
+    reuse_safe = True
 
     def __init__(self, allow_other_activations: bool = False) -> None:
         super().__init__()

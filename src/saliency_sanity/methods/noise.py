@@ -58,6 +58,7 @@ class NoiseWrapper(Method):
     of a base method's maps over ``samples`` noisy copies of the input."""
 
     seeded = True
+    averages_noise = True
 
     def __init__(self, base: Any = "gradient", samples: int = 50, noise: float = 0.15,
                  seed: int = 0, mode: str = "mean", internal_batch_size: int | str | None = "auto",
@@ -73,6 +74,8 @@ class NoiseWrapper(Method):
         self.base = _resolve_base(base)
         self.name = name
         self.needs_model = self.base.needs_model
+        self.needs_image, self.needs_conv = self.base.needs_image, self.base.needs_conv
+        self.reuse_safe = self.base.reuse_safe  # a wrapper is as safe as what it wraps
         self.samples, self.noise, self.seed, self.mode = samples, float(noise), int(seed), mode
         self.internal_batch_size = internal_batch_size
         self._settings = {"base": self.base, "samples": samples, "noise": float(noise),
@@ -120,7 +123,7 @@ class NoiseWrapper(Method):
         return mean / self.samples
 
 
-@METHODS.register("smoothgrad")
+@METHODS.register("smoothgrad", default=4)
 def smoothgrad(base: Any = "gradient", samples: int = 50, noise: float = 0.15, seed: int = 0,
                squared: bool = False,
                internal_batch_size: int | str | None = "auto") -> NoiseWrapper:
@@ -148,7 +151,7 @@ def smoothgrad(base: Any = "gradient", samples: int = 50, noise: float = 0.15, s
                         internal_batch_size, name="smoothgrad")
 
 
-@METHODS.register("vargrad")
+@METHODS.register("vargrad", default=5)
 def vargrad(base: Any = "gradient", samples: int = 25, noise: float = 0.15, seed: int = 0,
             internal_batch_size: int | str | None = "auto") -> NoiseWrapper:
     """VarGrad (Adebayo et al. 2018): the variance (1/N) of ``base``'s maps over noisy inputs.

@@ -1,4 +1,4 @@
-"""Model randomization: layer discovery, init schemes, orders and stages of randomized copies.
+"""Model randomization: layer discovery, init schemes, orders, copies and stage plans.
 
 Example:
     >>> import torch
@@ -13,7 +13,17 @@ Example:
 
 from __future__ import annotations
 
+from ._copy import fresh_copy, shared_copy
 from ._discovery import ROOT, Block, call_model, discover_blocks
+from ._plan import (
+    FixedPlan,
+    StagePlan,
+    StageSpec,
+    orders,
+    plan,
+    randomize_blocks,
+    resolve_scheme,
+)
 from ._schemes import (
     InitScheme,
     MomentMatched,
@@ -27,16 +37,14 @@ from ._stages import (
     RandomizedModels,
     Stage,
     logits_of,
-    orders,
     output_change,
-    plan,
-    randomize_blocks,
     randomized_models,
 )
 
 __all__ = [
     "ROOT",
     "Block",
+    "FixedPlan",
     "InitScheme",
     "MomentMatched",
     "Paper",
@@ -44,9 +52,12 @@ __all__ = [
     "RandomizedModels",
     "Reinit",
     "Stage",
+    "StagePlan",
+    "StageSpec",
     "block_seed",
     "call_model",
     "discover_blocks",
+    "fresh_copy",
     "init_schemes",
     "logits_of",
     "orders",
@@ -54,4 +65,6 @@ __all__ = [
     "plan",
     "randomize_blocks",
     "randomized_models",
+    "resolve_scheme",
+    "shared_copy",
 ]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,80 +12,10 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
+from ._copy import fresh_copy
 from ._discovery import Block, GroupBy, call_model, discover_blocks
-from ._schemes import InitScheme, block_seed, init_schemes
-
-
-def _cascading(names: Sequence[str]) -> list[tuple[str, ...]]:
-    top_down = tuple(reversed(names))
-    return [top_down[:k] for k in range(len(names) + 1)]
-
-
-def _bottom_up(names: Sequence[str]) -> list[tuple[str, ...]]:
-    return [tuple(names[:k]) for k in range(len(names) + 1)]
-
-
-def _independent(names: Sequence[str]) -> list[tuple[str, ...]]:
-    return [()] + [(n,) for n in reversed(names)]
-
-
-_PLANS: dict[str, Callable[[Sequence[str]], list[tuple[str, ...]]]] = {
-    "cascading": _cascading,
-    "bottom_up": _bottom_up,
-    "independent": _independent,
-}
-
-orders: tuple[str, ...] = tuple(_PLANS)
-"""Randomization orders: ``cascading`` (top-down, cumulative: the paper), ``bottom_up``
-(input-side first, cumulative) and ``independent`` (one block at a time, top-down)."""
-
-
-def plan(order: str, block_names: Sequence[str]) -> list[tuple[str, ...]]:
-    """The block names randomized at each stage (stage 0 = none), for blocks in forward order.
-
-    Example:
-        >>> plan("cascading", ["conv", "fc"])
-        [(), ('fc',), ('fc', 'conv')]
-        >>> plan("independent", ["conv", "fc"])
-        [(), ('fc',), ('conv',)]
-    """
-    if order not in _PLANS:
-        raise ValueError(f"unknown order {order!r}; known orders: {', '.join(orders)}")
-    return _PLANS[order](list(block_names))
-
-
-def _scheme(init: str | InitScheme, init_settings: Mapping[str, Any] | None) -> InitScheme:
-    if isinstance(init, InitScheme):
-        return dataclasses.replace(init, **dict(init_settings or {}))
-    return init_schemes.get(init, **dict(init_settings or {}))
-
-
-def randomize_blocks(
-    model: nn.Module,
-    blocks: Sequence[Block],
-    init: str | InitScheme = "paper",
-    seed: int = 0,
-    init_settings: Mapping[str, Any] | None = None,
-) -> nn.Module:
-    """Randomize ``blocks`` of ``model`` IN PLACE (pass a copy) and return it.
-
-    Each block draws from its own CPU ``torch.Generator`` seeded with ``block_seed(seed, name)``,
-    so a block's random weights depend only on (seed, block name, init scheme), not on the order
-    or on the other blocks. The global RNG is not touched.
-
-    Example:
-        >>> import copy
-        >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
-        >>> blocks = discover_blocks(net, torch.zeros(1, 3))
-        >>> rand = randomize_blocks(copy.deepcopy(net), blocks[-1:], "paper", seed=0)
-        >>> torch.equal(rand[0].weight, net[0].weight), torch.equal(rand[2].weight, net[2].weight)
-        (True, False)
-    """
-    scheme = _scheme(init, init_settings)
-    for block in blocks:
-        generator = torch.Generator(device="cpu").manual_seed(block_seed(seed, block.name))
-        scheme(model, block, generator)
-    return model
+from ._plan import StagePlan, orders
+from ._schemes import InitScheme
 
 
 def logits_of(output: Any) -> torch.Tensor:
@@ -141,8 +69,10 @@ class Stage:
         layers: names of the blocks randomized in ``model`` (cumulative for ``cascading`` and
             ``bottom_up``, one block for ``independent``, empty at stage 0).
         block: the block this stage adds (the deepest so far for ``cascading``); None at stage 0.
-        model: a fresh copy in eval mode, owned by the caller (never the user's model, never
-            mutated by later stages; stage 0 is an unmodified copy of the trained model).
+        model: a copy in eval mode (never the user's model, never mutated by later stages;
+            stage 0 is an unmodified copy of the trained model). Stage models are copy-on-write:
+            they share every tensor they do not randomize with the trained copy and with each
+            other, so deep-copy one (``copy.deepcopy``) before changing it in place.
         output_change: :func:`output_change` of this model's outputs vs the trained model's on
             ``example_input``.
         unchanged: True if the outputs are bit-identical to the trained model's although blocks
@@ -162,26 +92,14 @@ class Stage:
     seed: int = 0
 
 
-def _fresh_copy(model: nn.Module, device: torch.device | str | None) -> nn.Module:
-    """A deep copy in eval mode with no gradients (optionally moved to ``device``)."""
-    twin = copy.deepcopy(model)
-    if device is not None:
-        twin = twin.to(device)
-    for p in twin.parameters():
-        p.grad = None
-    return twin.eval()
-
-
-fresh_copy = _fresh_copy
-
-
 class RandomizedModels:
     """The stages of one randomization run; see :func:`randomized_models`.
 
-    Iterating starts afresh each time (stage models are rebuilt from a private copy of the
-    trained model). ``next()`` on the object itself walks one shared iteration.
-    ``len()`` is the number of stages, ``blocks`` the blocks in forward order and ``plan`` the
-    block names randomized at each stage.
+    A thin iterator over a :class:`~saliency_sanity.randomization.StagePlan`: each stage model
+    is built when the iteration reaches it and released by the plan once the next one is
+    built, so at most two stage models are held at once. ``next()`` on the object itself walks
+    one shared iteration. ``len()`` is the number of stages, ``blocks`` the blocks in forward
+    order and ``plan`` the block names randomized at each stage.
     """
 
     def __init__(
@@ -197,28 +115,24 @@ class RandomizedModels:
         device: torch.device | str | None = None,
         allow_unused: bool = False,
     ) -> None:
-        if order not in _PLANS:
+        if order not in orders:
             raise ValueError(f"unknown order {order!r}; known orders: {', '.join(orders)}")
         if example_input is None:
             raise ValueError("example_input is required (layer discovery and output checks)")
-        self.order = order
-        self.seed = int(seed)
-        self.scheme = _scheme(init, init_settings)
-        self._base = _fresh_copy(model, device)
+        base = fresh_copy(model, device)
         if device is not None:
             example_input = pytree.tree_map(
                 lambda t: t.to(device) if isinstance(t, torch.Tensor) else t, example_input
             )
         self.example_input = example_input
         if blocks is None:
-            blocks = discover_blocks(self._base, example_input, group_by, allow_unused)
-        self.blocks: list[Block] = list(blocks)
-        names = [b.name for b in self.blocks]
-        if len(set(names)) != len(names):
-            raise ValueError(f"block names must be unique: {names}")
-        self._by_name = {b.name: b for b in self.blocks}
-        self.plan = plan(order, names)
-        self.trained_output = self._logits(self._base)
+            blocks = discover_blocks(base, example_input, group_by, allow_unused)
+        self.stages = StagePlan(base, blocks, order, init, seed, init_settings=init_settings,
+                                cache_bytes=0, trained=base)
+        self.order, self.seed, self.scheme = order, int(seed), self.stages.scheme
+        self.blocks: list[Block] = self.stages.blocks
+        self.plan = [s.layers for s in self.stages.specs]
+        self.trained_output = self._logits(base)
         self._shared: Iterator[Stage] | None = None
 
     def _logits(self, model: nn.Module) -> torch.Tensor:
@@ -236,32 +150,22 @@ class RandomizedModels:
     def __iter__(self) -> Iterator[Stage]:
         settings = self.scheme.settings()
         warned = False
-        work: nn.Module | None = None
-        done: tuple[str, ...] = ()
-        for index, layers in enumerate(self.plan):
-            if work is not None and layers[: len(done)] == done:
-                new = layers[len(done) :]
-            else:
-                work, new = _fresh_copy(self._base, None), layers
-            randomize_blocks(work, [self._by_name[n] for n in new], self.scheme, self.seed)
-            nxt = self.plan[index + 1] if index + 1 < len(self.plan) else None
-            if nxt is not None and nxt[: len(layers)] == layers:
-                stage_model, done = _fresh_copy(work, None), layers
-            else:
-                stage_model, work, done = work, None, ()
+        for pos, spec in enumerate(self.stages.specs):
+            stage_model = self.stages.model(pos)
+            self.stages.release_before(pos)
             out = self._logits(stage_model)
-            unchanged = index > 0 and torch.equal(out, self.trained_output)
+            unchanged = pos > 0 and torch.equal(out, self.trained_output)
             if unchanged and not warned:
                 warned = True
                 warnings.warn(
-                    f"stage {index} ({self.order}, blocks {list(layers)}): randomizing left the "
-                    "model's outputs on example_input bit-identical to the trained model's",
+                    f"stage {pos} ({self.order}, blocks {list(spec.layers)}): randomizing left "
+                    "the model's outputs on example_input bit-identical to the trained model's",
                     stacklevel=2,
                 )
             yield Stage(
-                index=index,
-                layers=layers,
-                block=layers[-1] if layers else None,
+                index=spec.index,
+                layers=spec.layers,
+                block=spec.block,
                 model=stage_model,
                 output_change=output_change(self.trained_output, out),
                 unchanged=unchanged,
@@ -284,7 +188,7 @@ def randomized_models(
     device: torch.device | str | None = None,
     allow_unused: bool = False,
 ) -> RandomizedModels:
-    """Stages of model randomization, each a fresh randomized copy; the user's model is untouched.
+    """Stages of model randomization, each a randomized copy; the user's model is untouched.
 
     The model is deep-copied once (to ``device`` if given) and blocks are discovered on that copy
     (see :func:`discover_blocks`) unless ``blocks`` is given. Stage 0 is an unmodified copy of the

@@ -7,138 +7,26 @@ Read from the run directory only (nothing is recomputed): ``smprt/``, ``emprt/``
 missing). Each section appears only when its files exist; an unreadable file gives a note in
 the page instead of a failed report. All text from the run is escaped.
 
-Example:
-    >>> import tempfile
-    >>> art = load_critiques(tempfile.mkdtemp())
-    >>> art.empty
-    True
+The files are read by :mod:`.artifacts`; the ranking section is in :mod:`.ranking`.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..checks._result import CheckResult
-from ..critiques_run import (
-    EXTRA_DIRS,
-    RANKING_COLUMNS,
-    RANKING_CSV,
-    RANKING_JSON,
-    RANKING_TAU_CSV,
-    SCALES_CSV,
-    SCALES_JSON,
-    TAU_COLUMNS,
-    wide_ranking,
-)
+from ..results import CheckResult
 from ..verdicts import MAIN_SCORES
-from ._util import PNG_SIGNATURE, _num, _png_uri, _table
+from ._util import _num, _png_uri, _table
 from ._util import e as _e
-
-#: Kendall's tau below which two checks' rankings are flagged as disagreeing.
-DISAGREEMENT_TAU = 0.5
-#: Pairs of checks sharing fewer methods than this are not judged.
-MIN_METHODS = 4
-
-@dataclass
-class CritiqueArtifacts:
-    """What a run directory holds of the critiques (None / empty where absent)."""
-
-    smprt: CheckResult | None = None
-    emprt: CheckResult | None = None
-    random_logit: CheckResult | None = None
-    scales: pd.DataFrame | None = None
-    scales_settings: dict[str, Any] = field(default_factory=dict)
-    ranking: pd.DataFrame | None = None
-    tau: pd.DataFrame | None = None
-    ranking_settings: dict[str, Any] = field(default_factory=dict)
-    figures: dict[str, bytes] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def empty(self) -> bool:
-        return (self.smprt is None and self.emprt is None and self.random_logit is None
-                and self.scales is None and self.ranking is None and not self.notes)
+from .artifacts import CritiqueArtifacts, _draw
+from .ranking import ranking_section
 
 
-def load_critiques(run_dir: str | os.PathLike) -> CritiqueArtifacts:
-    """Read the critiques' files of ``run_dir`` (see the module docs); never raises for a bad
-    file, it is reported in ``notes`` instead.
-
-    Example:
-        >>> # art = load_critiques("runs/demo"); art.emprt.summary()
-    """
-    d = Path(run_dir)
-    art = CritiqueArtifacts()
-    for attr, sub in EXTRA_DIRS.items():
-        if (d / sub).is_dir():
-            try:
-                setattr(art, attr, CheckResult.load(d / sub))
-            except (OSError, ValueError, KeyError) as err:
-                art.notes.append(f"{sub}/ could not be read: {err}")
-    if (d / SCALES_CSV).is_file():
-        try:
-            art.scales = pd.read_csv(d / SCALES_CSV, dtype={"randomized_block": str,
-                                                            "block": str, "position": str})
-            art.scales_settings = _json(d / SCALES_JSON).get("settings", {})
-        except (OSError, ValueError, pd.errors.ParserError) as err:
-            art.notes.append(f"{SCALES_CSV} could not be read: {err}")
-            art.scales = None
-    if (d / RANKING_CSV).is_file() and (d / RANKING_TAU_CSV).is_file():
-        try:
-            ranking = pd.read_csv(d / RANKING_CSV, dtype={"check": str, "method": str})
-            tau = pd.read_csv(d / RANKING_TAU_CSV, dtype={"check_a": str, "check_b": str})
-            if list(ranking.columns) != RANKING_COLUMNS or list(tau.columns) != TAU_COLUMNS:
-                raise ValueError("unexpected columns")
-            art.ranking, art.tau = ranking, tau
-            art.ranking_settings = _json(d / RANKING_JSON)
-        except (OSError, ValueError, pd.errors.ParserError) as err:
-            art.notes.append(f"{RANKING_CSV} / {RANKING_TAU_CSV} could not be read: {err}")
-    for stem in ("activation_scales", "ranking"):
-        p = d / "figures" / f"{stem}.png"
-        if p.is_file():
-            data = p.read_bytes()
-            if data.startswith(PNG_SIGNATURE):
-                art.figures[stem] = data
-    return art
-
-
-def _json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    try:
-        out = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return out if isinstance(out, dict) else {}
-
-
-def _draw(draw: Callable[[Path], Any]) -> bytes | None:
-    """PNG bytes of a figure drawn from saved tables (None if it cannot be drawn)."""
-    import matplotlib.pyplot as plt
-
-    with tempfile.TemporaryDirectory(prefix="saliency-sanity-fig-") as tmp:
-        p = Path(tmp) / "f.png"
-        try:
-            plt.close(draw(p))
-        except (ValueError, KeyError, TypeError):
-            return None
-        return p.read_bytes() if p.is_file() else None
-
-
-# ---------------------------------------------------------------------------------------------
-# sections
-# ---------------------------------------------------------------------------------------------
 def contents(result: CheckResult, art: CritiqueArtifacts) -> list[tuple[str, str]]:
     """``(anchor, title)`` of the critique sections the page will show, in order."""
     out = []
@@ -410,96 +298,3 @@ def scales_sentence(df: pd.DataFrame) -> str:
     return " ".join(parts) or "No activation-scale rows."
 
 
-def ranking_section(art: CritiqueArtifacts) -> str:
-    """Ranks of the methods by each check, Kendall's tau between checks, disagreements."""
-    assert art.ranking is not None and art.tau is not None
-    ranks, means, tau, n = wide_ranking(art.ranking, art.tau)
-    st = art.ranking_settings
-    fig = art.figures.get("ranking")
-    if fig is None and not ranks.empty:
-        from ..plots_critiques import ranking_figure
-
-        fig = _draw(lambda p: ranking_figure(ranks, tau, path=p))
-    metric_by_check = art.ranking.drop_duplicates("check").set_index("check")["metric"]
-    hib = art.ranking.drop_duplicates("check").set_index("check")["higher_is_better"]
-    head = [f"{_e(c)}<br><span class=\"note\">{_e(metric_by_check.get(c, ''))}, "
-            f"{'higher' if bool(hib.get(c, False)) else 'lower'} is better</span>"
-            for c in ranks.columns]
-    rows = []
-    for method in ranks.index:
-        cells = [_e(method)]
-        for c in ranks.columns:
-            r = ranks.loc[method, c]
-            cells.append("&ndash;" if pd.isna(r) else
-                         f'{_num(r, 1 if float(r) % 1 else 0)} <span class="note">'
-                         f"({_num(means.loc[method, c])})</span>")
-        rows.append(cells)
-    trows = []
-    for a in tau.index:
-        cells = [_e(a)]
-        for b in tau.columns:
-            t = tau.loc[a, b]
-            cells.append(f'{_num(t, 2)} <span class="note">n={_num(n.loc[a, b], 0)}</span>'
-                         if a != b else "1")
-        trows.append(cells)
-    out = ['<h2 id="ranking">Method rankings across checks (Binder et al. 2023, claim 3)</h2>',
-           "<p>Each check ranks the methods (1 = best, ties share the average rank) by one "
-           "number per method: the mean at full randomization of "
-           f"<code>{_e(st.get('metric', ''))}</code> for MPRT and sMPRT, the mean q for eMPRT, "
-           "the random-logit similarity, and the true- vs random-label similarity for data "
-           "randomization. Controls are left out. Kendall's tau between two rankings is 1 when "
-           "they agree, &minus;1 when reversed.</p>",
-           f"<p><b>{_e(disagreement_sentence(tau, n))}</b></p>"]
-    for note in st.get("notes", []) or []:
-        out.append(f'<p class="note">{_e(note)}</p>')
-    inf = art.ranking[np.isinf(art.ranking["mean"].to_numpy(dtype=float))]
-    for check, g in inf.groupby("check", sort=False):
-        out.append(f'<p class="note">{_e(check)}: {_e(", ".join(g["method"]))} '
-                   "score infinite on some inputs (for eMPRT: the trained model's map is "
-                   "constant, H = 0, so q = &infin;), which puts them first; read that rank "
-                   "with care.</p>")
-    out.append('<p class="sub">Rank by check (mean score in brackets).</p>')
-    out.append(_table(["method"] + head, rows, numeric=[False] + [True] * len(ranks.columns)))
-    out.append('<p class="sub">Kendall\'s tau-b between the checks\' rankings (n = methods '
-               "both rank).</p>")
-    out.append(_table([""] + [_e(c) for c in tau.columns], trows,
-                      numeric=[False] + [True] * len(tau.columns)))
-    if fig is not None:
-        out.append(f'<figure><img src="{_png_uri(fig)}" alt="method rankings">'
-                   "<figcaption>Left: rank of each method by each check (1 = best). Right: "
-                   "Kendall's tau between the checks' rankings.</figcaption></figure>")
-    return "\n".join(out)
-
-
-def disagreement_sentence(tau: pd.DataFrame, n: pd.DataFrame | None = None,
-                          threshold: float = DISAGREEMENT_TAU,
-                          min_methods: int = MIN_METHODS) -> str:
-    """Name the pairs of checks whose rankings disagree (tau < ``threshold``); pairs sharing
-    fewer than ``min_methods`` methods are named apart (too few to judge).
-
-    Example:
-        >>> t = pd.DataFrame([[1.0, 0.2], [0.2, 1.0]], index=["A", "B"], columns=["A", "B"])
-        >>> disagreement_sentence(t)
-        'The checks disagree (tau < 0.5): A vs B (tau = 0.20).'
-    """
-    pairs, agree, few = [], 0, []
-    keys = list(tau.index)
-    for i, a in enumerate(keys):
-        for b in keys[i + 1:]:
-            t = float(tau.loc[a, b])
-            cnt = int(n.loc[a, b]) if n is not None and not pd.isna(n.loc[a, b]) else None
-            label = f", n = {cnt}" if cnt is not None else ""
-            if math.isnan(t) or (cnt is not None and cnt < min_methods):
-                few.append(f"{a} vs {b}" + ("" if math.isnan(t) else f" (tau = {t:.2f}{label})"))
-            elif t < threshold:
-                pairs.append(f"{a} vs {b} (tau = {t:.2f}{label})")
-            else:
-                agree += 1
-    extra = (f" Too few methods in common (fewer than {min_methods}) to judge: "
-             f"{'; '.join(few)}." if few else "")
-    if pairs:
-        return f"The checks disagree (tau < {threshold:g}): {'; '.join(pairs)}.{extra}"
-    if agree:
-        return (f"All {agree} comparable pairs of checks rank the methods alike "
-                f"(tau >= {threshold:g}).{extra}")
-    return extra.strip() or "No pair of checks to compare."

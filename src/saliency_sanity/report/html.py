@@ -25,11 +25,12 @@ from pathlib import Path
 import pandas as pd
 
 from .._io import atomic_write
-from ..checks._result import CheckResult
-from ..critiques_run import CRITIQUE_FIGURES
+from ..results import CheckResult
+from ..results.files import CRITIQUE_FIGURES
 from ..verdicts import MAIN_SCORES, method_summary, rule_text, verdicts
 from ._util import PNG_SIGNATURE, _ci, _num, _png_uri, _table, e
-from .critiques import CritiqueArtifacts, contents, critique_sections, load_critiques
+from .artifacts import CritiqueArtifacts, load_critiques
+from .critiques import contents, critique_sections
 
 _CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;margin:0;

@@ -7,7 +7,7 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from .checks._result import CheckResult
+from ..results import CheckResult
 
 
 def write_run(result: CheckResult, out: str | os.PathLike,
@@ -41,11 +41,11 @@ def write_run(result: CheckResult, out: str | os.PathLike,
     try:
         result.save(d)
         if figures:
-            from .plots import save_figures
+            from ..plots import save_figures
 
             save_figures(result, d / "figures")
         if report:
-            from .report import build_report
+            from .html import build_report
 
             build_report(d, result=result)
     except BaseException:

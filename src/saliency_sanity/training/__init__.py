@@ -12,9 +12,8 @@ Example:
 
 from __future__ import annotations
 
+from .config import TrainConfig, TrainResult
 from .trainer import (
-    TrainConfig,
-    TrainResult,
     accuracy,
     cache_key,
     default_cache_dir,

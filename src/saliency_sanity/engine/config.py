@@ -1,0 +1,126 @@
+"""The settings every check shares, in one place: :class:`RunConfig`.
+
+Every check takes these as keyword arguments (``seed=1, batch_size=8, progress=False``) or as one
+``config=RunConfig(...)``; they are validated once, here, and recorded the same way in every
+``run.json`` (:meth:`RunConfig.record`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import platform
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from any parts (the same in every process and platform).
+
+    Example:
+        >>> derive_seed(0, "gradient", 3) == derive_seed(0, "gradient", 3)
+        True
+    """
+    text = "\x1f".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The common settings of a check.
+
+    Attributes:
+        seed: seeds randomization, noise-based methods and random controls; the global RNG is
+            never used.
+        batch_size: inputs per forward/backward batch (one unit of work per batch).
+        device: where to run; default the model's device.
+        target_mode: ``"predicted"`` explains the class each model predicts (the paper);
+            ``"fixed"`` explains ``target`` or, without it, the trained model's prediction.
+            Default: "fixed" if a target is given, else "predicted".
+        controls: add the default controls (True), none (False), or a list of names.
+        n_examples: how many of the first inputs keep their maps in the result, for figures.
+        progress: show a progress bar.
+        run_dir: stream each finished unit of work there; a run started again with the same
+            arguments continues where it stopped, and a finished one is loaded, not recomputed.
+
+    Example:
+        >>> cfg = RunConfig.from_kwargs(None, {"seed": 3, "progress": False})
+        >>> cfg.seed, cfg.batch_size
+        (3, 32)
+        >>> RunConfig.from_kwargs(None, {"sed": 3})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: unknown setting 'sed'; the common settings are: batch_size, controls, ...
+    """
+
+    seed: int = 0
+    batch_size: int = 32
+    device: str | torch.device | None = None
+    target_mode: str | None = None
+    controls: bool | Sequence[str] = True
+    n_examples: int = 4
+    progress: bool = True
+    run_dir: str | os.PathLike | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("seed", "batch_size", "n_examples"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise TypeError(f"{name} must be an integer, got {v!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    @classmethod
+    def from_kwargs(cls, config: RunConfig | None, kwargs: Mapping[str, Any]) -> RunConfig:
+        """``config`` (or the defaults) with ``kwargs`` replacing fields; unknown keys raise."""
+        names = sorted(f.name for f in dataclasses.fields(cls))
+        for k in kwargs:
+            if k not in names:
+                raise TypeError(f"unknown setting {k!r}; the common settings are: "
+                                f"{', '.join(names)}")
+        return dataclasses.replace(config or cls(), **dict(kwargs))
+
+    def record(self, x: torch.Tensor, target: Any, dev: torch.device, target_mode: str | None,
+               method_objs: Mapping[str, Any], score_objs: Mapping[str, Any]
+               ) -> dict[str, Any]:
+        """The settings every check records in ``run.json``, the same keys in every check."""
+        return {
+            "seed": self.seed,
+            "target_mode": target_mode,
+            "target_given": target is not None,
+            "batch_size": self.batch_size,
+            "device": str(dev),
+            "n_samples": int(x.shape[0]),
+            "input_shape": list(x.shape[1:]),
+            "n_examples": max(0, min(self.n_examples, int(x.shape[0]))),
+            "methods": {label: m.settings() for label, m in method_objs.items()},
+            "controls": [label for label, m in method_objs.items() if m.is_control],
+            "scores": {name: s.settings() for name, s in score_objs.items()},
+            "versions": versions(),
+        }
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, the platform and every library a result depends on."""
+    import numpy
+    import pandas
+    import scipy
+    import skimage
+
+    from .. import __version__
+
+    return {
+        "saliency_sanity": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "scikit-image": skimage.__version__,
+        "pandas": pandas.__version__,
+    }

@@ -1,0 +1,113 @@
+"""The report's ranking section: methods ranked by each check, Kendall's tau, disagreements."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from ..results.ranking import wide_ranking
+from ._util import _num, _png_uri, _table
+from ._util import e as _e
+from .artifacts import CritiqueArtifacts, _draw
+
+#: Kendall's tau below which two checks' rankings are flagged as disagreeing.
+DISAGREEMENT_TAU = 0.5
+#: Pairs of checks sharing fewer methods than this are not judged.
+MIN_METHODS = 4
+
+
+def ranking_section(art: CritiqueArtifacts) -> str:
+    """Ranks of the methods by each check, Kendall's tau between checks, disagreements."""
+    assert art.ranking is not None and art.tau is not None
+    ranks, means, tau, n = wide_ranking(art.ranking, art.tau)
+    st = art.ranking_settings
+    fig = art.figures.get("ranking")
+    if fig is None and not ranks.empty:
+        from ..plots_critiques import ranking_figure
+
+        fig = _draw(lambda p: ranking_figure(ranks, tau, path=p))
+    metric_by_check = art.ranking.drop_duplicates("check").set_index("check")["metric"]
+    hib = art.ranking.drop_duplicates("check").set_index("check")["higher_is_better"]
+    head = [f"{_e(c)}<br><span class=\"note\">{_e(metric_by_check.get(c, ''))}, "
+            f"{'higher' if bool(hib.get(c, False)) else 'lower'} is better</span>"
+            for c in ranks.columns]
+    rows = []
+    for method in ranks.index:
+        cells = [_e(method)]
+        for c in ranks.columns:
+            r = ranks.loc[method, c]
+            cells.append("&ndash;" if pd.isna(r) else
+                         f'{_num(r, 1 if float(r) % 1 else 0)} <span class="note">'
+                         f"({_num(means.loc[method, c])})</span>")
+        rows.append(cells)
+    trows = []
+    for a in tau.index:
+        cells = [_e(a)]
+        for b in tau.columns:
+            t = tau.loc[a, b]
+            cells.append(f'{_num(t, 2)} <span class="note">n={_num(n.loc[a, b], 0)}</span>'
+                         if a != b else "1")
+        trows.append(cells)
+    out = ['<h2 id="ranking">Method rankings across checks (Binder et al. 2023, claim 3)</h2>',
+           "<p>Each check ranks the methods (1 = best, ties share the average rank) by one "
+           "number per method: the mean at full randomization of "
+           f"<code>{_e(st.get('metric', ''))}</code> for MPRT and sMPRT, the mean q for eMPRT, "
+           "the random-logit similarity, and the true- vs random-label similarity for data "
+           "randomization. Controls are left out. Kendall's tau between two rankings is 1 when "
+           "they agree, &minus;1 when reversed.</p>",
+           f"<p><b>{_e(disagreement_sentence(tau, n))}</b></p>"]
+    for note in st.get("notes", []) or []:
+        out.append(f'<p class="note">{_e(note)}</p>')
+    inf = art.ranking[np.isinf(art.ranking["mean"].to_numpy(dtype=float))]
+    for check, g in inf.groupby("check", sort=False):
+        out.append(f'<p class="note">{_e(check)}: {_e(", ".join(g["method"]))} '
+                   "score infinite on some inputs (for eMPRT: the trained model's map is "
+                   "constant, H = 0, so q = &infin;), which puts them first; read that rank "
+                   "with care.</p>")
+    out.append('<p class="sub">Rank by check (mean score in brackets).</p>')
+    out.append(_table(["method"] + head, rows, numeric=[False] + [True] * len(ranks.columns)))
+    out.append('<p class="sub">Kendall\'s tau-b between the checks\' rankings (n = methods '
+               "both rank).</p>")
+    out.append(_table([""] + [_e(c) for c in tau.columns], trows,
+                      numeric=[False] + [True] * len(tau.columns)))
+    if fig is not None:
+        out.append(f'<figure><img src="{_png_uri(fig)}" alt="method rankings">'
+                   "<figcaption>Left: rank of each method by each check (1 = best). Right: "
+                   "Kendall's tau between the checks' rankings.</figcaption></figure>")
+    return "\n".join(out)
+
+
+def disagreement_sentence(tau: pd.DataFrame, n: pd.DataFrame | None = None,
+                          threshold: float = DISAGREEMENT_TAU,
+                          min_methods: int = MIN_METHODS) -> str:
+    """Name the pairs of checks whose rankings disagree (tau < ``threshold``); pairs sharing
+    fewer than ``min_methods`` methods are named apart (too few to judge).
+
+    Example:
+        >>> t = pd.DataFrame([[1.0, 0.2], [0.2, 1.0]], index=["A", "B"], columns=["A", "B"])
+        >>> disagreement_sentence(t)
+        'The checks disagree (tau < 0.5): A vs B (tau = 0.20).'
+    """
+    pairs, agree, few = [], 0, []
+    keys = list(tau.index)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            t = float(tau.loc[a, b])
+            cnt = int(n.loc[a, b]) if n is not None and not pd.isna(n.loc[a, b]) else None
+            label = f", n = {cnt}" if cnt is not None else ""
+            if math.isnan(t) or (cnt is not None and cnt < min_methods):
+                few.append(f"{a} vs {b}" + ("" if math.isnan(t) else f" (tau = {t:.2f}{label})"))
+            elif t < threshold:
+                pairs.append(f"{a} vs {b} (tau = {t:.2f}{label})")
+            else:
+                agree += 1
+    extra = (f" Too few methods in common (fewer than {min_methods}) to judge: "
+             f"{'; '.join(few)}." if few else "")
+    if pairs:
+        return f"The checks disagree (tau < {threshold:g}): {'; '.join(pairs)}.{extra}"
+    if agree:
+        return (f"All {agree} comparable pairs of checks rank the methods alike "
+                f"(tau >= {threshold:g}).{extra}")
+    return extra.strip() or "No pair of checks to compare."

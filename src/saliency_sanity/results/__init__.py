@@ -1,0 +1,9 @@
+"""Results: the :class:`CheckResult` every check returns, and the run directory's file names.
+
+This layer imports no torch: the report and the plots read results without the engine.
+"""
+
+from . import files
+from .result import COLUMNS, CheckResult
+
+__all__ = ["COLUMNS", "CheckResult", "files"]

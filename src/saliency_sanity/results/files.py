@@ -1,0 +1,29 @@
+"""Names of the files in a run directory, shared by whoever writes and whoever reads them."""
+
+from __future__ import annotations
+
+RESULTS_CSV = "results.csv"
+NULL_CSV = "null.csv"
+RUN_JSON = "run.json"
+EXAMPLES_NPZ = "examples.npz"
+REPORT_HTML = "report.html"
+FIGURES_DIR = "figures"
+
+#: Subdirectories of the critique checks saved beside a model randomization run, by option.
+EXTRA_DIRS = {"smprt": "smprt", "emprt": "emprt", "random_logit": "random_logit"}
+SCALES_CSV = "activation_scales.csv"
+SCALES_JSON = "activation_scales.json"
+RANKING_CSV = "ranking.csv"
+RANKING_TAU_CSV = "ranking_tau.csv"
+RANKING_JSON = "ranking.json"
+#: Figures the critiques add to ``figures/``.
+CRITIQUE_FIGURES = ("activation_scales", "ranking")
+
+#: Display names of the checks, by ``CheckResult.check``.
+CHECK_LABELS = {
+    "model_randomization": "MPRT",
+    "smooth_model_randomization": "sMPRT",
+    "efficient_model_randomization": "eMPRT",
+    "random_logit": "random logit",
+    "data_randomization": "data randomization",
+}
