@@ -44,8 +44,12 @@ def test_model_randomization_run_directory(tmp_path, npz, weights, capsys):
     run = json.loads((out / "run.json").read_text())
     assert run["settings"]["command"].startswith("saliency-sanity model-randomization")
     assert [b["name"] for b in run["settings"]["blocks"]] == ["conv1", "conv2", "fc1", "fc2"]
-    assert (out / "figures" / "cascading_grid.png").stat().st_size > 1000
-    assert (out / "figures" / "similarity_ssim.png").is_file()
+    zoo.assert_png(out / "figures" / "cascading_grid.png")
+    zoo.assert_png(out / "figures" / "similarity_ssim.png")
+    assert set(table["method"]) == {"gradient", "guided_backprop", "edge_sobel",
+                                    "random_gaussian"}
+    assert set(table["metric"]) == {"spearman_abs", "ssim"}
+    assert table["value"].between(-1, 1).all()
     assert "run directory" in capsys.readouterr().out
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
+import zoo
 
 from saliency_sanity import model_randomization_test
 from saliency_sanity.demo import demo_model
@@ -78,5 +80,8 @@ def test_demo_cli_writes_run_directory(demo_cache, tmp_path, capsys):
     assert run["settings"]["model"]["name"] == "mnist_cnn"
     assert set(run["settings"]["methods"]) >= {"gradient", "guided_backprop", "gradcam",
                                                "ig_smoothgrad", "edge_sobel"}
-    assert (out / "figures" / "cascading_grid.png").is_file()
+    zoo.assert_png(out / "figures" / "cascading_grid.png")
+    table = pd.read_csv(out / "results.csv")
+    assert set(table["method"]) == set(run["settings"]["methods"])
+    assert sorted(table["sample"].unique()) == [0, 1, 2, 3]
     assert "cascading_grid.png" in capsys.readouterr().out

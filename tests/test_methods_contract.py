@@ -136,7 +136,7 @@ def _dirty(model: nn.Module) -> list:
     return [model.register_forward_hook(lambda m, i, o: None)]
 
 
-@pytest.mark.parametrize("name", EXPECTED)
+@pytest.mark.parametrize("name", methods.list())
 @pytest.mark.parametrize("model_name", ["cnn_inplace", "cnn_functional", "resnet", "mlp"])
 def test_model_untouched_after_each_method(name, model_name, global_rng_guard):
     model, x = zoo.make(model_name)
@@ -178,8 +178,7 @@ def _guided_state_is_clean() -> None:
     assert g.tolist() == [-1.0, 0.0], "a guided ReLU leaked out of the call"
 
 
-@pytest.mark.parametrize("name", sorted(set(EXPECTED) - {"edge_sobel", "random_gaussian",
-                                                         "random_uniform", "constant"}))
+@pytest.mark.parametrize("name", [m for m in methods.list() if methods.get(m).needs_model])
 def test_model_untouched_after_an_injected_error(name, global_rng_guard):
     inner, x = zoo.make("resnet")
     # call 1 resolves "predicted"; 2 is the default-layer search (cam) or the first pass;

@@ -11,19 +11,24 @@ from torch import nn
 from saliency_sanity import methods, model_randomization_test
 from saliency_sanity.engine import ActivationReuse
 
-# every builtin method, with few passes (chunked: several passes per map) to keep tests short
+# few passes (chunked: several passes per map) to keep the tests short
 SMALL = {"internal_batch_size": 5}
-BUILTIN = {
-    "gradient": {}, "gradient_x_input": {}, "guided_backprop": {}, "gradcam": {},
-    "guided_gradcam": {}, "integrated_gradients": {"steps": 4, **SMALL},
-    "smoothgrad": {"samples": 3, **SMALL}, "vargrad": {"samples": 3, **SMALL},
-    "ig_smoothgrad": {"samples": 2, "steps": 3, **SMALL},
-}
+FAST = {"integrated_gradients": {"steps": 4, **SMALL}, "smoothgrad": {"samples": 3, **SMALL},
+        "vargrad": {"samples": 3, **SMALL}, "ig_smoothgrad": {"samples": 2, "steps": 3, **SMALL}}
+#: every registered method that calls the model and declares itself safe under reuse
+BUILTIN = [m for m in methods.list()
+           if methods.get(m).needs_model and methods.get(m).reuse_safe]
 
 
 def _methods(name: str) -> dict:
-    return {m: methods.get(m, **kw) for m, kw in BUILTIN.items()
-            if name != "mlp" or "gradcam" not in m}  # flat inputs: no Grad-CAM
+    model, x = zoo.make(name)
+    return {m: methods.get(m, **FAST.get(m, {})) for m in BUILTIN
+            if methods.get(m).applies(model, x)}  # flat inputs: no Grad-CAM
+
+
+def test_every_model_calling_builtin_is_covered():
+    assert {"gradient", "guided_backprop", "gradcam", "smoothgrad"} <= set(BUILTIN)
+    assert set(FAST) <= set(BUILTIN)
 
 
 def _pair(model, x, **kw):
@@ -43,7 +48,8 @@ def _assert_identical(on, off) -> None:
             assert (on.examples["maps"][label][k] == maps).all(), (label, k)
 
 
-@pytest.mark.parametrize("name", zoo.ALL)
+@pytest.mark.parametrize("name", [n if n == "cnn" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in zoo.ALL])
 @pytest.mark.parametrize("order", ["cascading", "independent"])
 def test_reuse_changes_no_number(name, order):
     """Every builtin method, every zoo model (in-place, functional and shared ReLUs, residual

@@ -165,3 +165,13 @@ def assert_unchanged(model: nn.Module, snap: dict) -> None:
     assert now["hooks"] == snap["hooks"], "hooks left behind"
     for a, b in zip(now["grads"], snap["grads"], strict=True):
         assert (a is None) == (b is None) and (a is None or torch.equal(a, b)), ".grad changed"
+
+
+def assert_png(path) -> None:
+    """The file decodes as a PNG image that is not blank (more than one colour)."""
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    img = mpimg.imread(str(path), format="png")
+    assert img.ndim == 3 and img.shape[0] > 50 and img.shape[1] > 50, (path, img.shape)
+    assert float(np.std(img[..., :3])) > 0.01, f"{path} is blank"

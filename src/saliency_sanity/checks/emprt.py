@@ -73,7 +73,7 @@ def entropy_ratio(h_trained: torch.Tensor, h_random: torch.Tensor) -> torch.Tens
 
 @dataclass(frozen=True)
 class _PairStat:
-    """A per-sample statistic of (trained map, randomized map), called by ``run_stages``."""
+    """A per-sample statistic of (trained map, randomized map), scored by the evaluator."""
 
     name: str
     bins: int
