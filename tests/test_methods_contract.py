@@ -13,8 +13,8 @@ from torch import nn
 from saliency_sanity import methods
 
 EXPECTED = sorted([
-    "constant", "edge_sobel", "gradcam", "gradient", "gradient_x_input", "guided_backprop",
-    "guided_gradcam", "ig_smoothgrad", "integrated_gradients", "random_gaussian",
+    "constant", "deconvnet", "edge_sobel", "gradcam", "gradient", "gradient_x_input",
+    "guided_backprop", "guided_gradcam", "ig_smoothgrad", "integrated_gradients", "random_gaussian",
     "random_uniform", "smoothgrad", "vargrad",
 ])
 # small settings so every method runs quickly; the defaults are checked separately
@@ -183,7 +183,8 @@ def test_model_untouched_after_an_injected_error(name, global_rng_guard):
     inner, x = zoo.make("resnet")
     # call 1 resolves "predicted"; 2 is the default-layer search (cam) or the first pass;
     # fail on the last pass for one-pass methods, mid-way for batched ones
-    fail_at = {"gradient": 2, "gradient_x_input": 2, "guided_backprop": 2, "gradcam": 3,
+    fail_at = {"gradient": 2, "gradient_x_input": 2, "guided_backprop": 2, "deconvnet": 2,
+               "gradcam": 3,
                "guided_gradcam": 4}.get(name, 3)
     model = Flaky(inner, fail_at)
     handles = _dirty(model)

@@ -25,7 +25,7 @@ from .base import Method, check_input, model_guard, predicted_targets
 from .cam import GradCAM, GuidedGradCAM, default_layer
 from .controls import Constant, EdgeSobel, RandomGaussian, RandomUniform
 from .gradient import Gradient, GradientXInput, IntegratedGradients, quadrature
-from .guided import GuidedBackprop, guided_relus
+from .guided import Deconvnet, GuidedBackprop, guided_relus
 from .noise import NoiseWrapper, gaussian_noise, ig_smoothgrad, smoothgrad, vargrad
 from .registry import METHODS
 
@@ -78,7 +78,8 @@ def defaults(model: Any = None, x: Any = None, control: bool = False) -> builtin
 
 
 __all__ = [
-    "METHODS", "CaptumMethod", "Constant", "EdgeSobel", "FunctionMethod", "GradCAM", "Gradient",
+    "METHODS", "CaptumMethod", "Constant", "Deconvnet", "EdgeSobel", "FunctionMethod",
+    "GradCAM", "Gradient",
     "GradientXInput", "GuidedBackprop", "GuidedGradCAM", "IntegratedGradients", "Method",
     "NoiseWrapper", "RandomGaussian", "RandomUniform", "check_input", "default_layer",
     "gaussian_noise", "get", "guided_relus", "ig_smoothgrad", "list", "model_guard",

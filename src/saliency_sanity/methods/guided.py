@@ -1,17 +1,18 @@
-"""Guided Backpropagation (Springenberg et al. 2015).
+"""Guided Backpropagation (Springenberg et al. 2015) and Deconvnet (Zeiler and Fergus 2014).
 
-The backward pass of every ReLU is replaced by ``grad * [grad > 0] * [input > 0]``. ReLUs are
+Guided backprop replaces the backward pass of every ReLU by ``grad * [grad > 0] * [input > 0]``;
+Deconvnet by ``relu(grad)``, ignoring the sign of the ReLU's input in the forward pass. ReLUs are
 caught during the forward pass by a ``TorchFunctionMode``, so the rule applies however the ReLU
 is written: ``nn.ReLU`` (in-place or not, one module reused any number of times), ``F.relu``,
 ``F.relu_``, ``torch.relu``, ``torch.relu_``, ``Tensor.relu`` and ``Tensor.relu_``. Nothing is
 hooked onto the model. (ReLUs written as ``clamp(min=0)`` or ``x * (x > 0)`` are not recognised.)
 
 Other rectifier-like activations (PReLU, LeakyReLU, RReLU, ELU, CELU, SELU, GELU, SiLU, Mish,
-Softplus, ReLU6/Hardtanh, Hardswish, Threshold) have no rule in the paper: they raise an error
-naming them unless ``allow_other_activations=True``, in which case the gradient reaching their
-input is clamped at zero, ``relu(f'(x) * grad)`` (for a ReLU this equals the rule above; it is
-also what Captum's hooks return). Smooth saturating functions (Tanh, Sigmoid) and everything else
-keep their ordinary gradients, as in Captum and the original paper.
+Softplus, ReLU6/Hardtanh, Hardswish, Threshold) have no rule in either paper: they raise an error
+naming them unless (guided backprop only) ``allow_other_activations=True``, in which case the
+gradient reaching their input is clamped at zero, ``relu(f'(x) * grad)`` (for a ReLU this equals
+the rule above; it is also what Captum's hooks return). Smooth saturating functions (Tanh,
+Sigmoid) and everything else keep their ordinary gradients, as in Captum and the papers.
 """
 
 from __future__ import annotations
@@ -65,6 +66,18 @@ class _GuidedReLU(torch.autograd.Function):
         return torch.where((grad > 0) & (out > 0), grad, torch.zeros_like(grad))
 
 
+class _DeconvReLU(torch.autograd.Function):
+    """ReLU forward; backward ``relu(grad)``, whatever the sign of the input (Deconvnet)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.clamp(min=0)
+
+
 class _PositiveGrad(torch.autograd.Function):
     """Identity forward (a copy); the gradient passed back is clamped at zero."""
 
@@ -89,9 +102,13 @@ class GuidedMode(TorchFunctionMode):
         [0.0, 0.0, 2.0]
     """
 
-    def __init__(self, allow_other_activations: bool = False) -> None:
+    def __init__(self, allow_other_activations: bool = False, rule: str = "guided") -> None:
         super().__init__()
+        if rule not in ("guided", "deconvnet"):
+            raise ValueError(f"rule must be 'guided' or 'deconvnet', got {rule!r}")
         self.allow_other_activations = allow_other_activations
+        self.relu = _GuidedReLU if rule == "guided" else _DeconvReLU
+        self.who = "guided_backprop" if rule == "guided" else "deconvnet"
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (),
                            kwargs: dict | None = None) -> Any:
@@ -100,14 +117,14 @@ class GuidedMode(TorchFunctionMode):
             x = args[0] if args else kwargs["input"]
             inplace = func in _INPLACE_RELUS or bool(
                 kwargs.get("inplace", args[1] if len(args) > 1 else False))
-            out = _GuidedReLU.apply(x)
+            out = self.relu.apply(x)
             if inplace:
                 x.copy_(out)
                 return x
             return out
         if func in _OTHER_FUNCS:
             if not self.allow_other_activations:
-                raise ValueError(_other_message([_OTHER_FUNCS[func]]))
+                raise ValueError(_other_message([_OTHER_FUNCS[func]], self.who))
             args = list(args)
             if args:
                 x = args[0]
@@ -124,22 +141,23 @@ class GuidedMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def _other_message(names: list[str]) -> str:
-    return (
-        "guided_backprop defines its backward rule for ReLUs only; the model uses "
-        f"{', '.join(names)}. Pass allow_other_activations=True to clamp the gradient at zero "
-        "behind these activations too (relu(f'(x) * grad)), or replace them by ReLUs."
-    )
+def _other_message(names: list[str], who: str = "guided_backprop") -> str:
+    fix = ("Pass allow_other_activations=True to clamp the gradient at zero behind these "
+           "activations too (relu(f'(x) * grad)), or replace them by ReLUs."
+           if who == "guided_backprop" else "Replace them by ReLUs.")
+    return (f"{who} defines its backward rule for ReLUs only; the model uses "
+            f"{', '.join(names)}. {fix}")
 
 
-def check_activations(model: Any, allow_other_activations: bool) -> None:
+def check_activations(model: Any, allow_other_activations: bool,
+                      who: str = "guided_backprop") -> None:
     """Raise a ValueError naming every non-ReLU rectifier module, unless allowed."""
     if allow_other_activations or not isinstance(model, nn.Module):
         return
     bad = [f"{name or '<model>'} ({type(m).__name__})" for name, m in model.named_modules()
            if isinstance(m, OTHER_ACTIVATION_MODULES)]
     if bad:
-        raise ValueError(_other_message(bad))
+        raise ValueError(_other_message(bad, who))
 
 
 @contextlib.contextmanager
@@ -191,3 +209,36 @@ class GuidedBackprop(Method):
         return input_gradient(model, x, target,
                               context=lambda: guided_relus(self.allow_other_activations),
                               who=self.name)
+
+
+@METHODS.register("deconvnet")
+class Deconvnet(Method):
+    """Deconvnet (Zeiler and Fergus 2014): ReLU backward = ``relu(grad)``, the forward sign
+    ignored; every other operation keeps its ordinary gradient (as Captum's ``Deconvolution``).
+
+    ReLUs are caught however they are written (module, in-place, functional, one module used
+    twice), as for guided backprop; other rectifier-like activations raise an error naming them.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> lin = nn.Linear(2, 2, bias=False)
+        >>> with torch.no_grad():
+        ...     _ = lin.weight.copy_(torch.tensor([[1.0, -1.0], [2.0, 0.5]]))
+        >>> head = nn.Linear(2, 1, bias=False)
+        >>> with torch.no_grad():
+        ...     _ = head.weight.copy_(torch.tensor([[1.0, -3.0]]))
+        >>> model = nn.Sequential(lin, nn.ReLU(), head)
+        >>> x = torch.tensor([[-1.0, 0.0]])  # both hidden units off: the gradient would be 0
+        >>> Deconvnet()(model, x, torch.tensor([0])).tolist()  # W1^T relu([1, -3])
+        [[1.0, -1.0]]
+    """
+
+    name = "deconvnet"
+    reuse_safe = True
+
+    def attribute(self, model: Any, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        refuse_torchscript(model, self.name)
+        check_activations(model, False, self.name)
+        return input_gradient(model, x, target,
+                              context=lambda: GuidedMode(rule="deconvnet"), who=self.name)
