@@ -338,7 +338,8 @@ def test_stage_statistics_match_scipy_and_hand_values():
     # cam's spearman null is NaN at full randomization: the random-map control is the floor
     cam = sv.loc[("cam", "spearman_abs", 1)]
     noise = np.concatenate([JITTER[24 + k] for k in (1, 2, 3, 4)])
-    assert cam["floor_source"] == "random-map controls"
+    assert cam["floor_source"] == ("random-map controls (constant null maps at full "
+                                   f"randomization: {N} of {N} samples)")
     assert cam["floor"] == pytest.approx(noise.mean(), rel=1e-12)
     assert sv.loc[("cam", "spearman_abs", 1), "vs_null"] == "no null"
 
@@ -416,3 +417,21 @@ def test_demo_cnn_reproduces_the_papers_stage_conclusion():
     sv = stage_verdicts(r)
     first = sv[sv["stage"] == 1]
     assert (first["prediction_agreement"] < 0.5).all()  # the predictions did change
+
+
+def test_degenerate_floor_is_reported():
+    # the null at full randomization has constant maps (NaN Spearman) on every sample, and an
+    # SSIM near 0 (a constant map against a real one): the floor is still used, and said to be
+    # degenerate in floor_source and in the headline of a flagged method
+    per = {"ggc": {"spearman_abs": _curve([0.9, 0.3, 0.2, 0.1]),
+                   "ssim": _curve([0.9, 0.2, 0.1, 0.1], 4)}}
+    null = {"ggc": {"spearman_abs": {4: np.full(N, np.nan)}, "ssim": {4: 1e-4 + 0 * JITTER[0]}}}
+    r = _stage_result(per, null, controls=())
+    sv = stage_verdicts(r).set_index(["metric", "stage"])
+    note = f"(constant null maps at full randomization: {N} of {N} samples)"
+    assert sv.loc[("ssim", 1), "floor_source"] == "null at full randomization " + note
+    assert sv.loc[("spearman_abs", 1), "floor_source"] == "zero (no null, no random control) " \
+        + note
+    h = stage_headlines(r).iloc[0]
+    assert h["flagged"] and h["insensitive_top"] == 1
+    assert "caution, degenerate floor: constant null maps at full randomization" in h["headline"]

@@ -409,16 +409,23 @@ def _floor(result: CheckResult, method: str, metric: str, sign: float, last: int
            order: str, min_samples: int) -> tuple[float, str]:
     """Oriented similarity of unrelated maps: the null at full randomization (two fully and
     independently randomized models), else the random-map controls' mean, else 0."""
+    note = ""
     if order in ("cascading", "bottom_up") and result.null is not None and not result.null.empty:
+        # constant null maps (NaN on a correlation score) make a degenerate floor: say so
+        g = result.null[(result.null["method"] == method) & (result.null["stage"] == last)]
+        bad = int(g.groupby("sample")["value"].apply(lambda x: bool(x.isna().any())).sum())
+        if bad:
+            note = f" (constant null maps at full randomization: {bad} of " \
+                   f"{g['sample'].nunique()} samples)"
         v = _values(result.null, method, metric, last).dropna()
         if len(v) >= min_samples:
-            return sign * float(v.mean()), "null at full randomization"
+            return sign * float(v.mean()), "null at full randomization" + note
     t = result.table
     rand = [c for c in result.settings.get("controls", []) if c in RANDOM_CONTROLS]
     v = t[t["method"].isin(rand) & (t["metric"] == metric)]["value"].dropna()
     if len(v) >= min_samples:
-        return sign * float(v.mean()), "random-map controls"
-    return 0.0, "zero (no null, no random control)"
+        return sign * float(v.mean()), "random-map controls" + note
+    return 0.0, "zero (no null, no random control)" + note
 
 
 def _output_change(result: CheckResult, stage: int) -> dict[str, float]:
@@ -451,7 +458,8 @@ def stage_verdicts(result: CheckResult, min_samples: int = 5, ci: float = 0.95
       t-interval: the share of the similarity the maps kept, 1 = unchanged, 0 = as related as
       the maps of two unrelated random models; ``floor`` and ``floor_source``: the similarity of
       the maps of two fully and independently randomized models (the null at the last stage
-      of a cascading or bottom-up run), else the mean of the random-map controls, else 0;
+      of a cascading or bottom-up run; ``floor_source`` notes how many samples have constant
+      null maps there: a degenerate floor), else the mean of the random-map controls, else 0;
     - ``null_mean/lo/hi``: the stage's null band (similarity between the maps of two
       independently randomized models at that stage), ``null_diff_mean/lo/hi``: the paired
       difference similarity - null, and ``vs_null``: ``above``, ``within`` or ``below`` the
@@ -652,6 +660,12 @@ def _headline(per_stage: list[tuple[int, str, str, pd.DataFrame]], top: int, ord
                      if agree.min() != agree.max() else
                      f" (agreement with the trained model {agree.min():.0%}")
             text += f"; maps keep {kept.min():.0%}-{kept.max():.0%} of their similarity)"
+        notes = {src[src.index("(constant") + 1:-1] for _, _, _, gs in per_stage[:top]
+                 for src in gs.get("floor_source", pd.Series(dtype=str)).dropna()
+                 if "(constant null maps" in src}
+        if notes:
+            text += ("; caution, degenerate floor: " + "; ".join(sorted(notes))
+                     + ", read the per-stage numbers")
         rest = [lay for lay, r in zip(layers[top:], readings[top:], strict=True)
                 if r == "insensitive"]
         if rest:
