@@ -47,6 +47,19 @@ CONTROLS = ["edge_sobel", "random_gaussian"]
 SCORES = ["spearman_abs", "spearman", "ssim", "hog", "pearson", "mse"]
 
 
+def scores(names: list[str]) -> list[Any]:
+    """The scores of the tables. The signed Spearman score post-processed as when the tables
+    were saved: ``diverging`` then clipped to [0, 1], now the ``diverging_display`` variant
+    (``diverging`` itself follows the authors' [-1, 1] since)."""
+    from saliency_sanity import postprocess
+    from saliency_sanity import scores as _scores
+
+    if "diverging_display" not in postprocess.list():  # the tables' own commit
+        return list(names)
+    return [_scores.get(n, postprocess="diverging_display") if n == "spearman" else n
+            for n in names]
+
+
 class Block(nn.Module):
     def __init__(self, ch: int) -> None:
         super().__init__()
@@ -113,7 +126,7 @@ def tables(name: str, model: nn.Module, x: torch.Tensor, reuse: bool = True
     for seed in SEEDS:
         for order in ("cascading", "independent", "bottom_up"):
             r = checks.model_randomization_test(
-                model, x, methods=METHODS, controls=CONTROLS, scores=SCORES, order=order,
+                model, x, methods=METHODS, controls=CONTROLS, scores=scores(SCORES), order=order,
                 seed=seed, reuse_activations=reuse, **common)
             out[f"mprt|{order}|{seed}"] = r.table
             out[f"mprt_null|{order}|{seed}"] = r.null
@@ -127,7 +140,7 @@ def tables(name: str, model: nn.Module, x: torch.Tensor, reuse: bool = True
         out[f"emprt|{seed}"] = r.table
         out[f"emprt_stages|{seed}"] = _stages(r.stages)
         r = checks.random_logit_test(model, x, methods=METHODS, controls=CONTROLS,
-                                     scores=["spearman_abs", "ssim"], seed=seed, **common)
+                                     scores=scores(["spearman_abs", "ssim"]), seed=seed, **common)
         out[f"random_logit|{seed}"] = r.table
         out[f"scales|{seed}"] = checks.activation_scale_analysis(model, x, seed=seed,
                                                                  batch_size=4)
@@ -141,7 +154,7 @@ def compare(model: nn.Module, twin: nn.Module, x: torch.Tensor) -> dict[str, pd.
     out = {}
     for seed in SEEDS:
         r = checks.compare_models(model, twin, x, methods=METHODS, controls=CONTROLS,
-                                  scores=SCORES, seed=seed, progress=False, batch_size=4)
+                                  scores=scores(SCORES), seed=seed, progress=False, batch_size=4)
         out[f"drt|{seed}"] = r.table
         out[f"drt_stages|{seed}"] = _stages(r.stages)
     return out

@@ -111,7 +111,8 @@ def test_resolve_accepts_names_methods_callables_and_captum_classes():
         assert sal.name == "captum.Saliency"
         assert torch.equal(sal(model, x, t), grad)
         cam = methods.resolve(CA.LayerGradCam, layer="conv2", relu_attributions=True)
-        torch.testing.assert_close(cam(model, x, t), methods.get("gradcam")(model, x, t))
+        ours = methods.get("gradcam", layer="conv2")(model, x, t)
+        torch.testing.assert_close(cam(model, x, t), ours)
         gbp = methods.resolve(CA.GuidedBackprop)(model, x, t)  # hooks nn.ReLU, removed after
     torch.testing.assert_close(gbp, methods.get("guided_backprop")(model, x, t))
     zoo.assert_unchanged(model, snap)

@@ -25,13 +25,29 @@ def ref_absolute(m: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
-def ref_diverging(m: np.ndarray) -> np.ndarray:
+def ref_diverging(m: np.ndarray, low: float = -1.0) -> np.ndarray:
+    """The authors' visualization formula: s = |p99|, (m + s) / (2 s), clipped to [-1, 1]."""
     x = _reduce(m, False)
     out = []
     for s in x:
         sc = abs(np.percentile(s, 99))
-        out.append(np.clip((s + sc) / (2 * sc), 0, 1))
+        out.append(np.clip((s + sc) / (2 * sc), low, 1))
     return np.stack(out)
+
+
+def ref_diverging_display(m: np.ndarray) -> np.ndarray:
+    """The display variant: the same formula clipped to [0, 1]."""
+    return ref_diverging(m, low=0.0)
+
+
+def ref_max_abs(m: np.ndarray) -> np.ndarray:
+    x = _reduce(m, True)
+    return np.stack([s / np.abs(s).max() for s in x])
+
+
+def ref_signed_max_abs(m: np.ndarray) -> np.ndarray:
+    x = _reduce(m, False)
+    return np.stack([s / np.abs(s).max() for s in x])
 
 
 def ref_minmax(m: np.ndarray) -> np.ndarray:
@@ -47,6 +63,9 @@ def ref_second_moment(m: np.ndarray) -> np.ndarray:
 REFS = {
     "absolute": ref_absolute,
     "diverging": ref_diverging,
+    "diverging_display": ref_diverging_display,
+    "max_abs": ref_max_abs,
+    "signed_max_abs": ref_signed_max_abs,
     "minmax": ref_minmax,
     "second_moment": ref_second_moment,
 }
@@ -82,6 +101,11 @@ def test_degenerate_maps_follow_documented_conventions():
     np.testing.assert_array_equal(postprocess.absolute(const).numpy(), np.zeros((1, 8, 8)))
     np.testing.assert_array_equal(postprocess.minmax(const).numpy(), np.zeros((1, 8, 8)))
     np.testing.assert_array_equal(postprocess.diverging(zero).numpy(), np.full((1, 8, 8), 0.5))
+    np.testing.assert_array_equal(
+        postprocess.diverging_display(zero).numpy(), np.full((1, 8, 8), 0.5)
+    )
+    for name in ("max_abs", "signed_max_abs"):
+        np.testing.assert_array_equal(postprocess.get(name)(zero).numpy(), np.zeros((1, 8, 8)))
     np.testing.assert_array_equal(postprocess.second_moment(zero).numpy(), np.zeros((1, 8, 8)))
     # Sparse map: p99 == min (more than 99% zeros): the scale falls back to max - min.
     sparse = np.zeros((1, 1, 20, 20))
@@ -99,7 +123,10 @@ def test_degenerate_maps_follow_documented_conventions():
 
 
 def test_registry_and_errors():
-    assert postprocess.list() == ["absolute", "diverging", "minmax", "none", "second_moment"]
+    assert postprocess.list() == [
+        "absolute", "diverging", "diverging_display", "max_abs", "minmax", "none",
+        "second_moment", "signed_max_abs",
+    ]  # fmt: skip
     m = torch.randn(2, 3, 4, 4)
     assert torch.equal(postprocess.get("none")(m), m)
     p95 = postprocess.get("absolute", percentile_=95.0)
@@ -112,3 +139,53 @@ def test_registry_and_errors():
         postprocess.minmax(torch.tensor([[1.0, float("nan")]]))
     with pytest.raises(ValueError, match="shape"):
         postprocess.minmax(torch.ones(4))
+
+
+# ------------------------------------------------------------ the authors' diverging formula
+def _heavy_negative_tails(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """Maps whose negative values reach far below -s = -|p99| (down to about -5 s)."""
+    rs = np.random.RandomState(seed)
+    m = rs.rand(*shape)  # in [0, 1): p99 of the channel sum is positive
+    neg = rs.rand(*shape) < 0.3
+    m[neg] = -rs.rand(int(neg.sum())) * 5.0 * (shape[1] if len(shape) == 4 else 1)
+    return m
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 28, 28), (2, 1, 16, 16), (3, 28, 28), (4, 300)])
+def test_diverging_is_the_authors_formula_on_heavy_negative_tails(shape):
+    m = _heavy_negative_tails(shape, seed=sum(shape))
+    x = _reduce(m, False)
+    s = np.abs(np.percentile(x.reshape(x.shape[0], -1), 99, axis=1))
+    s = s.reshape(-1, *([1] * (x.ndim - 1)))
+    assert (x < -3 * s).any() and (x > -3 * s).any()  # tails reach past the clip at -1
+    ours = postprocess.diverging(torch.from_numpy(m)).numpy()
+    np.testing.assert_allclose(ours, np.clip((x + s) / (2 * s), -1, 1), atol=1e-6, rtol=0)
+    assert ours.min() == -1.0 and ours.max() == 1.0
+    # values in [-3 s, -s] keep their order: they are not tied at 0 as in the display variant
+    mid = (x > -3 * s) & (x < -s)
+    assert len(np.unique(ours[mid])) == mid.sum()
+    disp = postprocess.diverging_display(torch.from_numpy(m)).numpy()
+    np.testing.assert_allclose(disp, np.clip((x + s) / (2 * s), 0, 1), atol=1e-6, rtol=0)
+    assert (disp[x <= -s] == 0).all()
+
+
+def test_diverging_float32_matches_float64_transcription():
+    m = _heavy_negative_tails((2, 3, 32, 32), seed=5).astype(np.float32)
+    ours = postprocess.diverging(torch.from_numpy(m)).double().numpy()
+    np.testing.assert_allclose(ours, ref_diverging(m), atol=1e-6, rtol=0)
+
+
+def test_max_abs_hand_values():
+    m = torch.tensor([[[[1.0, -2.0], [0.5, 0.0]], [[-3.0, 0.0], [0.5, 1.0]]]])  # (1, 2, 2, 2)
+    # channel sums: |m| -> [[4, 2], [1, 1]]; signed -> [[-2, -2], [1, 1]]
+    torch.testing.assert_close(postprocess.max_abs(m), torch.tensor([[[1.0, 0.5], [0.25, 0.25]]]))
+    torch.testing.assert_close(
+        postprocess.signed_max_abs(m), torch.tensor([[[-1.0, -1.0], [0.5, 0.5]]])
+    )
+    flat = torch.tensor([[0.5, -0.25, 0.125], [2.0, 4.0, -8.0]])
+    torch.testing.assert_close(
+        postprocess.signed_max_abs(flat), torch.tensor([[1.0, -0.5, 0.25], [0.25, 0.5, -1.0]])
+    )
+    torch.testing.assert_close(
+        postprocess.max_abs(flat), torch.tensor([[1.0, 0.5, 0.25], [0.25, 0.5, 1.0]])
+    )

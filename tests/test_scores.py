@@ -9,7 +9,7 @@ import scipy.stats
 import torch
 from skimage.feature import hog
 from skimage.metrics import structural_similarity
-from test_postprocess import ref_absolute, ref_diverging, ref_minmax
+from test_postprocess import ref_absolute, ref_diverging, ref_diverging_display, ref_minmax
 
 from saliency_sanity import metrics, scores
 
@@ -77,6 +77,28 @@ def test_scores_equal_reference_compositions(shape):
            for x, y in zip(pa, pb, strict=True)]  # fmt: skip
     out = scores.get("hog", correlation="spearman")(ta, tb)
     np.testing.assert_allclose(out.numpy(), ref, atol=1e-6)
+
+
+def test_signed_spearman_display_variant_reproduces_the_old_numbers():
+    """``postprocess="diverging_display"`` is the signed Spearman before the [-1, 1] clip."""
+    rs = np.random.RandomState(3)
+    a = rs.randn(4, 3, 28, 28)
+    a[a < 0] *= 6.0  # heavy negative tails: many values below -s, where the variants differ
+    b = 0.5 * a + rs.randn(*a.shape)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    old = scores.get("spearman", postprocess="diverging_display")
+    assert old.postprocess == "diverging_display"
+    assert old.settings()["postprocess"] == "diverging_display"
+    ref_old = [scipy.stats.spearmanr(x.ravel(), y.ravel())[0]
+               for x, y in zip(ref_diverging_display(a), ref_diverging_display(b), strict=True)]
+    np.testing.assert_allclose(old(ta, tb).numpy(), ref_old, atol=1e-12)
+    ref_new = [scipy.stats.spearmanr(x.ravel(), y.ravel())[0]
+               for x, y in zip(ref_diverging(a), ref_diverging(b), strict=True)]
+    new = scores.get("spearman")(ta, tb).numpy()
+    np.testing.assert_allclose(new, ref_new, atol=1e-12)
+    assert np.abs(new - np.asarray(ref_old)).min() > 1e-3  # the clip matters on these maps
+    with pytest.raises(KeyError, match="diverging_display"):
+        scores.get("spearman", postprocess="divergent")
 
 
 def test_flat_maps_work_for_correlations_and_are_refused_by_image_scores():

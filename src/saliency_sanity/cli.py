@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .critiques import CritiqueOptions, CritiqueOutcome
 
 #: Exit status when the main check succeeded but an extra (--smprt, ...) failed.
 EXIT_EXTRA_FAILED = 4
+#: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -131,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--data", required=True,
                    help="a built-in data set name, a folder of images (one sub-folder per class), "
                         "or an .npz with arrays x and y")
-    m.add_argument("--n-samples", type=int, default=16, help="inputs to explain (16)")
+    m.add_argument("--n-samples", type=int, default=None,
+                   help="inputs to explain (16, or all when the data hold fewer; a larger "
+                        "number than the data hold warns and uses all)")
     m.add_argument("--size", type=int, default=None, help="resize folder images to SIZE x SIZE")
     m.add_argument("--channels", type=int, choices=(1, 3), default=None,
                    help="convert folder images to 1 or 3 channels")
@@ -151,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'children' or comma-separated module names/prefixes to group into blocks")
     m.add_argument("--batch-size", type=int, default=16)
     m.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the model's)")
+    m.add_argument("--normalize", default=None, metavar="MEAN,STD|MEANS/STDS",
+                   help="for models trained on normalized inputs: explain "
+                        "model((x - mean) / std), x in the data's own units; e.g. "
+                        "0.1307,0.3081 (one value for every channel) or "
+                        "0.485,0.456,0.406/0.229,0.224,0.225 (per channel)")
     m.add_argument("--out", required=True, help="run directory to write")
     _add_critiques(m)
     _add_common(m)
@@ -188,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``saliency-sanity`` console script."""
+    """Entry point of the ``saliency-sanity`` console script (and ``python -m saliency_sanity``).
+    """
     args = build_parser().parse_args(argv)
     if os.environ.get("SALIENCY_SANITY_DEFAULT_MALLOC") != "1":
         from .performance import tune_allocator
@@ -197,11 +209,80 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .io_inputs import InputError
 
     try:
-        return _COMMANDS[args.command](args, list(argv) if argv is not None else sys.argv[1:])
+        with warnings_through_tqdm():
+            return _COMMANDS[args.command](args, list(argv) if argv is not None else sys.argv[1:])
     except (InputError, KeyError, ValueError, TypeError, OSError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else _os_message(err)
         print(f"saliency-sanity: error: {msg}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(interrupted_message(args), file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def interrupted_message(args: argparse.Namespace) -> str:
+    """The one line printed after Ctrl-C.
+
+    Example:
+        >>> interrupted_message(argparse.Namespace(command="list"))
+        'saliency-sanity: interrupted'
+    """
+    out = getattr(args, "out", None)
+    if out is None or args.command not in ("demo", "model-randomization", "data-randomization"):
+        return "saliency-sanity: interrupted"
+    return (f"saliency-sanity: interrupted; finished work is kept in {out}: run the same command "
+            "again to continue where it stopped")
+
+
+@contextlib.contextmanager
+def warnings_through_tqdm() -> Iterator[None]:
+    """While active, warnings are printed with ``tqdm.write`` (one line each, on stderr), which
+    clears and redraws any active progress bar, so a warning never breaks a bar.
+
+    Example:
+        >>> import warnings
+        >>> with warnings_through_tqdm():
+        ...     warnings.warn("careful")  # doctest: +SKIP
+    """
+    from tqdm import tqdm
+
+    previous = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        text = " ".join(str(message).split())
+        tqdm.write(f"saliency-sanity: warning: {text} ({category.__name__})", file=sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
+
+
+def apply_normalize(args: argparse.Namespace, model: Any, group_by: Any) -> tuple[Any, Any]:
+    """``--normalize``: the model wrapped in :class:`~saliency_sanity.io_inputs.Normalized`, and
+    ``--group-by`` names moved under the wrapper's ``model.`` prefix (``children`` becomes the
+    wrapped model's children). Unchanged without ``--normalize``.
+
+    Example:
+        >>> from torch import nn
+        >>> a = argparse.Namespace(normalize="0.5,0.25")
+        >>> net, g = apply_normalize(a, nn.Sequential(nn.Linear(2, 2)), "children")
+        >>> type(net).__name__, g
+        ('Normalized', ['model.0'])
+    """
+    if not getattr(args, "normalize", None):
+        return model, group_by
+    from .io_inputs import Normalized, parse_normalize
+
+    means, stds = parse_normalize(args.normalize)
+    wrapped = Normalized(model, means, stds).eval()
+    if group_by == "children":
+        group_by = [f"model.{name}" for name, _ in model.named_children()]
+    elif group_by:
+        group_by = [f"model.{g}" for g in group_by]
+    return wrapped, group_by
 
 
 def _os_message(err: BaseException) -> object:
@@ -252,14 +333,17 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
         options.validate()
     except ValueError as err:  # name the command line's flags, not the API's fields
         raise ValueError(_as_flags(str(err))) from None
+    _check_device(args.device)
     model = load_model(args.model, weights=args.weights, unsafe_load=args.unsafe_load,
                        kwargs=parse_kwargs(args.model_kwargs))
-    x, y, desc = load_data(args.data, n=args.n_samples, seed=args.seed, size=args.size,
-                           channels=args.channels)
+    x, y, desc = load_data(args.data, n=16 if args.n_samples is None else args.n_samples,
+                           seed=args.seed, size=args.size, channels=args.channels,
+                           warn_if_fewer=args.n_samples is not None)
     controls = [] if args.controls.strip().lower() == "none" else _csv(args.controls) or []
     group_by = args.group_by
     if group_by and group_by != "children":
         group_by = _csv(group_by)
+    model, group_by = apply_normalize(args, model, group_by)
     target = y if (args.target_mode == "fixed" and y is not None and (y >= 0).all()) else None
     check_model_on_inputs(model, x, target)
     result = model_randomization_test(
@@ -269,6 +353,8 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
         progress=not args.no_progress, run_dir=args.out,
     )
     result.settings["model"] = {"spec": args.model, "weights": args.weights}
+    if args.normalize:
+        result.settings["model"]["normalize"] = args.normalize
     result.settings["data"] = desc
     if options.any():
         result.settings["critiques"] = options.settings()
@@ -286,6 +372,12 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     _print_outputs(out)
     print(format_summary(result))
     return _critique_status(outcome, out)
+
+
+def _check_device(device: str | None) -> None:
+    from .io_inputs import check_device
+
+    check_device(device)
 
 
 def _cmd_data_randomization(args: argparse.Namespace, argv: list[str]) -> int:

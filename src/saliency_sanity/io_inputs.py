@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
 import os
 import pickle
 import sys
+import warnings
 import zipfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,23 +60,59 @@ def load_model(spec: str, weights: str | os.PathLike | None = None, unsafe_load:
     mod_name, _, attr = spec.rpartition(":")
     if not mod_name or not attr:
         raise InputError(f"model {spec!r}: expected 'package.module:factory'")
-    module = _import(mod_name)
-    if not hasattr(module, attr):
-        public = [n for n in dir(module) if not n.startswith("_")][:20]
-        raise InputError(f"{mod_name} has no attribute {attr!r}; it has: {', '.join(public)}")
-    factory = getattr(module, attr)
-    if not callable(factory):
-        raise InputError(f"{spec} is not callable")
-    model = factory(**(kwargs or {}))
-    if not isinstance(model, nn.Module):
-        raise InputError(f"{spec}() returned {type(model).__name__}, not a torch.nn.Module")
-    if weights is not None:
-        state = load_weights(weights, unsafe_load=unsafe_load)
+    # a model file's own folder is importable while it loads (sibling modules, pickled classes)
+    folder = Path(mod_name).resolve().parent if mod_name.endswith(".py") else None
+    with _on_sys_path(folder):
+        module = _import(mod_name)
+        if not hasattr(module, attr):
+            public = [n for n in dir(module) if not n.startswith("_")][:20]
+            raise InputError(f"{mod_name} has no attribute {attr!r}; it has: {', '.join(public)}")
+        factory = getattr(module, attr)
+        if not callable(factory):
+            raise InputError(f"{spec} is not callable")
         try:
-            model.load_state_dict(state)
-        except RuntimeError as err:
-            raise InputError(f"the weights in {weights} do not fit {spec}: {err}") from err
+            model = factory(**(kwargs or {}))
+        except Exception as err:
+            args = ", ".join(f"{k}={v!r}" for k, v in (kwargs or {}).items())
+            raise InputError(f"the model factory {spec}({args}) failed: "
+                             f"{type(err).__name__}: {_first_line(err)}") from err
+        if not isinstance(model, nn.Module):
+            raise InputError(f"{spec}() returned {type(model).__name__}, not a torch.nn.Module")
+        if weights is not None:
+            state = load_weights(weights, unsafe_load=unsafe_load)
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as err:
+                raise InputError(f"the weights in {weights} do not fit {spec}: {err}") from err
     return model.eval()
+
+
+@contextlib.contextmanager
+def _on_sys_path(folder: Path | None) -> Iterator[None]:
+    """``folder`` first on ``sys.path`` for the duration (removed after, if it was added)."""
+    entry = str(folder) if folder is not None else None
+    added = entry is not None and entry not in sys.path
+    if added:
+        sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        if added and entry in sys.path:
+            sys.path.remove(entry)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def _shorten(text: str, limit: int = 200) -> str:
+    """``text`` cut at a word boundary to at most ``limit`` characters (with an ellipsis)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0]
+    return cut.rstrip(",;:") + " ..."
 
 
 def _import(name: str):
@@ -87,7 +126,12 @@ def _import(name: str):
             raise InputError(f"cannot import {name}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[mod_id] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:
+            sys.modules.pop(mod_id, None)
+            raise InputError(f"importing the model file {name} failed: "
+                             f"{type(err).__name__}: {_first_line(err)}") from err
         return module
     try:
         return importlib.import_module(name)
@@ -103,15 +147,29 @@ def load_weights(path: str | os.PathLike, unsafe_load: bool = False) -> dict[str
     p = Path(path)
     if not p.is_file():
         raise InputError(f"weights file {p} does not exist")
+    plain = _is_plain_pickle(p)
+    if plain and not unsafe_load:
+        raise InputError(
+            f"{p} is a plain Python pickle, not a torch.save checkpoint: loading it runs code "
+            "from the file, which weights_only loading refuses. If you trust the file, pass "
+            "--unsafe-load; better, save the weights with torch.save(model.state_dict(), path)"
+        )
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=not unsafe_load)
+        with warnings.catch_warnings():  # torch's own loader warnings: our message says it all
+            warnings.simplefilter("ignore")
+            if plain:
+                with open(p, "rb") as f:
+                    obj = pickle.load(f)  # noqa: S301 - only with --unsafe-load
+            else:
+                obj = torch.load(p, map_location="cpu", weights_only=not unsafe_load)
     except pickle.UnpicklingError as err:
         if "Unsupported global" not in str(err) and "GLOBAL" not in str(err):
             # random bytes or a damaged file also end up in the unpickler: not a trust question
+            last = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
             raise InputError(
                 f"{p} is not a readable PyTorch checkpoint (corrupt or truncated?): the unpickler "
-                f"failed ({str(err).strip().splitlines()[-1][:120] if str(err).strip() else err})."
-                " Save the weights again with torch.save(model.state_dict(), path)"
+                f"failed ({_shorten(last, 120)}). Save the weights again with "
+                "torch.save(model.state_dict(), path)"
             ) from err
         raise InputError(
             f"{p} holds Python objects that weights_only loading refuses. If you trust the file, "
@@ -120,7 +178,7 @@ def load_weights(path: str | os.PathLike, unsafe_load: bool = False) -> dict[str
         ) from err
     except Exception as err:  # damaged bytes make the unpickler fail in any way (IndexError...)
         raise InputError(f"{p} is not a readable PyTorch checkpoint (corrupt or truncated?): "
-                         f"{type(err).__name__}: {err}") from err
+                         f"{type(err).__name__}: {_shorten(str(err), 160)}") from err
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             if key in obj and isinstance(obj[key], dict):
@@ -133,14 +191,34 @@ def load_weights(path: str | os.PathLike, unsafe_load: bool = False) -> dict[str
     return obj
 
 
+_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def _is_plain_pickle(p: Path) -> bool:
+    """True for a file written by ``pickle.dump`` (not ``torch.save``, whose files are zip
+    archives, or in the legacy format start with torch's magic number)."""
+    if zipfile.is_zipfile(p):
+        return False
+    with open(p, "rb") as f:
+        head = f.read(len(_LEGACY_TORCH_MAGIC))
+    if head.startswith(_LEGACY_TORCH_MAGIC):
+        return False
+    # pickle protocol 2-5 starts with PROTO (0x80) and the protocol number
+    return len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5
+
+
 def load_data(spec: str, n: int | None = None, seed: int = 0, size: int | None = None,
-              channels: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+              channels: int | None = None, warn_if_fewer: bool = True,
+              ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """Inputs (and labels, if known) from a built-in data set name, a folder of images, or .npz.
 
     - built-in name (``saliency_sanity.data.list()``): the first ``n`` test images.
     - folder: ``folder/<class>/<image>`` (labels from sorted class folder names) or a flat folder
       of images (no labels); images are scaled to [0, 1]; ``size`` resizes to size x size.
     - ``.npz``: arrays ``x`` (N, C, H, W), (N, H, W) or (N, D) and optionally ``y`` (N,).
+
+    When the data hold fewer than ``n`` inputs, all are used (with a warning that gives the
+    number, unless ``warn_if_fewer`` is False).
 
     Returns ``(x, y_or_None, description)``.
     """
@@ -167,6 +245,9 @@ def load_data(spec: str, n: int | None = None, seed: int = 0, size: int | None =
     if n is not None:
         if n < 1:
             raise InputError(f"--n-samples must be >= 1, got {n}")
+        if n > x.shape[0] and warn_if_fewer:
+            warnings.warn(f"--n-samples {n} is more than the {x.shape[0]} inputs in {spec}: "
+                          f"using all {x.shape[0]}", UserWarning, stacklevel=2)
         x = x[:n]
         y = None if y is None else y[:n]
     return x.float().contiguous(), y, desc
@@ -210,9 +291,19 @@ def _load_image_folder(root: Path, size: int | None, channels: int | None):
     arrays = []
     for f, _ in files:
         try:
-            img = np.asarray(skio.imread(f))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                img = np.asarray(skio.imread(f))
         except Exception as err:
-            raise InputError(f"cannot read image {f}: {err}") from err
+            # image readers answer damaged files with plugin / install advice: not the problem
+            raise InputError(
+                f"{f} is not a readable image (its bytes could not be decoded as a "
+                f"{f.suffix.lower() or 'image'} file: damaged, truncated or misnamed?). Remove "
+                "or replace it"
+            ) from err
+        if img.dtype == object or img.ndim not in (2, 3):
+            raise InputError(f"{f} is not a readable image (decoded to shape {img.shape}); "
+                             "remove or replace it")
         img = img.astype(np.float32) / (255.0 if img.dtype == np.uint8 else 1.0)
         if img.ndim == 2:
             img = img[..., None]
@@ -319,3 +410,106 @@ def check_model_on_inputs(model: nn.Module, x: torch.Tensor,
                 "--target-mode predicted"
             )
     return classes
+
+
+def check_device(spec: str | None) -> torch.device | None:
+    """The ``--device`` asked for, or a clear :class:`InputError` when this machine or this
+    PyTorch build cannot use it (instead of an error deep inside the first transfer).
+
+    Example:
+        >>> check_device("cpu")
+        device(type='cpu')
+        >>> check_device(None) is None
+        True
+    """
+    if spec is None:
+        return None
+    try:
+        dev = torch.device(spec)
+    except (RuntimeError, ValueError) as err:
+        raise InputError(f"--device {spec!r} is not a device name (cpu, cuda, cuda:1, mps): "
+                         f"{_first_line(err)}") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this PyTorch build has no CUDA support" if torch.version.cuda is None
+                   else "no CUDA GPU is visible (driver? CUDA_VISIBLE_DEVICES?)")
+            raise InputError(f"--device {spec}: {why} (torch {torch.__version__}); use "
+                             "--device cpu, or install a CUDA build of PyTorch")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) "
+                             f"visible (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InputError(f"--device {spec}: Apple MPS is not available here; use --device cpu")
+    return dev
+
+
+NORMALIZE_SYNTAX = ("MEAN,STD (one value each, for every channel, e.g. 0.1307,0.3081) or "
+                    "MEANS/STDS (comma-separated per-channel lists of equal length, e.g. "
+                    "0.485,0.456,0.406/0.229,0.224,0.225)")
+
+
+def parse_normalize(text: str) -> tuple[list[float], list[float]]:
+    """``--normalize`` text as ``(means, stds)``: ``MEAN,STD`` or ``MEANS/STDS``.
+
+    Example:
+        >>> parse_normalize("0.1307,0.3081")
+        ([0.1307], [0.3081])
+        >>> parse_normalize("0.5,0.4/0.2,0.25")
+        ([0.5, 0.4], [0.2, 0.25])
+    """
+    def numbers(part: str) -> list[float]:
+        try:
+            return [float(v) for v in part.split(",") if v.strip()]
+        except ValueError as err:
+            raise InputError(f"--normalize {text!r}: {err}; expected {NORMALIZE_SYNTAX}") from err
+
+    if "/" in text:
+        left, _, right = text.partition("/")
+        means, stds = numbers(left), numbers(right)
+        if not means or len(means) != len(stds):
+            raise InputError(f"--normalize {text!r}: {len(means)} mean(s) and {len(stds)} "
+                             f"std(s); expected {NORMALIZE_SYNTAX}")
+    else:
+        vals = numbers(text)
+        if len(vals) != 2:
+            raise InputError(f"--normalize {text!r}: expected {NORMALIZE_SYNTAX}")
+        means, stds = vals[:1], vals[1:]
+    if any(not np.isfinite(v) for v in means + stds) or any(s <= 0 for s in stds):
+        raise InputError(f"--normalize {text!r}: means must be finite and stds positive")
+    return means, stds
+
+
+class Normalized(nn.Module):
+    """``model((x - mean) / std)``: a model trained on normalized inputs, explained in the data's
+    own units (maps, noise levels, baselines and controls all refer to the un-normalized input).
+
+    ``mean`` and ``std`` hold one value (every channel) or one per channel (dim 1 of the input).
+    The wrapped model is not changed; its modules appear under the prefix ``model.``.
+
+    Example:
+        >>> net = Normalized(nn.Identity(), [0.5], [0.25])
+        >>> net(torch.tensor([[1.0, 0.5]]))
+        tensor([[2., 0.]])
+    """
+
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.model = model
+        m = torch.tensor([float(v) for v in mean])
+        s = torch.tensor([float(v) for v in std])
+        if m.numel() == 0 or m.shape != s.shape or bool((s <= 0).any()):
+            raise ValueError("mean and std must be non-empty, of equal length, std > 0")
+        self.register_buffer("mean", m)  # in the state_dict: part of a run's fingerprint
+        self.register_buffer("std", s)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m, s = self.mean, self.std
+        if m.numel() > 1:
+            if x.dim() < 2 or x.shape[1] != m.numel():
+                raise ValueError(f"--normalize has {m.numel()} per-channel values but the "
+                                 f"inputs have shape {tuple(x.shape[1:])} per sample")
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            m, s = m.view(shape), s.view(shape)
+        return self.model((x - m.to(x.dtype)) / s.to(x.dtype))

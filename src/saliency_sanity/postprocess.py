@@ -7,7 +7,9 @@ Percentiles use numpy's default (linear interpolation between order statistics).
 
 Degenerate maps (documented conventions, never NaN):
 - ``absolute``: if p99 == min the scale falls back to max - min; a constant map gives zeros.
-- ``diverging``: if p99 == 0 the scale falls back to max|m|; an all-zero map gives 0.5.
+- ``diverging`` and ``diverging_display``: if p99 == 0 the scale falls back to max|m|; an
+  all-zero map gives 0.5.
+- ``max_abs`` and ``signed_max_abs``: an all-zero map stays zero.
 - ``minmax``: a constant map gives zeros (as scikit-learn's ``minmax_scale``).
 - ``second_moment``: an all-zero map stays zero.
 
@@ -18,8 +20,8 @@ Example:
     >>> postprocess.minmax(m)
     tensor([[[0.0000, 0.6000],
              [0.4000, 1.0000]]])
-    >>> postprocess.list()
-    ['absolute', 'diverging', 'minmax', 'none', 'second_moment']
+    >>> postprocess.list()[:4]
+    ['absolute', 'diverging', 'diverging_display', 'max_abs']
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ from ._registry import Registry
 __all__ = [
     "absolute",
     "diverging",
+    "diverging_display",
+    "max_abs",
+    "signed_max_abs",
     "minmax",
     "second_moment",
     "none",
@@ -126,19 +131,71 @@ def absolute(m: torch.Tensor, percentile_: float = 99.0) -> torch.Tensor:
     return ((m - _bcast(lo, m)) / _bcast(scale, m)).clamp_(0.0, 1.0)
 
 
-def diverging(m: torch.Tensor, percentile_: float = 99.0) -> torch.Tensor:
-    """Diverging (signed) map: sum over channels, s = |p99|, (m + s) / (2 s), clip to [0, 1].
-
-    Example:
-        >>> diverging(torch.tensor([[[-1.0, 0.0], [1.0, 2.0]]]))
-        tensor([[[0.2462, 0.5000],
-                 [0.7538, 1.0000]]])
-    """
+def _diverging(m: torch.Tensor, percentile_: float, low: float) -> torch.Tensor:
     m = reduce_channels(m)
     flat = m.reshape(m.shape[0], -1)
     s = _safe_scale(percentile(flat, percentile_).abs(), flat.abs().amax(dim=1))
     s = _bcast(s, m)
-    return ((m + s) / (2 * s)).clamp_(0.0, 1.0)
+    return ((m + s) / (2 * s)).clamp_(low, 1.0)
+
+
+def diverging(m: torch.Tensor, percentile_: float = 99.0) -> torch.Tensor:
+    """Diverging (signed) map, the authors' formula: sum over channels, s = |p99|,
+    (m + s) / (2 s), clip to [-1, 1].
+
+    Only values above s saturate (at 1); values below -s keep their order down to -3 s, where
+    they reach -1. :func:`diverging_display` is the [0, 1]-clipped display variant.
+
+    Example:
+        >>> m = torch.tensor([[-8.0, -2.0, -1.0, 0.0, 1.0, 1.0]])   # p99 = 1, so s = 1
+        >>> diverging(m)
+        tensor([[-1.0000, -0.5000,  0.0000,  0.5000,  1.0000,  1.0000]])
+        >>> diverging_display(m)
+        tensor([[0.0000, 0.0000, 0.0000, 0.5000, 1.0000, 1.0000]])
+    """
+    return _diverging(m, percentile_, -1.0)
+
+
+def diverging_display(m: torch.Tensor, percentile_: float = 99.0) -> torch.Tensor:
+    """Display variant of :func:`diverging`: the same formula clipped to [0, 1], so every
+    value below -s ties at 0 (the library's ``diverging`` before it followed the authors' code).
+
+    Example:
+        >>> diverging_display(torch.tensor([[[-1.0, 0.0], [1.0, 2.0]]]))
+        tensor([[[0.2462, 0.5000],
+                 [0.7538, 1.0000]]])
+    """
+    return _diverging(m, percentile_, 0.0)
+
+
+def _max_abs_scale(m: torch.Tensor) -> torch.Tensor:
+    flat = m.reshape(m.shape[0], -1)
+    top = flat.abs().amax(dim=1)
+    return _bcast(torch.where(top > 0, top, torch.ones_like(top)), m)
+
+
+def max_abs(m: torch.Tensor) -> torch.Tensor:
+    """|m| / max|m| (the authors' 2-D MNIST scaling): sum |m| over channels, divide by the
+    per-sample maximum; values in [0, 1].
+
+    Example:
+        >>> max_abs(torch.tensor([[-4.0, 1.0, 2.0, 0.0]]))
+        tensor([[1.0000, 0.2500, 0.5000, 0.0000]])
+    """
+    m = reduce_channels(m, absolute=True)
+    return m / _max_abs_scale(m)
+
+
+def signed_max_abs(m: torch.Tensor) -> torch.Tensor:
+    """m / max|m| (the authors' signed 2-D MNIST scaling): signed sum over channels, divide by
+    the per-sample maximum absolute value; values in [-1, 1].
+
+    Example:
+        >>> signed_max_abs(torch.tensor([[-4.0, 1.0, 2.0, 0.0]]))
+        tensor([[-1.0000,  0.2500,  0.5000,  0.0000]])
+    """
+    m = reduce_channels(m)
+    return m / _max_abs_scale(m)
 
 
 def minmax(m: torch.Tensor) -> torch.Tensor:
@@ -189,6 +246,9 @@ def _register(name: str, fn: Callable[..., torch.Tensor]) -> None:
 for _name, _fn in (
     ("absolute", absolute),
     ("diverging", diverging),
+    ("diverging_display", diverging_display),
+    ("max_abs", max_abs),
+    ("signed_max_abs", signed_max_abs),
     ("minmax", minmax),
     ("second_moment", second_moment),
     ("none", none),

@@ -10,15 +10,17 @@ and ``settings()``.
 name           post-processing  metric
 =============  ===============  ======================================================
 spearman_abs   absolute         Spearman rank correlation of the absolute maps
-spearman       diverging        Spearman rank correlation of the signed maps
+spearman       diverging        Spearman rank correlation of the signed maps (clip [-1, 1])
 pearson        none             Pearson correlation of the raw maps
 ssim           minmax           SSIM, Gaussian 11x11 window, sigma 1.5, data_range 1
-hog            minmax           Pearson correlation of HOG features (16x16 cells*)
+hog            minmax           Pearson** correlation of HOG features (16x16 cells*)
 mse            none             mean squared error of the raw maps (lower = similar)
 =============  ===============  ======================================================
 
 \\* ``hog``: pixels_per_cell is capped so one 3x3-cell block fits: ppc = min(16, min(H, W) // 3)
 (9 on 28x28 MNIST maps, 16 from 48x48 up); ``settings(shape)`` gives the effective value.
+\\*\\* ``hog``: Pearson as in the paper's text; ``scores.get("hog", correlation="spearman")``
+is the authors' notebook. ``spearman`` and ``spearman_abs`` take ``postprocess=<name>``.
 
 Example:
     >>> import torch
@@ -130,19 +132,22 @@ _REGISTRY: Registry[Score] = Registry("score")
 
 
 @_REGISTRY.register("spearman_abs", ranking=1)
-def _spearman_abs() -> Score:
+def _spearman_abs(postprocess: str = "absolute") -> Score:
+    _pp.get(postprocess)  # unknown names fail here, listing the known ones
     return Score(
-        "spearman_abs", metrics.spearman, "absolute", (-1.0, 1.0), True, False,
+        "spearman_abs", metrics.spearman, postprocess, (-1.0, 1.0), True, False,
         description="Spearman rank correlation of absolute maps (|m| summed over channels, "
         "scaled to the 99th percentile, clipped)",
     )  # fmt: skip
 
 
 @_REGISTRY.register("spearman", ranking=3)
-def _spearman() -> Score:
+def _spearman(postprocess: str = "diverging") -> Score:
+    _pp.get(postprocess)
     return Score(
-        "spearman", metrics.spearman, "diverging", (-1.0, 1.0), True, False,
-        description="Spearman rank correlation of signed (diverging) maps",
+        "spearman", metrics.spearman, postprocess, (-1.0, 1.0), True, False,
+        description="Spearman rank correlation of signed (diverging) maps; "
+        "postprocess='diverging_display' gives the [0, 1]-clipped display variant",
     )  # fmt: skip
 
 

@@ -86,9 +86,15 @@ class RunConfig:
         return dataclasses.replace(config or cls(), **dict(kwargs))
 
     def record(self, x: torch.Tensor, target: Any, dev: torch.device, target_mode: str | None,
-               method_objs: Mapping[str, Any], score_objs: Mapping[str, Any]
-               ) -> dict[str, Any]:
-        """The settings every check records in ``run.json``, the same keys in every check."""
+               method_objs: Mapping[str, Any], score_objs: Mapping[str, Any],
+               model: Any = None) -> dict[str, Any]:
+        """The settings every check records in ``run.json``, the same keys in every check;
+        with ``model`` (a private copy), the methods' choices for it (Grad-CAM's layer)."""
+        if model is not None:
+            methods = {label: m.resolved_settings(model, x[:1])
+                       for label, m in method_objs.items()}
+        else:
+            methods = {label: m.settings() for label, m in method_objs.items()}
         return {
             "seed": self.seed,
             "target_mode": target_mode,
@@ -98,7 +104,7 @@ class RunConfig:
             "n_samples": int(x.shape[0]),
             "input_shape": list(x.shape[1:]),
             "n_examples": max(0, min(self.n_examples, int(x.shape[0]))),
-            "methods": {label: m.settings() for label, m in method_objs.items()},
+            "methods": methods,
             "controls": [label for label, m in method_objs.items() if m.is_control],
             "scores": {name: s.settings() for name, s in score_objs.items()},
             "versions": versions(),

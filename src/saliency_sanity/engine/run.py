@@ -52,7 +52,8 @@ def execute(
     n_examples = max(0, min(config.n_examples, int(x.shape[0])))
     units = batch_units(int(x.shape[0]), config.batch_size)
     full = {"check": check, **settings,
-            **config.record(x, target, x.device, target_mode, method_objs, score_objs)}
+            **config.record(x, target, x.device, target_mode, method_objs, score_objs,
+                            model=plan.model(0))}
     fp = None
     store = None
     if config.run_dir is not None:

@@ -98,6 +98,11 @@ class Method:
             out[key] = _jsonable(value)
         return out
 
+    def resolved_settings(self, model: Any, x: torch.Tensor) -> dict[str, Any]:
+        """:meth:`settings` with choices made for this model and input filled in (Grad-CAM's
+        automatic layer); checks record these in ``run.json``."""
+        return self.settings()
+
     def reseeded(self, seed: int) -> Method:
         """A copy of this method with a new seed (``self`` when the method is not seeded)."""
         if not self.seeded:

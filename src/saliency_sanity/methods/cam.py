@@ -4,11 +4,28 @@ Grad-CAM explains through the activations ``A`` (B, K, h, w) of one layer: weigh
 ``w_k = mean_{i,j} d score / d A_kij``, map ``ReLU(sum_k w_k A_k)`` (B, 1, h, w), upsampled
 (bilinear, ``align_corners=False``) to the input's size.
 
-The default layer ("the last convolutional block") is found by one extra forward pass on the
-first example: it is the module that finishes LAST in forward-execution order among those that
-are or contain an ``nn.Conv2d`` and return a 4-D tensor. For a residual network that is the last
-residual stage (e.g. ``layer4``), for Inception v3 ``Mixed_7c``, for a plain conv/ReLU/pool stack
-the last ``nn.Conv2d`` itself (its output before the ReLU); pass ``layer="..."`` to choose.
+The default layer is the *activated* output of the last convolutional block, as in the authors'
+TensorFlow code (a TF conv layer includes its ReLU) and common Grad-CAM tools. It is found by one
+traced forward pass on the first example (forward hooks on every module, removed on exit):
+
+1. take the last ``nn.Conv2d`` call in execution order and follow its output tensor through
+   leaf modules that keep the shape and meaning of a conv output: normalization (batch, group,
+   instance, layer norm), dropout, ``nn.Identity``;
+2. if the module that then receives it is an activation module (``nn.ReLU``, ``nn.ReLU6``,
+   ``nn.LeakyReLU``, ``nn.ELU``, ``nn.GELU``, ``nn.SiLU``, ...) that runs exactly once in the
+   forward pass, that module is the layer: ``relu2`` in ``conv2 -> relu2 -> pool2``,
+   ``features.29`` in torchvision's VGG-16;
+3. otherwise (the activation is functional, ``F.relu(self.conv2(x))``; one activation module
+   is shared by several layers; a residual addition comes first; pooling comes first) the layer
+   is the module that finishes LAST in execution order among those that are or contain an
+   ``nn.Conv2d`` and return a 4-D tensor: the last residual stage of a ResNet (``layer4``, whose
+   output is already activated), ``Mixed_7c`` for Inception v3, and for a plain stack with a
+   functional activation the last ``nn.Conv2d`` itself (its output before the activation: the
+   best a module hook can reach).
+
+:meth:`GradCAM.layer_name` returns the layer used for a model and inputs;
+:meth:`GradCAM.resolved_settings` records it (``layer="auto"``, ``resolved_layer=...``). Pass
+``layer="..."`` to choose.
 
 The layer's output is captured by a forward hook (removed on exit) that hands the rest of the
 network a copy, so an in-place operation after the layer (``nn.ReLU(inplace=True)``) does not
@@ -37,33 +54,84 @@ def conv_layer_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if n and _has_conv(m)]
 
 
-def default_layer(model: nn.Module, x: torch.Tensor) -> str:
-    """Name of the default Grad-CAM layer (see the module docstring) for inputs like ``x``.
+# leaf modules through which a conv output is followed (same shape, still "the conv's output")
+_PASS_THROUGH: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm,
+    nn.LayerNorm, nn.LocalResponseNorm, nn.modules.dropout._DropoutNd, nn.Identity,
+)
+# activation modules that end a convolutional block
+ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
+    nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardtanh, nn.Softplus, nn.Tanh, nn.Sigmoid,
+)
 
-    Example:
-        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3),
-        ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3))
-        >>> default_layer(model, torch.zeros(1, 1, 8, 8))
-        '2'
-    """
-    finished: list[str] = []
+
+def _trace(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, Any, Any]]:
+    """(name, module, first positional input, output) of every module call, in the order the
+    calls finish, from one forward pass without gradients on ``x[:1]`` (hooks removed)."""
+    calls: list[tuple[str, nn.Module, Any, Any]] = []
     handles = []
 
     def hook(name: str):
-        def fn(_m: nn.Module, _i: Any, out: Any) -> None:
-            if isinstance(out, torch.Tensor) and out.ndim == 4:
-                finished.append(name)
+        def fn(m: nn.Module, args: Any, out: Any) -> None:
+            calls.append((name, m, args[0] if args else None, out))
         return fn
 
     try:
         for name, m in model.named_modules():
-            if name and _has_conv(m):
+            if name:
                 handles.append(m.register_forward_hook(hook(name)))
         with torch.no_grad():
             model(x[:1].detach())
     finally:
         for h in handles:
             h.remove()
+    return calls
+
+
+def _activation_after(calls: list[tuple[str, nn.Module, Any, Any]], start: int,
+                      t: torch.Tensor) -> str | None:
+    """Name of the activation module applied to conv output ``t`` (through pass-through leaves)
+    if it runs exactly once; None otherwise."""
+    runs: dict[str, int] = {}
+    for name, _m, _i, _o in calls:
+        runs[name] = runs.get(name, 0) + 1
+    for name, m, inp, out in calls[start + 1:]:
+        if inp is not t or any(True for _ in m.children()):
+            continue
+        if isinstance(m, ACTIVATIONS):
+            ok = runs[name] == 1 and isinstance(out, torch.Tensor) and out.ndim == 4
+            return name if ok else None
+        if isinstance(m, _PASS_THROUGH) and isinstance(out, torch.Tensor):
+            t = out
+            continue
+        return None  # pooling, a custom module, ...: not an activation of the conv output
+    return None
+
+
+def default_layer(model: nn.Module, x: torch.Tensor) -> str:
+    """Name of the default Grad-CAM layer (see the module docstring) for inputs like ``x``.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3),
+        ...                       nn.BatchNorm2d(2), nn.ReLU(),
+        ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3))
+        >>> default_layer(model.eval(), torch.zeros(1, 1, 8, 8))  # conv '2' -> bn '3' -> relu
+        '4'
+        >>> no_act = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3),
+        ...                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3))
+        >>> default_layer(no_act, torch.zeros(1, 1, 8, 8))  # no activation module: the conv
+        '2'
+    """
+    calls = _trace(model, x)
+    last_conv = max((i for i, c in enumerate(calls) if isinstance(c[1], nn.Conv2d)
+                     and isinstance(c[3], torch.Tensor) and c[3].ndim == 4), default=None)
+    if last_conv is not None:
+        act = _activation_after(calls, last_conv, calls[last_conv][3])
+        if act is not None:
+            return act
+    finished = [name for name, m, _i, out in calls
+                if isinstance(out, torch.Tensor) and out.ndim == 4 and _has_conv(m)]
     if not finished:
         raise ValueError("gradcam: the model has no convolutional layer with a 4-D output; "
                          "Grad-CAM needs one (pass layer=<module name>)")
@@ -154,11 +222,29 @@ class GradCAM(Method):
         self._settings = {"layer": layer, "upsample": upsample}
 
     def layer_name(self, model: nn.Module, x: torch.Tensor) -> str:
-        """The layer used for ``model`` and inputs like ``x``."""
+        """The layer used for ``model`` and inputs like ``x`` (the chosen one, or the default
+        layer found by :func:`default_layer`)."""
         if self.layer is not None:
             get_layer(model, self.layer)
             return self.layer
         return default_layer(model, x)
+
+    def resolved_settings(self, model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
+        """:meth:`settings` with the layer resolved for ``model`` and inputs like ``x``:
+        ``layer`` is the given name or ``"auto"``, ``resolved_layer`` the module used.
+
+        Example:
+            >>> from torch import nn
+            >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(),
+            ...                       nn.Linear(72, 3))
+            >>> s = GradCAM().resolved_settings(model, torch.zeros(1, 1, 8, 8))
+            >>> s["layer"], s["resolved_layer"]
+            ('auto', '1')
+        """
+        out = self.settings()
+        out["layer"] = self.layer if self.layer is not None else "auto"
+        out["resolved_layer"] = self.layer_name(model, x)
+        return out
 
     def attribute(self, model: Any, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_image(x, self.name)
@@ -192,10 +278,23 @@ class GuidedGradCAM(Method):
     def __init__(self, layer: str | None = None, upsample: str = "bilinear",
                  allow_other_activations: bool = False) -> None:
         super().__init__()
+        self.layer = layer
         self.gradcam = GradCAM(layer=layer, upsample=upsample)
         self.guided = GuidedBackprop(allow_other_activations=allow_other_activations)
         self._settings = {"layer": layer, "upsample": upsample,
                           "allow_other_activations": allow_other_activations}
+
+    def layer_name(self, model: nn.Module, x: torch.Tensor) -> str:
+        """The Grad-CAM layer used for ``model`` and inputs like ``x``."""
+        return self.gradcam.layer_name(model, x)
+
+    def resolved_settings(self, model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
+        """:meth:`settings` with the Grad-CAM layer resolved (as :meth:`GradCAM.resolved_settings`).
+        """
+        out = self.settings()
+        out["layer"] = self.layer if self.layer is not None else "auto"
+        out["resolved_layer"] = self.layer_name(model, x)
+        return out
 
     def attribute(self, model: Any, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_image(x, self.name)

@@ -252,13 +252,23 @@ def _stages_section(result: CheckResult) -> str:
          "unchanged"], rows, numeric=[True, False, False, True, True, False]))
 
 
+def _cam_layers(settings: dict) -> str | None:
+    """The layer each Grad-CAM-type method used ("auto" choices resolved), or None."""
+    parts = []
+    for label, m in (settings.get("methods") or {}).items():
+        if isinstance(m, dict) and m.get("resolved_layer"):
+            how = "automatic" if m.get("layer") == "auto" else "given"
+            parts.append(f"{label}: {m['resolved_layer']} ({how})")
+    return "; ".join(parts) or None
+
+
 def _settings_section(result: CheckResult) -> str:
     st = result.settings
     keys = [("check", result.check), ("order", st.get("order")), ("init", st.get("init")),
             ("seed", st.get("seed")), ("target mode", st.get("target_mode")),
             ("samples", st.get("n_samples")), ("input shape", st.get("input_shape")),
             ("model", st.get("model")), ("data", st.get("data")), ("device", st.get("device")),
-            ("critiques", st.get("critiques"))]
+            ("Grad-CAM layer", _cam_layers(st)), ("critiques", st.get("critiques"))]
     rows = [[e(k), e(json.dumps(val) if isinstance(val, (dict, list)) else val)]
             for k, val in keys if val is not None]
     out = ['<span id="settings"></span><h2>Settings</h2>', _table(["setting", "value"], rows)]
