@@ -47,7 +47,7 @@ def test_model_randomization_run_directory(tmp_path, npz, weights, capsys):
     zoo.assert_png(out / "figures" / "cascading_grid.png")
     zoo.assert_png(out / "figures" / "similarity_ssim.png")
     assert set(table["method"]) == {"gradient", "guided_backprop", "edge_sobel",
-                                    "random_gaussian"}
+                                    "random_gaussian", "random_uniform"}
     assert set(table["metric"]) == {"spearman_abs", "ssim"}
     assert table["value"].between(-1, 1).all()
     assert "run directory" in capsys.readouterr().out

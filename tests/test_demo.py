@@ -79,7 +79,7 @@ def test_demo_cli_writes_run_directory(demo_cache, tmp_path, capsys):
     run = json.loads((out / "run.json").read_text())
     assert run["settings"]["model"]["name"] == "mnist_cnn"
     assert set(run["settings"]["methods"]) >= {"gradient", "guided_backprop", "gradcam",
-                                               "ig_smoothgrad", "edge_sobel"}
+                                               "edge_sobel", "random_uniform"}
     zoo.assert_png(out / "figures" / "cascading_grid.png")
     table = pd.read_csv(out / "results.csv")
     assert set(table["method"]) == set(run["settings"]["methods"])

@@ -85,6 +85,21 @@ def critique_options(args: argparse.Namespace) -> CritiqueOptions:
     )
 
 
+def _controls(text: str) -> bool | list[str]:
+    """``--controls``: 'default' -> every default control that applies, 'none' -> none.
+
+    Example:
+        >>> _controls("default"), _controls("none"), _controls("edge_sobel, constant")
+        (True, [], ['edge_sobel', 'constant'])
+    """
+    word = text.strip().lower()
+    if word == "default":
+        return True
+    if word == "none":
+        return []
+    return _csv(text) or []
+
+
 def _as_flags(message: str) -> str:
     """A :class:`CritiqueOptions` error with its field names written as the CLI's flags.
 
@@ -146,8 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "apply)")
     m.add_argument("--scores", default=None,
                    help=f"comma-separated, from: {', '.join(scores.list())} (default: all)")
-    m.add_argument("--controls", default="edge_sobel,random_gaussian",
-                   help="comma-separated controls, or 'none'")
+    m.add_argument("--controls", default="default",
+                   help="comma-separated controls, 'none', or 'default' (every default control "
+                        "that applies: edge_sobel, random_gaussian, random_uniform)")
     m.add_argument("--order", choices=list(orders), default="cascading")
     m.add_argument("--init", choices=init_schemes.list(), default="paper")
     m.add_argument("--target-mode", choices=["predicted", "fixed"], default="predicted",
@@ -178,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--epochs", type=int, default=100, help="epoch budget per model (100)")
     r.add_argument("--methods", default=None, help="comma-separated method names (default: all)")
     r.add_argument("--scores", default=None, help="comma-separated score names (default: all)")
-    r.add_argument("--controls", default="edge_sobel,random_gaussian",
-                   help="comma-separated controls, or 'none'")
+    r.add_argument("--controls", default="default",
+                   help="comma-separated controls, 'none', or 'default' (every default control "
+                        "that applies)")
     r.add_argument("--label-seed", type=int, default=0, help="seed of the label permutation")
     r.add_argument("--batch-size", type=int, default=16)
     r.add_argument("--cache-dir", default=None, help="where trained models are cached")
@@ -339,7 +356,7 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     x, y, desc = load_data(args.data, n=16 if args.n_samples is None else args.n_samples,
                            seed=args.seed, size=args.size, channels=args.channels,
                            warn_if_fewer=args.n_samples is not None)
-    controls = [] if args.controls.strip().lower() == "none" else _csv(args.controls) or []
+    controls = _controls(args.controls)
     group_by = args.group_by
     if group_by and group_by != "children":
         group_by = _csv(group_by)
@@ -388,7 +405,7 @@ def _cmd_data_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     from .report import write_run
 
     check_output_dir(args.out)
-    controls = [] if args.controls.strip().lower() == "none" else _csv(args.controls) or []
+    controls = _controls(args.controls)
     result = data_randomization_test(
         dataset=args.data, architecture=args.architecture, n_train=args.subset,
         n_samples=args.n_samples, label_seed=args.label_seed,

@@ -12,30 +12,20 @@ from typing import Any
 from .critiques import CritiqueOptions, CritiqueOutcome
 from .results import CheckResult
 
-#: Methods of the demo with settings that keep a CPU run short; the paper's defaults elsewhere.
-DEMO_METHODS: dict[str, Any] = {
-    "gradient": "gradient",
-    "gradient_x_input": "gradient_x_input",
-    "integrated_gradients": "integrated_gradients",
-    "smoothgrad": ("smoothgrad", {"samples": 50, "noise": 0.15}),
-    "vargrad": ("vargrad", {"samples": 25, "noise": 0.15}),
-    "ig_smoothgrad": ("ig_smoothgrad", {"samples": 10, "steps": 10}),
-    "guided_backprop": "guided_backprop",
-    "gradcam": "gradcam",
-    "guided_gradcam": "guided_gradcam",
-}
-DEMO_CONTROLS = ["edge_sobel", "random_gaussian", "random_uniform"]
+#: Methods of the demo: None = every default method that applies, with the papers' settings,
+#: exactly what a user's model gets (``saliency_sanity.methods.defaults``).
+DEMO_METHODS: Any = None
+#: Controls of the demo: True = the default controls, as for a user's model.
+DEMO_CONTROLS: Any = True
 
 #: The demo's critiques, cheap enough to keep the whole demo under 5 minutes on 2 cores: the
 #: activation scales; eMPRT (100 bins) and the random logit test for every demo method and
-#: control except IG-SmoothGrad (100 gradients per map, the costliest; IG and SmoothGrad are
-#: there); sMPRT with 10 noisy samples (noise 0.1, second-moment normalization, bottom-up) for
+#: control; sMPRT with 10 noisy samples (noise 0.1, second-moment normalization, bottom-up) for
 #: three cheap methods. Method settings are the main run's.
 DEMO_CRITIQUES = CritiqueOptions(
     smprt=True, emprt=True, random_logit=True, activation_scales=True,
     smprt_samples=10, smprt_noise=0.1,
     smprt_methods=["gradient", "gradient_x_input", "guided_backprop"],
-    methods=[m for m in DEMO_METHODS if m != "ig_smoothgrad"],
 )
 
 

@@ -61,7 +61,7 @@ def defaults(model: Any = None, x: Any = None, control: bool = False) -> builtin
         >>> "gradcam" in defaults(nn.Linear(4, 2), torch.zeros(1, 4))
         False
         >>> defaults(control=True)
-        ['edge_sobel', 'random_gaussian']
+        ['edge_sobel', 'random_gaussian', 'random_uniform']
     """
     ranked = []
     for name in METHODS.list():

@@ -92,7 +92,7 @@ class RandomGaussian(_RandomControl):
         return torch.randn(shape, generator=gen, dtype=dtype)
 
 
-@METHODS.register("random_uniform")
+@METHODS.register("random_uniform", default=3)
 class RandomUniform(_RandomControl):
     """Independent uniform values in [0, 1) per element of x's shape (seeded).
 
