@@ -11,10 +11,16 @@ from scipy import stats
 
 from saliency_sanity.checks import COLUMNS, CheckResult
 from saliency_sanity.verdicts import (
+    HEADLINE_COLUMNS,
+    STAGE_COLUMNS,
+    STAGE_RULE,
     VERDICT_COLUMNS,
+    format_stage_summary,
     format_summary,
     method_summary,
     rule_text,
+    stage_headlines,
+    stage_verdicts,
     verdicts,
 )
 
@@ -216,14 +222,6 @@ def test_margin_is_scaled_by_the_random_controls():
 
 
 # --------------------------------------------------------------------------- per-stage verdicts
-from saliency_sanity.verdicts import (  # noqa: E402
-    HEADLINE_COLUMNS,
-    STAGE_COLUMNS,
-    STAGE_RULE,
-    format_stage_summary,
-    stage_headlines,
-    stage_verdicts,
-)
 
 LAYERS = {1: "fc2", 2: "fc1", 3: "conv2", 4: "conv1"}
 JITTER = RNG.normal(0, 0.02, size=(40, N))

@@ -1,0 +1,235 @@
+"""The command line's commands: one function per subcommand (``_COMMANDS``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._args import _as_flags, _controls, _csv, critique_options
+
+if TYPE_CHECKING:
+    from ..critiques import CritiqueOutcome
+
+#: Exit status when the main check succeeded but an extra (--smprt, ...) failed.
+EXIT_EXTRA_FAILED = 4
+
+
+def apply_normalize(args: argparse.Namespace, model: Any, group_by: Any) -> tuple[Any, Any]:
+    """``--normalize``: the model wrapped in :class:`~saliency_sanity.io_inputs.Normalized`, and
+    ``--group-by`` names moved under the wrapper's ``model.`` prefix (``children`` becomes the
+    wrapped model's children). Unchanged without ``--normalize``.
+
+    Example:
+        >>> from torch import nn
+        >>> a = argparse.Namespace(normalize="0.5,0.25")
+        >>> net, g = apply_normalize(a, nn.Sequential(nn.Linear(2, 2)), "children")
+        >>> type(net).__name__, g
+        ('Normalized', ['model.0'])
+    """
+    if not getattr(args, "normalize", None):
+        return model, group_by
+    from ..io_inputs import Normalized, parse_normalize
+
+    means, stds = parse_normalize(args.normalize)
+    wrapped = Normalized(model, means, stds).eval()
+    if group_by == "children":
+        group_by = [f"model.{name}" for name, _ in model.named_children()]
+    elif group_by:
+        group_by = [f"model.{g}" for g in group_by]
+    return wrapped, group_by
+
+
+def _os_message(err: BaseException) -> object:
+    """A clear message for file-system errors (a full disk, no permission); others unchanged."""
+    import errno
+
+    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        if err.errno == errno.ENOSPC:
+            return (f"no space left on the device{where}: no incomplete file was kept (batches "
+                    "already finished stay in the run directory, complete); free some space "
+                    "and rerun the same command to continue, or choose another --out")
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return f"{err.strerror or err}{where}: choose a writable --out"
+    return err
+
+
+def _cmd_demo(args: argparse.Namespace, argv: list[str]) -> int:
+    from ..demo import demo_run
+    from ..io_inputs import check_output_dir
+    from ..verdicts import format_summary
+
+    check_output_dir(args.out)
+    kw = {"critiques": None} if args.no_critiques else {}
+    run = demo_run(args.out, n_samples=args.n_samples, seed=args.seed,
+                   cache_dir=args.cache_dir, progress=not args.no_progress,
+                   log=lambda s: print(s, file=sys.stderr), **kw)
+    _print_outputs(run.out)
+    print(format_summary(run.result))
+    return _critique_status(run.outcome, run.out)
+
+
+def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
+    from ..checks import model_randomization_test
+    from ..io_inputs import (
+        check_model_on_inputs,
+        check_output_dir,
+        load_data,
+        load_model,
+        parse_kwargs,
+    )
+    from ..report import write_run
+    from ..verdicts import format_summary
+
+    check_output_dir(args.out)
+    options = critique_options(args)
+    try:
+        options.validate()
+    except ValueError as err:  # name the command line's flags, not the API's fields
+        raise ValueError(_as_flags(str(err))) from None
+    _check_device(args.device)
+    model = load_model(args.model, weights=args.weights, unsafe_load=args.unsafe_load,
+                       kwargs=parse_kwargs(args.model_kwargs))
+    x, y, desc = load_data(args.data, n=16 if args.n_samples is None else args.n_samples,
+                           seed=args.seed, size=args.size, channels=args.channels,
+                           warn_if_fewer=args.n_samples is not None)
+    controls = _controls(args.controls)
+    group_by = args.group_by
+    if group_by and group_by != "children":
+        group_by = _csv(group_by)
+    model, group_by = apply_normalize(args, model, group_by)
+    target = y if (args.target_mode == "fixed" and y is not None and (y >= 0).all()) else None
+    check_model_on_inputs(model, x, target)
+    result = model_randomization_test(
+        model, x, target=target, methods=_csv(args.methods), scores=_csv(args.scores),
+        order=args.order, init=args.init, seed=args.seed, target_mode=args.target_mode,
+        batch_size=args.batch_size, device=args.device, controls=controls, group_by=group_by,
+        progress=not args.no_progress, run_dir=args.out,
+    )
+    result.settings["model"] = {"spec": args.model, "weights": args.weights}
+    if args.normalize:
+        result.settings["model"]["normalize"] = args.normalize
+    result.settings["data"] = desc
+    if options.any():
+        result.settings["critiques"] = options.settings()
+    out = write_run(result, args.out, command=["saliency-sanity", *argv])
+    outcome = None
+    if options.any():
+        from ..critiques import run_critiques
+        from ..report import build_report
+
+        outcome = run_critiques(
+            result, out, options, model=model, x=x, target=target, methods=_csv(args.methods),
+            scores=_csv(args.scores), controls=controls, group_by=group_by, device=args.device,
+            progress=not args.no_progress, log=lambda s: print(s, file=sys.stderr))
+        build_report(out, result=result)
+    _print_outputs(out)
+    print(format_summary(result))
+    return _critique_status(outcome, out)
+
+
+def _check_device(device: str | None) -> None:
+    from ..io_inputs import check_device
+
+    check_device(device)
+
+
+def _cmd_data_randomization(args: argparse.Namespace, argv: list[str]) -> int:
+    from .. import training
+    from ..checks import data_randomization_test
+    from ..checks.data_randomization import random_label_init_seed
+    from ..io_inputs import check_output_dir
+    from ..report import write_run
+
+    check_output_dir(args.out)
+    controls = _controls(args.controls)
+    result = data_randomization_test(
+        dataset=args.data, architecture=args.architecture, n_train=args.subset,
+        n_samples=args.n_samples, label_seed=args.label_seed,
+        true_config=training.TrainConfig.true_labels(seed=args.seed, epochs=min(args.epochs, 30)),
+        random_config=training.TrainConfig.random_labels(
+            args.label_seed, seed=random_label_init_seed(args.seed), epochs=args.epochs),
+        model_kwargs={"width": args.width}, methods=_csv(args.methods),
+        scores=_csv(args.scores), seed=args.seed, batch_size=args.batch_size,
+        controls=controls, cache_dir=args.cache_dir, progress=not args.no_progress,
+    )
+    out = write_run(result, args.out, command=["saliency-sanity", *argv])
+    acc = result.settings["accuracies"]
+    print(f"true-label model:   train acc {acc['true']['train_acc']:.3f}, "
+          f"test acc {acc['true']['test_acc']:.3f}")
+    print(f"random-label model: train acc {acc['random']['train_acc']:.3f}, "
+          f"test acc {acc['random']['test_acc']:.3f}")
+    _print_outputs(out)
+    if not result.settings["valid"]:
+        print(f"INVALID comparison: {result.settings['invalid_reason']}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace, argv: list[str]) -> int:
+    from .. import data, methods, scores
+    from ..randomization import init_schemes, orders
+
+    print("methods:      " + ", ".join(methods.list()))
+    print("scores:       " + ", ".join(scores.list()))
+    print("orders:       " + ", ".join(orders))
+    print("init schemes: " + ", ".join(init_schemes.list()))
+    print("data sets:    " + ", ".join(data.list()))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
+    from ..report.html import build_report
+    from ..results import CheckResult
+    from ..verdicts import format_summary
+
+    run = Path(args.run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run directory {run} does not exist; pass a folder written by "
+                                "saliency-sanity (it holds results.csv and run.json)")
+    result = CheckResult.load(run)
+    path = build_report(run, out=args.out, result=result, margin=args.margin)
+    print(format_summary(result, margin=args.margin))
+    print(f"report: {path}")
+    return 0
+
+
+def _critique_status(outcome: CritiqueOutcome | None, out: Path) -> int:
+    """0, or :data:`EXIT_EXTRA_FAILED` (with a message on stderr) when an extra failed."""
+    if outcome is None or not outcome.failed:
+        return 0
+    names = ", ".join(outcome.failed)
+    print(f"saliency-sanity: error: {len(outcome.failed)} extra check(s) failed ({names}); the "
+          f"main results and the other extras in {out} are complete:", file=sys.stderr)
+    for name, msg in outcome.failed.items():
+        print(f"  {name}: {msg}", file=sys.stderr)
+    return EXIT_EXTRA_FAILED
+
+
+def _print_outputs(out: Path) -> None:
+    from ..results.files import EXTRA_DIRS, RANKING_CSV, RANKING_TAU_CSV, SCALES_CSV
+
+    print(f"run directory: {out}")
+    print(f"  report:  {out / 'report.html'}")
+    print(f"  table:   {out / 'results.csv'}")
+    print(f"  run:     {out / 'run.json'}")
+    for sub in EXTRA_DIRS.values():
+        if (out / sub / "results.csv").is_file():
+            print(f"  extra:   {out / sub / 'results.csv'}")
+    for f in (SCALES_CSV, RANKING_CSV, RANKING_TAU_CSV):
+        if (out / f).is_file():
+            print(f"  extra:   {out / f}")
+    figs = sorted((out / "figures").glob("*.png"))
+    for f in figs:
+        print(f"  figure:  {f}")
+
+
+_COMMANDS = {
+    "demo": _cmd_demo,
+    "model-randomization": _cmd_model_randomization,
+    "data-randomization": _cmd_data_randomization,
+    "list": _cmd_list,
+    "report": _cmd_report,
+}
