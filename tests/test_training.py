@@ -226,3 +226,28 @@ def test_mnist_cnn_memorization_recipe():
                          progress=False, model_kwargs={"width": 0.5})
     assert res.reached_target and res.train_acc >= 0.95
     assert res.test_acc < 0.16
+
+
+def test_models_with_batch_norm_train_and_cache(tmp_path):
+    """Batch norm's 0-dim num_batches_tracked buffer must not break the cache key."""
+    from torch import nn
+
+    from saliency_sanity import data, training
+
+    def bn_net(seed: int = 0) -> nn.Module:
+        g = torch.Generator().manual_seed(seed)
+        net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+        with torch.no_grad():
+            for p in net.parameters():
+                p.copy_(0.3 * torch.randn(p.shape, generator=g))
+        return net
+
+    ds = data.load("mnist", n_train=32, n_test=16)
+    cfg = training.TrainConfig(epochs=1, target_train_acc=None)
+    a = training.train(bn_net, ds, cfg, cache_dir=tmp_path, progress=False)
+    b = training.train(bn_net, ds, cfg, cache_dir=tmp_path, progress=False)
+    assert not a.from_cache and b.from_cache and a.key == b.key
+    for (k, t), (_, u) in zip(a.model.state_dict().items(), b.model.state_dict().items(),
+                              strict=True):
+        assert torch.equal(t, u), k

@@ -126,7 +126,9 @@ def _state_hash(model: nn.Module) -> str:
     for name, t in model.state_dict().items():
         arr = t.detach().cpu().contiguous()
         h.update(f"{name}{arr.dtype}{tuple(arr.shape)}".encode())
-        h.update(arr.view(torch.uint8).numpy().tobytes() if arr.numel() else b"")
+        # reshape(-1): a 0-dim tensor (batch norm's num_batches_tracked) cannot be viewed as
+        # bytes of another element size
+        h.update(arr.reshape(-1).view(torch.uint8).numpy().tobytes() if arr.numel() else b"")
     return h.hexdigest()
 
 
