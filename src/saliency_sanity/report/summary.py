@@ -270,7 +270,7 @@ def _agreement_line(result: CheckResult) -> str:
             parts.append(f"{e(st.get('block'))} {_pct(agree)}%")
     if not parts:
         return ""
-    return ("Predictions that stay as the trained model's at each stage: "
+    return ("Prediction agreement with the trained model at each stage: "
             + " &middot; ".join(parts) + ".")
 
 
