@@ -207,11 +207,14 @@ def headlines_section(result: CheckResult, v: pd.DataFrame, margin: float = 0.1,
         cells = [f"{e(r['method'])}{kind}", _badge(r["verdict"])]
         end = []
         for m in main:
-            for _, x in v[(v["method"] == r["method"]) & (v["metric"] == m)].iterrows():
+            g = v[(v["method"] == r["method"]) & (v["metric"] == m)]
+            for _, x in g.iterrows():  # one row per block for the independent order
+                where = f"{e(x['layer'])}: " if len(g) > 1 else ""
                 if pd.isna(x["last_stage_mean"]):
-                    end.append("n/a (NaN)")
+                    end.append(f"{where}n/a (NaN)")
                 else:
-                    end.append(f"{_num(x['last_stage_mean'])} vs {_num(x['null_mean'])}")
+                    end.append(f"{where}{_num(x['last_stage_mean'])} vs "
+                               f"{_num(x['null_mean'])}")
         cells.append('<span class="note nw">' + "<br>".join(end) + "</span>" if end
                      else "&ndash;")
         if heads is not None:
