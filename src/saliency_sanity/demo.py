@@ -81,6 +81,8 @@ def model_accuracy(model: Any, x: Any, y: Any, batch_size: int = 64) -> dict[str
         {'correct': 2, 'n': 3, 'accuracy': 0.6666666666666666}
         >>> model_accuracy(net, torch.zeros(2, 2), None) is None
         True
+        >>> model_accuracy(net, torch.zeros(2, 2), torch.tensor([-1, -1])) is None  # unlabelled
+        True
     """
     import torch
 
@@ -89,6 +91,8 @@ def model_accuracy(model: Any, x: Any, y: Any, batch_size: int = 64) -> dict[str
     if y is None:
         return None
     y = torch.as_tensor(y).reshape(-1)
+    if y.dtype.is_floating_point and bool((y == y.round()).all()):
+        y = y.long()  # labels saved as floats (3.0)
     if len(y) != len(x) or len(y) == 0 or y.dtype.is_floating_point or bool((y < 0).any()):
         return None
     dev = model_device(model)
