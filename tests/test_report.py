@@ -61,6 +61,10 @@ def check_page(text: str) -> _Collect:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
+    import torch
+
+    from saliency_sanity.demo import record_accuracy
+
     model, x = zoo.make("cnn")
     x = x.repeat(2, 1, 1, 1)  # 8 samples
     res = model_randomization_test(
@@ -68,6 +72,10 @@ def run_dir(tmp_path_factory):
         scores=["spearman_abs", "ssim"], controls=["edge_sobel", "random_gaussian"],
         progress=False, n_examples=2)
     res.settings["data"] = "<script>alert(1)</script>"
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    y[:3] = (y[:3] + 1) % 10  # 3 of 8 labels wrong: 5 of 8 correct
+    assert record_accuracy(res, model, x, y) == {"correct": 5, "n": 8, "accuracy": 0.625}
     return write_run(res, tmp_path_factory.mktemp("rep") / "run",
                      command=["saliency-sanity", "x", "--out", "a<b"])
 
@@ -81,9 +89,11 @@ def test_report_is_written_and_self_contained(run_dir):
     assert "&lt;b&gt;evil&lt;/b&gt; &amp; co" in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "<script>" not in text
     assert "saliency-sanity x --out &#x27;a&lt;b&#x27;" in text
-    # order: verdicts, figures, tables, settings
-    pos = [text.index(h) for h in ("<h2>Verdicts</h2>", "<h2>Figures</h2>",
-                                   "<h2>Per-stage tables</h2>", "<h2>Settings</h2>")]
+    # order: what was explained, verdicts and headlines, figures, tables, settings
+    pos = [text.index(h) for h in ('id="run"', "Accuracy on these inputs", ">Verdicts</h2>",
+                                   'id="headlines"', 'id="rule"', "<h2>Figures</h2>",
+                                   ">Verdicts per score</h2>", ">Stage readings</h2>",
+                                   ">Per-stage tables</h2>", "<h2>Settings</h2>")]
     assert pos == sorted(pos)
     assert "Rule." in text and "Binder" in text
     for word in ("edge_sobel", "random_gaussian", "Versions", "Reproduce this run"):
@@ -97,11 +107,108 @@ def test_report_verdicts_match_the_verdicts_table(run_dir):
     s = method_summary(verdicts(res)).set_index("method")["verdict"]
     text = (run_dir / "report.html").read_text(encoding="utf-8")
     assert s["edge_sobel"] == "fail"
-    rows = re.findall(r"<tr[^>]*><td>([^<]*)</td><td>(?:method|control)</td><td><span "
-                      r'class="badge (\w+)"', text)
+    table = text[text.index('id="headlines"'):]
+    table = table[:table.index("</table>")]
+    rows = re.findall(r'<tr[^>]*><td>([^<]*)(?: <span class="note">control</span>)?</td><td><span '
+                      r'class="badge (\w+)"', table)
     import html
 
     assert {html.unescape(m): v for m, v in rows} == s.to_dict()
+    # methods first, then the controls
+    assert [html.unescape(m) for m, _ in rows][-2:] == ["edge_sobel", "random_gaussian"]
+
+
+def _headline_rows(text: str) -> dict[str, str]:
+    """The rows of the headline table: method -> the row's other cells (HTML)."""
+    import html
+
+    table = text[text.index('id="headlines"'):]
+    table = table[:table.index("</table>")]
+    rows = re.findall(r"<tr[^>]*><td>(.*?)</td>(.*?)</tr>", table)
+    return {html.unescape(re.sub(r" <span.*", "", m)): r for m, r in rows}
+
+
+def test_report_top_shows_the_run_and_the_headlines_with_their_numbers(run_dir):
+    import html
+
+    from saliency_sanity.verdicts import stage_headlines, stage_verdicts, verdicts
+
+    res = CheckResult.load(run_dir)
+    text = (run_dir / "report.html").read_text(encoding="utf-8")
+    top = text[:text.index("<h2>Figures</h2>")]
+    # what was explained, before anything else
+    assert "Accuracy on these inputs</dt><dd><b>5 of 8 (62.5%)</b> correct" in top
+    assert "8 inputs of shape 1&times;16&times;16" in top
+    assert "4 blocks: conv1, conv2, fc1, fc2" in top
+    # one row per method and control, each with its stage headline and the numbers behind it
+    rows = _headline_rows(text)
+    h = stage_headlines(res).set_index("method")
+    sv = stage_verdicts(res)
+    v = verdicts(res)
+    assert set(rows) == set(h.index) == {"gradient", "<b>evil</b> & co", "edge_sobel",
+                                         "random_gaussian"}
+    for method, row in rows.items():
+        words = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", row)).split())
+        assert " ".join(str(h.loc[method, "headline"]).split()[:6]) in words
+        assert ('<span class="flag">flagged</span>' in row) == bool(h.loc[method, "flagged"])
+        for m in ("spearman_abs", "ssim"):  # similarity vs null at full randomization
+            r = v[(v["method"] == method) & (v["metric"] == m)].iloc[0]
+            assert f"{r['last_stage_mean']:.3f} vs {r['null_mean']:.3f}" in words
+        if method in ("gradient", "<b>evil</b> & co"):  # the share kept at each stage
+            g = sv[(sv["method"] == method)]
+            first = g[g["stage"] == 1].set_index("metric")["retained_mean"]
+            assert (f"kept: fc2 {100 * first['spearman_abs']:.0f}/"
+                    f"{100 * first['ssim']:.0f}%") in words
+    assert "never changes" in rows["edge_sobel"] and 'class="flag"' in rows["edge_sobel"]
+    agree = res.stages[1]["output_change"]["prediction_agreement"]
+    assert f"at each stage: fc2 {100 * agree:.0f}%" in top
+
+
+def test_report_rule_in_words_and_long_tables_folded(run_dir):
+    text = (run_dir / "report.html").read_text(encoding="utf-8")
+    rule = text[text.index('id="rule"'):]
+    rule = rule[:rule.index("</div>")]
+    sentence = re.sub(r"<[^>]+>", "", rule[:rule.index("<details>")]).split("Rule.", 1)[1]
+    assert sentence.count(". ") == 0 and sentence.rstrip().endswith("changed.")
+    assert "<summary>The formula</summary>" in rule and "d_i = s_K,i - null_K,i" in rule
+    assert "retained_k,i = (s_k,i - F) / (P - F)" in rule
+    # the long tables are folded: per score verdicts, stage readings, one per score per stage
+    for head in (">Verdicts per score</h2>", ">Stage readings</h2>", ">Per-stage tables</h2>"):
+        after = text[text.index(head):]
+        assert after.index("<details>") < after.index("<table>")
+    per_stage = text[text.index(">Per-stage tables</h2>"):text.index(">Stages</h2>")]
+    assert per_stage.count("<details>") == 2 == per_stage.count("<table>")
+    assert "<summary>spearman_abs (" in per_stage and "<summary>ssim (" in per_stage
+
+
+def cnn_factory():
+    return zoo.make("cnn")[0]
+
+
+def test_cli_records_the_accuracy_on_the_explained_inputs(tmp_path):
+    import torch
+
+    model, x = zoo.make("cnn")
+    with torch.no_grad():
+        pred = model(x).argmax(1).numpy()
+    labels = pred.copy()
+    labels[0] = (labels[0] + 1) % 10
+    for name, y in (("labelled", labels), ("unlabelled", None)):
+        npz = tmp_path / f"{name}.npz"
+        np.savez(npz, x=x.numpy(), **({"y": y} if y is not None else {}))
+        out = tmp_path / name
+        assert main(["model-randomization", "--model", "test_report:cnn_factory", "--data",
+                     str(npz),
+                     "--methods", "gradient", "--scores", "spearman_abs", "--controls", "none",
+                     "--out", str(out), "--no-progress"]) == 0
+        settings = json.loads((out / "run.json").read_text())["settings"]
+        page = (out / "report.html").read_text(encoding="utf-8")
+        if y is None:
+            assert "accuracy" not in settings
+            assert "not measured: no labels were given" in page
+        else:
+            assert settings["accuracy"] == {"correct": 3, "n": 4, "accuracy": 0.75}
+            assert "<b>3 of 4 (75.0%)</b> correct" in page and "low:" not in page
 
 
 def test_report_command_rebuilds_without_recomputing(run_dir, tmp_path, capsys, monkeypatch):

@@ -5,13 +5,39 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ._io import atomic_write
 from .results import CheckResult
 
-CONTROL_STYLE = {"color": "0.45", "linestyle": "--", "linewidth": 1.2}
+#: The methods' colours: matplotlib's tab10 without its grey (grey is for controls and nulls).
+METHOD_COLORS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9")
+
+#: The controls' styles in the similarity curves: a grey family, each its own line and marker.
+CONTROL_STYLES: tuple[dict[str, Any], ...] = (
+    {"color": "0.25", "linestyle": "--", "marker": "s"},
+    {"color": "0.5", "linestyle": "-.", "marker": "^"},
+    {"color": "0.65", "linestyle": (0, (1, 1.5)), "marker": "v"},
+    {"color": "0.4", "linestyle": (0, (5, 1.5, 1, 1.5, 1, 1.5)), "marker": "D"},
+)
+
+
+def text_color(rgba: Sequence[float]) -> str:
+    """Black or white, whichever has the higher contrast on a cell of colour ``rgba``: by the
+    WCAG contrast ratio, white when the colour's relative luminance is below 0.179 (where both
+    contrasts are equal, about 4.6:1).
+
+    Example:
+        >>> text_color((1.0, 1.0, 0.8)), text_color((0.05, 0.1, 0.4)), text_color((0.7, 0.0, 0.0))
+        ('black', 'white', 'white')
+    """
+    def lin(c: float) -> float:
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = (lin(float(c)) for c in rgba[:3])
+    return "white" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.179 else "black"
 
 
 def _plt():
@@ -106,10 +132,64 @@ def cascading_grid(result: CheckResult, sample: int = 0, path: str | os.PathLike
     return fig
 
 
-def similarity_curves(result: CheckResult, metric: str, path: str | os.PathLike | None = None):
-    """Mean similarity to the trained model's maps per stage, with 95% intervals over samples.
+def score_perfect(result: CheckResult, metric: str) -> tuple[bool, float]:
+    """``(higher_is_better, perfect)`` of ``metric``: the value of a map scored against itself,
+    read from ``result.settings["scores"]`` (the top of the range for a similarity, the bottom
+    for a distance such as ``mse``), else from the score registry.
 
-    Controls are drawn as dashed grey reference lines.
+    Example:
+        >>> import pandas as pd
+        >>> r = CheckResult(check="model_randomization", table=pd.DataFrame(), settings={
+        ...     "scores": {"mse": {"range": [0.0, float("inf")], "higher_is_better": False}}})
+        >>> score_perfect(r, "mse"), score_perfect(r, "spearman_abs")
+        ((False, 0.0), (True, 1.0))
+    """
+    meta = (result.settings.get("scores") or {}).get(metric)
+    if meta is None:
+        try:
+            from . import scores
+
+            meta = scores.get(metric).settings()
+        except Exception:  # an unknown score: assume a correlation-like similarity
+            meta = {}
+    hib = bool(meta.get("higher_is_better", True))
+    rng = meta.get("range") or ([-1.0, 1.0] if hib else [0.0, float("inf")])
+    perfect = float(rng[1] if hib else rng[0])
+    if not np.isfinite(perfect):
+        perfect = 1.0 if hib else 0.0
+    return hib, perfect
+
+
+def _panel_grid(n: int) -> tuple[int, int]:
+    """(rows, columns) of the small multiples: up to 4 in a row, else 3 columns."""
+    ncol = n if n <= 4 else 3
+    return -(-n // ncol), ncol
+
+
+def similarity_curves(result: CheckResult, metric: str, path: str | os.PathLike | None = None):
+    """Similarity to the trained model's maps per stage: one panel per method (small multiples,
+    shared axes), mean and 95% interval over samples.
+
+    Every curve starts at the trained model (stage 0), where a map is compared with itself: the
+    score's perfect value (1 for correlations and SSIM, 0 for ``mse``; :func:`score_perfect`).
+    Each panel shows the method's null band once (two independently randomized models at each
+    stage, grey) and the controls as grey reference lines, each with its own line style and
+    marker. A distance (``higher_is_better`` False, e.g. ``mse``) is labelled "lower = more
+    similar".
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from saliency_sanity import model_randomization_test
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 3))
+        >>> res = model_randomization_test(net, torch.rand(6, 1, 8, 8), scores=["spearman_abs"],
+        ...     methods=["gradient", "smoothgrad"], progress=False, n_examples=0)
+        >>> fig = similarity_curves(res, "spearman_abs")
+        >>> [ax.get_title() for ax in fig.axes]
+        ['gradient', 'smoothgrad']
+        >>> # every line starts at the trained model: 2 controls, null, method, its marker
+        >>> [float(line.get_ydata()[0]) for line in fig.axes[0].lines]
+        [1.0, 1.0, 1.0, 1.0, 1.0]
     """
     plt = _plt()
     summ = result.summary()
@@ -119,35 +199,86 @@ def similarity_curves(result: CheckResult, metric: str, path: str | os.PathLike 
             f"no rows for metric {metric!r}; this result has: "
             f"{', '.join(sorted(result.table['metric'].unique()))}"
         )
+    hib, perfect = score_perfect(result, metric)
     labels = _stage_labels(result)
-    stages = sorted(summ["stage"].unique())
+    stages = sorted(int(k) for k in summ["stage"].unique())
+    if 0 not in stages:
+        stages = [0, *stages]
     null = result.summary(null=True)
     null = null[null["metric"] == metric] if not null.empty else null
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(stages) + 2.5), 3.6))
-    for method, g in summ.groupby("method", sort=False):
+    names = list(dict.fromkeys(summ["method"]))
+    controls = [m for m in names if _is_control(result, m)]
+    methods = [m for m in names if m not in controls] or controls[:1]
+    nrow, ncol = _panel_grid(len(methods))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.2 + 2.6 * ncol, 0.9 + 2.3 * nrow),
+                             sharex=True, sharey=True, squeeze=False)
+
+    def series(g):
+        """x positions and (mean, lo, hi), starting at the trained model (perfect)."""
         g = g.sort_values("stage")
-        xs = [stages.index(s) for s in g["stage"]]
-        if _is_control(result, method):
-            ax.plot(xs, g["mean"], label=f"{method} (control)", **CONTROL_STYLE)
-            continue
-        (line,) = ax.plot(xs, g["mean"], marker="o", markersize=3, label=method)
-        ax.fill_between(xs, g["lo"], g["hi"], color=line.get_color(), alpha=0.15)
-        n = null[null["method"] == method].sort_values("stage") if not null.empty else null
+        xs = [stages.index(int(k)) for k in g["stage"]]
+        cols = [list(g[c].astype(float)) for c in ("mean", "lo", "hi")]
+        if 0 not in g["stage"].astype(int).tolist():
+            xs = [0, *xs]
+            cols = [[perfect, *c] for c in cols]
+        return xs, cols
+
+    for i, method in enumerate(methods):
+        ax = axes.flat[i]
+        for j, c in enumerate(controls):
+            xs, (mean, _, _) = series(summ[summ["method"] == c])
+            ax.plot(xs, mean, markersize=3, linewidth=1.0, zorder=1,
+                    **CONTROL_STYLES[j % len(CONTROL_STYLES)])
+        n = null[null["method"] == method] if not null.empty else null
         if len(n):
-            ax.plot([stages.index(s) for s in n["stage"]], n["mean"], color=line.get_color(),
-                    linestyle=":", linewidth=1.0)
+            xs, (mean, lo, hi) = series(n)
+            ax.fill_between(xs, lo, hi, color="0.82", alpha=0.7, linewidth=0, zorder=0)
+            ax.plot(xs, mean, color="0.6", linewidth=0.8, zorder=1)
+        xs, (mean, lo, hi) = series(summ[summ["method"] == method])
+        color = METHOD_COLORS[names.index(method) % len(METHOD_COLORS)]
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.2, linewidth=0, zorder=2)
+        ax.plot(xs, mean, color=color, marker="o", markersize=3.5, linewidth=1.6, zorder=3)
+        ax.plot([0], [perfect], marker="o", markersize=6, color="k", markerfacecolor="w",
+                linestyle="none", zorder=4)
+        ax.set_title(method, fontsize=8.5)
+        ax.grid(axis="y", color="0.92", linewidth=0.6)
+        ax.tick_params(labelsize=7)
+    for ax in axes.flat[len(methods):]:
+        ax.set_visible(False)
+    xlabel = ("randomized block" if result.settings.get("order") == "independent"
+              else "randomized up to block")
+    for i, ax in enumerate(axes.flat[:len(methods)]):
+        if i + ncol < len(methods):
+            continue  # a panel below shows the stages
+        ax.set_xticks(range(len(stages)))
+        ax.set_xticklabels([labels.get(k, str(k)) for k in stages], rotation=45, ha="right",
+                           fontsize=7)
+        ax.tick_params(axis="x", labelbottom=True)
+        ax.set_xlabel(xlabel, fontsize=8)
+    ylabel = metric if hib else f"{metric}\n(distance: lower = more similar)"
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel, fontsize=8)
+    handles = [plt.Line2D([], [], marker="o", markersize=6, color="k", markerfacecolor="w",
+                          linestyle="none",
+                          label=f"trained model: map vs itself ({perfect:g})"),
+               plt.Line2D([], [], color="0.3", marker="o", markersize=3.5,
+                          label="method (colour), 95% CI shaded")]
     if not null.empty:
-        ax.plot([], [], color="0.3", linestyle=":", label="null: two random models")
-    ax.set_xticks(range(len(stages)))
-    ax.set_xticklabels([labels.get(s, str(s)) for s in stages], rotation=45, ha="right",
-                       fontsize=7)
-    ax.set_xlabel("randomized up to block" if result.settings.get("order") != "independent"
-                  else "randomized block")
-    ax.set_ylabel(metric)
-    ax.axhline(0.0, color="0.8", linewidth=0.8, zorder=0)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
-    ax.set_title(f"{metric}: similarity to the trained model's maps (mean, 95% CI)", fontsize=9)
-    fig.tight_layout()
+        handles.append(plt.matplotlib.patches.Patch(
+            color="0.82", label="null band (mean, 95% CI): two independently randomized models"))
+    handles += [plt.Line2D([], [], markersize=3, linewidth=1.0,
+                           label=f"{c} (control)", **CONTROL_STYLES[j % len(CONTROL_STYLES)])
+                for j, c in enumerate(controls)]
+    what = ("similarity to the trained model's maps per stage (mean, 95% CI)" if hib else
+            "distance to the trained model's maps per stage (lower = more similar; mean, "
+            "95% CI)")
+    fig.suptitle(f"{metric}: {what}", fontsize=9.5)
+    ncol_legend = min(3, len(handles))
+    rows = -(-len(handles) // ncol_legend)
+    height = fig.get_figheight()
+    fig.legend(handles=handles, loc="lower center", ncol=ncol_legend, fontsize=7.5,
+               frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, (0.08 + 0.2 * rows) / height, 1, 1))
     if path is not None:
         _savefig(fig, path)
     return fig

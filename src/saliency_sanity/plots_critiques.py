@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ._io import atomic_write
+from .plots import text_color
 
 __all__ = ["activation_scales_figure", "ranking_figure"]
 
@@ -65,7 +66,8 @@ def activation_scales_figure(df: pd.DataFrame, value: str = "spearman",
     for i in range(len(stages)):
         for j in range(len(blocks)):
             if not np.isnan(grid[i, j]):
-                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7)
+                ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color=text_color(im.cmap(im.norm(grid[i, j]))))
             if rand[i, j]:
                 ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.2,
                                            edgecolor="k"))
@@ -103,7 +105,8 @@ def ranking_figure(ranks: pd.DataFrame, tau: pd.DataFrame,
     for i in range(r.shape[0]):
         for j in range(r.shape[1]):
             if not np.isnan(r[i, j]):
-                a1.text(j, i, f"{r[i, j]:g}", ha="center", va="center", fontsize=7, color="w")
+                a1.text(j, i, f"{r[i, j]:g}", ha="center", va="center", fontsize=7,
+                        color=text_color(im1.cmap(im1.norm(r[i, j]))))
     a1.set_xticks(range(r.shape[1]))
     a1.set_xticklabels(ranks.columns, rotation=45, ha="right", fontsize=7)
     a1.set_yticks(range(r.shape[0]))
@@ -115,7 +118,8 @@ def ranking_figure(ranks: pd.DataFrame, tau: pd.DataFrame,
     for i in range(t.shape[0]):
         for j in range(t.shape[1]):
             if not np.isnan(t[i, j]):
-                a2.text(j, i, f"{t[i, j]:.2f}", ha="center", va="center", fontsize=7)
+                a2.text(j, i, f"{t[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                        color=text_color(im2.cmap(im2.norm(t[i, j]))))
     a2.set_xticks(range(t.shape[1]))
     a2.set_xticklabels(tau.columns, rotation=45, ha="right", fontsize=7)
     a2.set_yticks(range(t.shape[0]))

@@ -112,6 +112,9 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     if args.normalize:
         result.settings["model"]["normalize"] = args.normalize
     result.settings["data"] = desc
+    from ..demo import record_accuracy
+
+    record_accuracy(result, model, x, y)
     if options.any():
         result.settings["critiques"] = options.settings()
     out = write_run(result, args.out, command=["saliency-sanity", *argv])

@@ -27,15 +27,17 @@ import pandas as pd
 from .._io import atomic_write
 from ..results import CheckResult
 from ..results.files import CRITIQUE_FIGURES
-from ..verdicts import MAIN_SCORES, method_summary, rule_text, verdicts
+from ..verdicts import MAIN_SCORES, verdicts
 from ._util import PNG_SIGNATURE, _ci, _num, _png_uri, _table, e
 from .artifacts import CritiqueArtifacts, load_critiques
 from .critiques import contents, critique_sections
+from .summary import CSS as _SUMMARY_CSS
+from .summary import _badge, headlines_section, run_header, stage_readings_section
 
 _CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;margin:0;
  background:#f6f7f9;color:#1d2330;font-size:14px;line-height:1.45}
-main{max-width:1120px;margin:0 auto;padding:24px 28px 60px;background:#fff;
+main{max-width:1120px;margin:0 auto;padding:16px 28px 60px;background:#fff;
  box-shadow:0 0 12px rgba(0,0,0,.06)}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:34px 0 10px;padding-bottom:4px;
  border-bottom:2px solid #e3e6ec}h3{font-size:15px;margin:22px 0 8px}
@@ -60,12 +62,6 @@ code{background:#f3f4f7;padding:1px 4px;border-radius:3px;font-size:12.5px}
 details summary{cursor:pointer;color:#34538a}
 .grid2{display:flex;flex-wrap:wrap;gap:8px 22px}
 """
-
-
-def _badge(verdict: str) -> str:
-    v = str(verdict)
-    cls = v if v in ("pass", "fail", "inconclusive", "invalid") else "invalid"
-    return f'<span class="badge {cls}">{e(v)}</span>'
 
 
 def _figures_from_dir(directory: Path) -> list[tuple[str, bytes]]:
@@ -100,9 +96,10 @@ def _caption(stem: str) -> str:
     if stem in _CAPTIONS:
         return _CAPTIONS[stem]
     if stem.startswith("similarity_"):
-        return (f"{stem[len('similarity_'):]}: similarity to the trained model's maps per stage "
-                "(mean and 95% interval over samples). Dotted: the null reference (two "
-                "independently randomized models); dashed grey: controls.")
+        return (f"{stem[len('similarity_'):]}: one panel per method, its mean and 95% interval "
+                "over samples at each stage, starting from the trained model (a map compared "
+                "with itself: the score's perfect value). Grey band: the null reference (two "
+                "independently randomized models); grey lines with markers: the controls.")
     if stem.startswith("bars_"):
         return f"{stem[len('bars_'):]}: true-label vs random-label maps per method."
     return stem
@@ -117,39 +114,6 @@ def _stage_labels(result: CheckResult) -> dict[int, str]:
             index=False):
         labels.setdefault(int(k), str(layer))
     return labels
-
-
-def _summary_section(result: CheckResult, v: pd.DataFrame, margin: float,
-                     min_samples: int) -> str:
-    s = method_summary(v)
-    parts = ['<span id="verdicts"></span><h2>Verdicts</h2>']
-    if result.check == "data_randomization" and result.settings.get("valid") is False:
-        parts.append(f'<p class="rule"><b>INVALID run:</b> '
-                     f'{e(result.settings.get("invalid_reason", ""))}</p>')
-    main = [m for m in MAIN_SCORES if m in set(result.table["metric"])] or list(
-        dict.fromkeys(v["metric"]))
-    rows, classes = [], []
-    for _, r in s.iterrows():
-        cells = [e(r["method"]), "control" if r["control"] else "method", _badge(r["verdict"])]
-        for m in main:
-            g = v[(v["method"] == r["method"]) & (v["metric"] == m)]
-            cells.append("<br>".join(
-                f'{_badge(x["verdict"])} <span class="note">{_num(x["last_stage_mean"])} vs '
-                f'null {_num(x["null_mean"])}</span>' for _, x in g.iterrows()) or "&ndash;")
-        rows.append(cells)
-        classes.append("control" if r["control"] else "")
-    parts.append(_table(["method", "kind", "verdict"] + [
-        f"{e(m)} <span class=\"note\">(judged stage vs null)</span>" for m in main],
-        rows, classes))
-    parts.append(f'<div class="rule"><b>Rule.</b> {e(rule_text(margin, min_samples))}</div>')
-    parts.append(
-        '<p class="note">Controls are scored like methods so you can see what an uninformative '
-        "map scores: random maps pass trivially (Binder et al. 2023: noise shares nothing with "
-        "any map), the Sobel edge detector fails because it ignores the model. A method that "
-        "passes is only as parameter-dependent as noise at full randomization; Adebayo et al. "
-        "2018 also read the curves stage by stage (below): a method that stays similar through "
-        "the top blocks is insensitive to them even if it ends at the null.</p>")
-    return "\n".join(parts)
 
 
 def _detail_section(v: pd.DataFrame, result: CheckResult) -> str:
@@ -178,17 +142,21 @@ def _detail_section(v: pd.DataFrame, result: CheckResult) -> str:
         classes.append("control" if r["control"] else "")
     k = v["stage"].max()
     judged = "each block" if independent else f"stage {int(k)} ({labels.get(int(k), k)})"
-    return ("<h2>Verdicts per score</h2>"
+    return ('<h2 id="verdicts-per-score">Verdicts per score</h2>'
             f'<p class="sub">Judged at {e(judged)}. Differences are in oriented units '
             "(higher = more similar); &ldquo;first stage&rdquo; is the first randomized stage, "
-            "shown for reference.</p>" + _table(head, rows, classes))
+            "shown for reference.</p>"
+            f"<details><summary>Every method and score ({len(rows)} rows): intervals, "
+            "p-values, margins and reasons</summary>" + _table(head, rows, classes)
+            + "</details>")
 
 
 def _figures_section(figs: list[tuple[str, bytes]]) -> str:
     if not figs:
         return '<span id="figures"></span><h2>Figures</h2><p>This run has no figures.</p>'
     order = {"cascading_grid": 0, "maps_true_vs_random": 0}
-    figs = sorted(figs, key=lambda f: (order.get(f[0], 1), f[0]))
+    main = {f"{kind}_{m}" for kind in ("similarity", "bars") for m in MAIN_SCORES}
+    figs = sorted(figs, key=lambda f: (order.get(f[0], 1 if f[0] in main else 2), f[0]))
     out = ['<span id="figures"></span><h2>Figures</h2>']
     for stem, data in figs:
         cls = ' class="grid"' if stem in order else ""
@@ -205,10 +173,10 @@ def _stage_tables_section(result: CheckResult) -> str:
     labels = _stage_labels(result)
     controls = set(result.settings.get("controls", []))
     stages = sorted(int(s) for s in summ["stage"].unique())
-    out = ["<h2>Per-stage tables</h2>",
+    out = ['<h2 id="per-stage">Per-stage tables</h2>',
            '<p class="sub">Mean similarity to the trained model\'s maps [95% t-interval] over '
            "samples; rows marked null: the similarity between maps of two independently "
-           "randomized models at that stage.</p>"]
+           "randomized models at that stage. One fold-out per score.</p>"]
     for metric in list(dict.fromkeys(summ["metric"])):
         sm = summ[summ["metric"] == metric]
         nm = null[null["metric"] == metric] if not null.empty else null
@@ -231,9 +199,9 @@ def _stage_tables_section(result: CheckResult) -> str:
                 name = e(method) + (" (control)" if method in controls else "")
                 rows.append([name + (" &middot; <i>null</i>" if kind else ""), *cells])
                 classes.append("control" if (method in controls or kind) else "")
-        out.append(f"<h3>{e(metric)}</h3>")
+        out.append(f"<details><summary>{e(metric)} ({len(rows)} rows)</summary>")
         out.append(_table(["method"] + [e(labels.get(k, k)) for k in stages], rows, classes,
-                          [False] + [True] * len(stages)))
+                          [False] + [True] * len(stages)) + "</details>")
     return "\n".join(out)
 
 
@@ -324,20 +292,23 @@ def render_report(result: CheckResult, figures: list[tuple[str, bytes]] | None =
                    f'<a href="#{a}">{e(t)}</a>' for a, t in toc)
                + ' &middot; <a href="#settings">Settings</a></p>')
     body = "\n".join([
-        f"<h1>{e(name)}</h1>",
-        f'<p class="sub">saliency-sanity report &middot; {e(sub)}</p>',
+        f'<div class="head"><h1>{e(name)}</h1>'
+        f'<p class="sub">saliency-sanity report &middot; {e(sub)}</p></div>',
+        run_header(result),
         nav,
-        _summary_section(result, v, margin, min_samples),
+        headlines_section(result, v, margin, min_samples),
         _figures_section(figures),
         extra,
         _detail_section(v, result),
+        stage_readings_section(result, min_samples),
         _stage_tables_section(result),
         _stages_section(result),
         _settings_section(result),
     ])
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>{e(name)} &middot; saliency-sanity</title><style>{_CSS}</style></head>"
+            f"<title>{e(name)} &middot; saliency-sanity</title><style>{_CSS}{_SUMMARY_CSS}"
+            "</style></head>"
             f"<body><main>\n{body}\n</main></body></html>\n")
 
 
