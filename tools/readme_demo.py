@@ -1,11 +1,15 @@
-"""The README's demo paragraph and figures, regenerated from the code (never typed by hand).
+"""The README's and docs' demo numbers and figures, regenerated from the code (never typed).
 
     python tools/readme_demo.py            # run the demo's main check; rewrite the README block
                                            # and docs/images/demo_*.png
+    python tools/readme_demo.py --docs     # the whole demo (critiques too, ~4 min): also the
+                                           # verdict and ranking tables of docs/report.md
     python tools/readme_demo.py --check    # exit 1 when the README's numbers drift by > 0.01
 
 The paragraph sits between ``<!-- demo-numbers:start -->`` and ``<!-- demo-numbers:end -->`` in
-README.md. ``tests/test_readme_numbers.py`` (slow) runs the same check in the test suite.
+README.md, the tables between ``<!-- demo-verdicts:start/end -->`` and
+``<!-- demo-ranking:start/end -->`` in docs/report.md. ``tests/test_readme_numbers.py`` (slow)
+runs the README check in the test suite.
 """
 
 from __future__ import annotations
@@ -22,16 +26,65 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 IMAGES = ROOT / "docs" / "images"
 START, END = "<!-- demo-numbers:start -->", "<!-- demo-numbers:end -->"
+REPORT_DOC = ROOT / "docs" / "report.md"
 PAPER = "0.9 / 0.77 / 0.63 / 0.45 against 0.6 / 0.38 / 0.1 / 0.08"
 CONTROLS = ("random_gaussian", "random_uniform")
 
 
-def demo_result(out: Path, cache_dir: Any = None) -> Any:
-    """The demo's main check (no critiques), written to ``out``."""
-    from saliency_sanity.demo import demo_run
+def demo_result(out: Path, cache_dir: Any = None, critiques: bool = False) -> Any:
+    """The demo's main check (and, with ``critiques``, its critiques), written to ``out``."""
+    from saliency_sanity.demo import DEMO_CRITIQUES, demo_run
 
     return demo_run(out, cache_dir=cache_dir, progress=False, log=lambda s: None,
-                    critiques=None).result
+                    critiques=DEMO_CRITIQUES if critiques else None).result
+
+
+def verdict_table(result: Any) -> str:
+    """docs/report.md's table: each method's verdict per main score, with its similarity at
+    full randomization against the null, and the method's overall verdict."""
+    from saliency_sanity.verdicts import MAIN_SCORES, method_summary, verdicts
+
+    v = verdicts(result)
+    overall = method_summary(v).set_index("method")["verdict"]
+    lines = ["| method | " + " | ".join(f"{m} (sim vs null)" for m in MAIN_SCORES)
+             + " | verdict |", "|---" * (len(MAIN_SCORES) + 2) + "|"]
+    for method in dict.fromkeys(v["method"]):
+        rows = v[v["method"] == method].set_index("metric")
+        cells = []
+        for m in MAIN_SCORES:
+            r = rows.loc[m]
+            cells.append(f"{r['verdict']} ({r['last_stage_mean']:.3f} vs {r['null_mean']:.3f})")
+        tag = " (control)" if bool(rows["control"].iloc[0]) else ""
+        lines.append(f"| {method}{tag} | " + " | ".join(cells) + f" | {overall[method]} |")
+    return "\n".join(lines)
+
+
+def ranking_table(run_dir: Path) -> str:
+    """docs/report.md's ranking table, from the run's ranking.csv and ranking_tau.csv."""
+    import pandas as pd
+
+    from saliency_sanity.results.ranking import wide_ranking
+
+    ranks, _, tau, n = wide_ranking(pd.read_csv(run_dir / "ranking.csv"),
+                                    pd.read_csv(run_dir / "ranking_tau.csv"))
+    checks = list(ranks.columns)
+    lines = ["| method | " + " | ".join(checks) + " |", "|---" * (len(checks) + 1) + "|"]
+    for method, row in ranks.sort_values(checks[0]).iterrows():
+        cells = ["-" if pd.isna(v) else f"{v:g}" for v in row]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    pairs = [f"{a}-{b} {tau.loc[a, b]:.2f} ({int(n.loc[a, b])} methods)"
+             for i, a in enumerate(checks) for b in checks[i + 1:]]
+    return "\n".join(lines) + "\n\nKendall's tau: " + "; ".join(pairs) + "."
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    """``text`` with the block between ``<!-- name:start -->`` and ``<!-- name:end -->``
+    replaced by ``body``."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    if start not in text or end not in text:
+        raise ValueError(f"no {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    return f"{head}{start}\n{body}\n{end}{rest.split(end, 1)[1]}"
 
 
 def numbers(result: Any, metric: str = "spearman_abs") -> dict[str, list[float]]:
@@ -88,10 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--check", action="store_true", help="only compare; exit 1 on drift > 0.01")
+    p.add_argument("--docs", action="store_true",
+                   help="run the critiques too and rewrite docs/report.md's demo tables")
     p.add_argument("--cache-dir", default=None)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        result = demo_result(Path(tmp) / "demo", args.cache_dir)
+        result = demo_result(Path(tmp) / "demo", args.cache_dir, critiques=args.docs)
         nums = numbers(result)
         text = README.read_text(encoding="utf-8")
         d = drift(text, nums)
@@ -103,6 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         figs = Path(tmp) / "demo" / "figures"
         shutil.copy(figs / "similarity_spearman_abs.png", IMAGES / "demo_spearman_abs.png")
         shutil.copy(figs / "cascading_grid.png", IMAGES / "demo_cascading_grid.png")
+        if args.docs:
+            doc = REPORT_DOC.read_text(encoding="utf-8")
+            doc = replace_block(doc, "demo-verdicts", verdict_table(result))
+            doc = replace_block(doc, "demo-ranking", ranking_table(Path(tmp) / "demo"))
+            REPORT_DOC.write_text(doc, encoding="utf-8")
     print(paragraph(nums))
     return 0
 
