@@ -113,7 +113,10 @@ def perturbation_curve(model: Any, x: torch.Tensor, maps: torch.Tensor, target: 
             return out
         checked = tgt is not None and not isinstance(target, torch.Tensor | int)
         idx = torch.nonzero(ok).flatten()
-        rank, _ = _unit_ranks(relevance[idx], region, order, seed)
+        # the order is drawn for the whole batch: a sample's curve does not depend on which
+        # other samples have finite maps
+        rel = torch.where(ok.view(-1, 1, 1), relevance, 0.0)
+        rank = _unit_ranks(rel, region, order, seed)[0][idx]
         xs, ends, tg = start[idx], end[idx], tgt[idx]
         thresholds = (torch.arange(steps + 1, device=x.device) * per_step).view(-1, 1, 1, 1)
         nb = len(idx)

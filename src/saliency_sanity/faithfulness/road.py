@@ -95,28 +95,25 @@ def linear_imputation(x: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
 
 
 def noisy_linear_imputation(x: torch.Tensor, removed: torch.Tensor, noise: float = 0.01,
-                            seed: int = 0) -> torch.Tensor:
-    """:func:`linear_imputation` plus ``noise`` x N(0, 1) on every imputed value (a private
-    generator seeded from ``seed``; draws in the order image, pixel, channel).
+                            seed: int = 0, eps: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`linear_imputation` plus ``noise`` x N(0, 1) on every imputed value: ``eps`` (x's
+    shape) if given, else drawn for every element of ``x`` from a private generator seeded from
+    ``seed`` (so a sample's noise does not depend on which pixels the others remove).
 
     Example:
         >>> x = torch.rand(2, 3, 5, 5, generator=torch.Generator().manual_seed(0))
         >>> removed = torch.rand(2, 5, 5, generator=torch.Generator().manual_seed(1)) < 0.5
-        >>> y = noisy_linear_imputation(x, removed, noise=0.0)
-        >>> bool((y == x)[removed.unsqueeze(1).expand_as(x) == False].all())
-        True
+        >>> y = noisy_linear_imputation(x, removed, noise=0.1)
+        >>> kept = ~removed.unsqueeze(1).expand_as(x)
+        >>> bool((y[kept] == x[kept]).all()), bool((y[~kept] != x[~kept]).all())
+        (True, True)
     """
     out = linear_imputation(x, removed)
     if noise > 0:
-        m = removed.unsqueeze(1).expand_as(x)
-        count = int(removed.sum())
-        eps = torch.randn(count, x.shape[1], generator=generator(seed, 2), dtype=torch.float64)
-        # the draws are (pixel, channel); x[m] enumerates (channel, pixel) within an image
-        eps_img = torch.zeros(x.shape[0], x.shape[2], x.shape[3], x.shape[1],
-                              dtype=torch.float64)
-        eps_img[removed.cpu()] = eps
-        eps_img = eps_img.permute(0, 3, 1, 2).to(device=x.device, dtype=x.dtype)
-        out = torch.where(m, out + noise * eps_img, out)
+        if eps is None:
+            eps = torch.randn(x.shape, generator=generator(seed, 2), dtype=x.dtype)
+        eps = eps.to(device=x.device, dtype=x.dtype)
+        out = torch.where(removed.unsqueeze(1), out + noise * eps, out)
     return out
 
 
@@ -181,11 +178,18 @@ def road(model: Any, x: torch.Tensor, maps: torch.Tensor, target: Target = "pred
         checked = not isinstance(target, torch.Tensor | int)
         idx = torch.nonzero(ok).flatten()
         nb, p = len(idx), len(counts)
-        rank = ranks(relevance[idx].reshape(nb, h * w), order, seed).view(1, nb, h, w)
+        # orders and noise drawn for the whole batch, so a sample's row does not depend on
+        # which other samples have finite maps
+        rel = torch.where(ok.view(-1, 1, 1), relevance, 0.0).reshape(b, h * w)
+        rank = ranks(rel, order, seed)[idx].view(1, nb, h, w)
         thresholds = torch.tensor(counts, device=x.device).view(p, 1, 1, 1)
         removed = (rank < thresholds).reshape(p * nb, h, w)          # percentage-major
         xs = x[idx].repeat(p, 1, 1, 1)
-        imputed = noisy_linear_imputation(xs, removed, float(noise), seed)
+        eps = None
+        if noise > 0:
+            eps = torch.randn((p, *x.shape), generator=generator(seed, 2), dtype=x.dtype)
+            eps = eps[:, idx.cpu()].reshape(p * nb, *x.shape[1:])
+        imputed = noisy_linear_imputation(xs, removed, float(noise), seed, eps)
         tg = tgt[idx].repeat(p)
 
         def make_rows(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
