@@ -43,7 +43,7 @@ from saliency_sanity.faithfulness import (
     region_perturbation,
     road,
 )
-from saliency_sanity.faithfulness.road import NEIGHBOUR_WEIGHTS
+from saliency_sanity.faithfulness.imputation import NEIGHBOUR_WEIGHTS
 
 RTOL = 1e-5
 

@@ -23,7 +23,7 @@ from .curves import (
     region_grid,
     region_perturbation,
 )
-from .road import linear_imputation, noisy_linear_imputation, road
+from .imputation import linear_imputation, noisy_linear_imputation, road
 from .scores import abpc, aopc, auc
 
 __all__ = [

@@ -86,7 +86,7 @@ def linear_imputation(x: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
         rhs[valid[known]] += wt * values[nb[known]]
     a = csc_matrix((np.concatenate([diag, *vals]), (np.concatenate(rows), np.concatenate(cols))),
                    shape=(nu, nu))
-    sol = splu(a, permc_spec="MMD_AT_PLUS_A").solve(rhs)
+    sol = splu(a, permc_spec="COLAMD").solve(rhs)
     filled = torch.from_numpy(sol).to(device=x.device, dtype=x.dtype)
     idx = torch.from_numpy(flat).to(x.device)
     view = out.permute(0, 2, 3, 1).reshape(n * hw, c)
