@@ -294,6 +294,22 @@ def test_imputation_solves_the_neighbour_equations():
     assert abs(float(eps.std()) - 1.0) < 0.15 and abs(float(eps.mean())) < 0.15
 
 
+@pytest.mark.parametrize("blobs", [False, True])
+def test_conjugate_gradient_solves_the_same_system(blobs):
+    """The batched torch solver (for GPUs) against SuperLU: random masks and large blobs."""
+    x = torch.rand(3, 2, 24, 20, generator=torch.Generator().manual_seed(8))
+    noise = torch.rand(3, 1, 24, 20, generator=torch.Generator().manual_seed(9))
+    if blobs:
+        noise = nn.functional.avg_pool2d(noise, 9, 1, 4)
+    removed = torch.stack([noise[i, 0] > noise[i, 0].quantile(q) for i, q in
+                           enumerate((0.2, 0.5, 0.9))]) if blobs else noise[:, 0] < 0.7
+    direct = linear_imputation(x, removed, solver="direct")
+    cg = linear_imputation(x, removed, solver="cg")
+    torch.testing.assert_close(cg, direct, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="unknown solver 'lu'"):
+        road(nn.Sequential(nn.Flatten(), nn.Linear(960, 2)), x, x, solver="lu")
+
+
 # ---------------------------------------------------------------------------------------------
 # model unchanged, determinism
 # ---------------------------------------------------------------------------------------------

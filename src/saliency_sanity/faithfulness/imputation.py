@@ -12,11 +12,13 @@ github.com/tleemann/road_evaluation).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.sparse import csc_matrix
 from scipy.sparse.linalg import splu
 
@@ -44,19 +46,36 @@ NEIGHBOUR_WEIGHTS: tuple[tuple[tuple[int, int], float], ...] = (
 DEFAULT_PERCENTAGES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def linear_imputation(x: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+def linear_imputation(x: torch.Tensor, removed: torch.Tensor, solver: str = "auto",
+                      tol: float = 1e-10, max_iter: int | None = None) -> torch.Tensor:
     """``x`` (N, C, H, W) with the pixels where ``removed`` (N, H, W) is True replaced by the
-    solution of ROAD's neighbour-mean system (no noise), all N images in one sparse solve.
+    solution of ROAD's neighbour-mean system (no noise), all N images in one solve.
 
     Each removed pixel v_i satisfies ``sum_j w_ij v_i = sum_j w_ij u_j`` over its in-image
     neighbours j, where u_j is the neighbour's value (an unknown if removed).
+
+    ``solver``: ``"direct"`` (SciPy SuperLU on the block-diagonal system, on the CPU),
+    ``"cg"`` (Jacobi-preconditioned conjugate gradient in torch on x's device, every image and
+    channel at once, until each residual is below ``tol`` times its right-hand side), or
+    ``"auto"`` (direct on the CPU, cg on other devices). Both solve in float64.
 
     Example:
         >>> x = torch.zeros(1, 1, 3, 3); x[0, 0, 0] = 1.0
         >>> removed = torch.zeros(1, 3, 3, dtype=torch.bool); removed[0, 1, 1] = True
         >>> round(float(linear_imputation(x, removed)[0, 0, 1, 1]), 4)  # 1/12 + 1/6 + 1/12
         0.3333
+        >>> round(float(linear_imputation(x, removed, solver="cg")[0, 0, 1, 1]), 4)
+        0.3333
     """
+    if solver not in ("auto", "direct", "cg"):
+        raise ValueError(f"linear_imputation: unknown solver {solver!r}; known: ['auto', 'cg', "
+                         f"'direct']")
+    if solver == "cg" or (solver == "auto" and x.device.type != "cpu"):
+        return _cg_imputation(x, removed, tol, max_iter)
+    return _direct_imputation(x, removed)
+
+
+def _direct_imputation(x: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
     n, c, h, w = x.shape
     hw = h * w
     flat = torch.nonzero(removed.reshape(-1).cpu()).flatten().numpy()
@@ -94,8 +113,57 @@ def linear_imputation(x: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
     return view.reshape(n, h, w, c).permute(0, 3, 1, 2).contiguous()
 
 
+def _cg_imputation(x: torch.Tensor, removed: torch.Tensor, tol: float, max_iter: int | None
+                   ) -> torch.Tensor:
+    """The same system by preconditioned conjugate gradient (it is symmetric positive definite:
+    every group of removed pixels borders a kept one while some pixel is kept)."""
+    n, c, h, w = x.shape
+    dev, f64 = x.device, torch.float64
+    k = torch.zeros(3, 3, dtype=f64)
+    for (dr, dc), wt in NEIGHBOUR_WEIGHTS:
+        k[1 + dr, 1 + dc] = wt
+    k = k.view(1, 1, 3, 3).to(dev)
+
+    def spread(v: torch.Tensor) -> torch.Tensor:  # sum_j w_ij v_j over in-image neighbours
+        return F.conv2d(v.reshape(n * c, 1, h, w), k, padding=1).view(n, c, h, w)
+
+    u = removed.to(device=dev).unsqueeze(1).to(f64)
+    xd = x.detach().to(f64)
+    diag = F.conv2d(torch.ones(1, 1, h, w, dtype=f64, device=dev), k, padding=1)
+    b = u * spread((1 - u) * xd)
+    inv = u / diag
+
+    def op(v: torch.Tensor) -> torch.Tensor:
+        return u * (diag * v - spread(u * v))
+
+    dims = (2, 3)
+    v = torch.zeros_like(xd)
+    r = b.clone()
+    z = inv * r
+    p = z.clone()
+    rz = (r * z).sum(dims, keepdim=True)
+    bound = tol * b.norm(dim=dims, keepdim=True)
+    limit = max_iter if max_iter is not None else 50 * (h + w) + 100
+    for it in range(limit):
+        ap = op(p)
+        alpha = rz / (p * ap).sum(dims, keepdim=True).clamp_min(1e-300)
+        v = v + alpha * p
+        r = r - alpha * ap
+        if it % 10 == 9 and bool((r.norm(dim=dims, keepdim=True) <= bound).all()):
+            break
+        z = inv * r
+        rz_new = (r * z).sum(dims, keepdim=True)
+        p = z + (rz_new / rz.clamp_min(1e-300)) * p
+        rz = rz_new
+    else:
+        warnings.warn(f"linear_imputation: conjugate gradient stopped after {limit} iterations "
+                      f"above tol={tol}", RuntimeWarning, stacklevel=3)
+    return torch.where(removed.to(dev).unsqueeze(1), v.to(x.dtype), x.detach())
+
+
 def noisy_linear_imputation(x: torch.Tensor, removed: torch.Tensor, noise: float = 0.01,
-                            seed: int = 0, eps: torch.Tensor | None = None) -> torch.Tensor:
+                            seed: int = 0, eps: torch.Tensor | None = None,
+                            solver: str = "auto") -> torch.Tensor:
     """:func:`linear_imputation` plus ``noise`` x N(0, 1) on every imputed value: ``eps`` (x's
     shape) if given, else drawn for every element of ``x`` from a private generator seeded from
     ``seed`` (so a sample's noise does not depend on which pixels the others remove).
@@ -108,7 +176,7 @@ def noisy_linear_imputation(x: torch.Tensor, removed: torch.Tensor, noise: float
         >>> bool((y[kept] == x[kept]).all()), bool((y[~kept] != x[~kept]).all())
         (True, True)
     """
-    out = linear_imputation(x, removed)
+    out = linear_imputation(x, removed, solver=solver)
     if noise > 0:
         if eps is None:
             eps = torch.randn(x.shape, generator=generator(seed, 2), dtype=x.dtype)
@@ -141,13 +209,14 @@ def removal_counts(percentages: Sequence[float], hw: int, who: str = "road") -> 
 def road(model: Any, x: torch.Tensor, maps: torch.Tensor, target: Target = "predicted",
          percentages: Sequence[float] = DEFAULT_PERCENTAGES, order: str = "morf",
          noise: float = 0.01, seed: int = 0, score: str = "softmax",
-         batch_size: int | str | None = "auto") -> torch.Tensor:
+         batch_size: int | str | None = "auto", solver: str = "auto") -> torch.Tensor:
     """ROAD: (B, len(percentages)) scores of the explained class after removing the fraction p
     of the pixels (the most relevant first with ``order="morf"``, the least with ``"lerf"``,
     ``"random"``) by noisy linear imputation. ``score="correct"`` gives ROAD's accuracy (1.0
     where the model still predicts the target), as Quantus' ``ROAD`` returns.
 
     Relevance per pixel is the map summed over channels; ties keep the pixels' row-major order.
+    ``solver``: see :func:`linear_imputation` (SuperLU on the CPU, conjugate gradient on a GPU).
     Samples whose map has NaN or inf get NaN rows and a warning.
 
     Example:
@@ -165,6 +234,8 @@ def road(model: Any, x: torch.Tensor, maps: torch.Tensor, target: Target = "pred
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not noise >= 0 or \
             not math.isfinite(noise):
         raise ValueError(f"{who}: noise must be a finite number >= 0, got {noise!r}")
+    if solver not in ("auto", "direct", "cg"):
+        raise ValueError(f"{who}: unknown solver {solver!r}; known: ['auto', 'cg', 'direct']")
     b, _, h, w = x.shape
     counts = removal_counts(percentages, h * w, who)
     rows = rows_per_pass(batch_size, x, who)
@@ -189,7 +260,7 @@ def road(model: Any, x: torch.Tensor, maps: torch.Tensor, target: Target = "pred
         if noise > 0:
             eps = torch.randn((p, *x.shape), generator=generator(seed, 2), dtype=x.dtype)
             eps = eps[:, idx.cpu()].reshape(p * nb, *x.shape[1:])
-        imputed = noisy_linear_imputation(xs, removed, float(noise), seed, eps)
+        imputed = noisy_linear_imputation(xs, removed, float(noise), seed, eps, solver)
         tg = tgt[idx].repeat(p)
 
         def make_rows(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
