@@ -228,6 +228,27 @@ def test_linear_morf_drops_by_removed_contributions(k):
     assert curves[:, -1].abs().max() < 1e-12  # everything removed: f(0) = 0
 
 
+def test_overlapping_windows_by_hand():
+    """Samek's overlapping windows: step s replaces the k x k windows around the s centres of
+    largest window relevance; k = 1 is pixel flipping."""
+    model, w = _linear(25)
+    x = torch.rand(1, 1, 5, 5, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    maps = torch.zeros(1, 1, 5, 5, dtype=torch.float64)
+    maps[0, 0, 0, 0], maps[0, 0, 4, 4], maps[0, 0, 2, 3] = 5.0, 3.0, 1.0
+    curve = region_perturbation(model, x, maps, 0, region=3, steps=2, replacement="black",
+                                score="logit", regions="overlapping")
+    contrib = (x * w.view(1, 1, 5, 5))[0, 0]
+    first = contrib[:2, :2].sum()                      # window of (0, 0), clipped: 5 + 0 + 0
+    torch.testing.assert_close(curve[0, 1], contrib.sum() - first)
+    # next: (0, 1), (1, 0), (1, 1) tie at 5 (stable: row-major), so (0, 1) adds column 2
+    torch.testing.assert_close(curve[0, 2], contrib.sum() - contrib[:2, :3].sum())
+    kw = dict(region=1, steps=25, replacement="black", score="logit")
+    torch.testing.assert_close(region_perturbation(model, x, x, 0, regions="overlapping", **kw),
+                               region_perturbation(model, x, x, 0, **kw))
+    with pytest.raises(ValueError, match="odd size"):
+        region_perturbation(model, x, x, 0, region=2, steps=1, regions="overlapping")
+
+
 def test_region_grid_pads_like_quantus():
     ids, n = region_grid(28, 28, 9)  # padded to 36: 4 rows above, 4 below
     assert n == 16

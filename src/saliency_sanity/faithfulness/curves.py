@@ -18,6 +18,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from .._guard import model_guard
 from ..methods.base import Target
@@ -55,10 +56,23 @@ def region_grid(h: int, w: int, k: int) -> tuple[torch.Tensor, int]:
     return ids.flatten(), ((h + ph) // k) * n_w
 
 
-def _unit_ranks(relevance: torch.Tensor, k: int, order: str, seed: int
-                ) -> tuple[torch.Tensor, int]:
-    """(B, 1, H, W) position of each pixel's unit in the removal order, and the unit count."""
+def _unit_ranks(relevance: torch.Tensor, k: int, order: str, seed: int,
+                overlapping: bool = False) -> tuple[torch.Tensor, int]:
+    """(B, 1, H, W) first step at which each pixel is replaced (its unit's position in the
+    order), and the unit count.
+
+    Grid: units are the regions of :func:`region_grid`. Overlapping (Samek et al.): a unit is
+    the k x k window centred on a pixel (clipped at the border), ordered by the relevance summed
+    over the window; a pixel goes at the first step whose window covers it (a min-pool of the
+    windows' positions).
+    """
     b, h, w = relevance.shape
+    if overlapping:
+        pad = k // 2
+        win = F.avg_pool2d(relevance.unsqueeze(1), k, 1, pad, count_include_pad=True) * (k * k)
+        rank = ranks(win.reshape(b, h * w), order, seed).view(b, 1, h, w).to(torch.float64)
+        first = -F.max_pool2d(-rank, k, 1, pad)
+        return first.to(torch.long), h * w
     ids, n = region_grid(h, w, k)
     ids = ids.to(relevance.device)
     per_unit = torch.zeros(b, n, dtype=relevance.dtype, device=relevance.device)
@@ -81,11 +95,12 @@ def _steps_check(steps: Any, most: int, what: str, who: str) -> int:
 def perturbation_curve(model: Any, x: torch.Tensor, maps: torch.Tensor, target: Target, *,
                        region: int, per_step: int, steps: int | None, replacement: Any,
                        order: str, seed: int, score: str, batch_size: int | str | None,
-                       insert: bool, who: str) -> torch.Tensor:
+                       insert: bool, who: str, overlapping: bool = False) -> torch.Tensor:
     """The shared engine: (B, steps + 1) scores (see the module docstring).
 
     ``region``: the unit's side k; ``per_step``: units per step; ``steps`` None: until every
-    unit is replaced; ``insert``: start from the replacement image and put ``x``'s units back.
+    unit is replaced; ``insert``: start from the replacement image and put ``x``'s units back;
+    ``overlapping``: windows centred on every pixel instead of a grid (odd ``region``).
     """
     relevance = check_images(x, maps, who)
     check_order(order, who)
@@ -97,9 +112,13 @@ def perturbation_curve(model: Any, x: torch.Tensor, maps: torch.Tensor, target: 
     if region > min(h, w):
         raise ValueError(f"{who}: region {region} x {region} is larger than the image "
                          f"({h} x {w})")
-    n_units = math.ceil(h / region) * math.ceil(w / region)
+    if overlapping and region % 2 == 0:
+        raise ValueError(f"{who}: overlapping regions need an odd size (centred on a pixel), "
+                         f"got {region}")
+    n_units = h * w if overlapping else math.ceil(h / region) * math.ceil(w / region)
     most = math.ceil(n_units / per_step)
-    what = f"{n_units} regions of {region} x {region}" if region > 1 else f"{n_units} pixels"
+    what = (f"{n_units} pixels" if region == 1 else f"{n_units} windows of {region} x {region}"
+            if overlapping else f"{n_units} regions of {region} x {region}")
     steps = most if steps is None else _steps_check(steps, most, what, who)
     rows = rows_per_pass(batch_size, x, who)
     x = x.detach()
@@ -116,7 +135,7 @@ def perturbation_curve(model: Any, x: torch.Tensor, maps: torch.Tensor, target: 
         # the order is drawn for the whole batch: a sample's curve does not depend on which
         # other samples have finite maps
         rel = torch.where(ok.view(-1, 1, 1), relevance, 0.0)
-        rank = _unit_ranks(rel, region, order, seed)[0][idx]
+        rank = _unit_ranks(rel, region, order, seed, overlapping)[0][idx]
         xs, ends, tg = start[idx], end[idx], tgt[idx]
         thresholds = (torch.arange(steps + 1, device=x.device) * per_step).view(-1, 1, 1, 1)
         nb = len(idx)
@@ -135,8 +154,8 @@ def perturbation_curve(model: Any, x: torch.Tensor, maps: torch.Tensor, target: 
 def region_perturbation(model: Any, x: torch.Tensor, maps: torch.Tensor,
                         target: Target = "predicted", region: int = 9, steps: int = 100,
                         replacement: Any = "uniform", order: str = "morf", seed: int = 0,
-                        score: str = "softmax", batch_size: int | str | None = "auto"
-                        ) -> torch.Tensor:
+                        score: str = "softmax", batch_size: int | str | None = "auto",
+                        regions: str = "grid") -> torch.Tensor:
     """Samek et al.'s region perturbation: (B, steps + 1) scores of the explained class.
 
     Step 0 is the clean input; at step s the s most relevant (``order="morf"``; least: ``"lerf"``;
@@ -145,7 +164,9 @@ def region_perturbation(model: Any, x: torch.Tensor, maps: torch.Tensor,
     (``"uniform"`` noise in the sample's range, ``"black"`` 0, ``"min"``, ``"mean"``,
     ``"blur"``, a number or a tensor). Relevance is summed per region over channels. Samples
     whose map has NaN or inf get NaN curves and a warning. ``batch_size``: perturbed images per
-    forward pass.
+    forward pass. ``regions="overlapping"``: Samek et al.'s windows centred on each pixel (odd
+    ``region``), ordered by the relevance summed over the window; step s replaces the windows of
+    the first s centres (they overlap: a step may replace few new pixels).
 
     Example:
         >>> from torch import nn
@@ -155,9 +176,13 @@ def region_perturbation(model: Any, x: torch.Tensor, maps: torch.Tensor,
         >>> curves.shape
         torch.Size([2, 5])
     """
+    if regions not in ("grid", "overlapping"):
+        raise ValueError(f"region_perturbation: unknown regions {regions!r}; known: ['grid', "
+                         f"'overlapping']")
     return perturbation_curve(model, x, maps, target, region=region, per_step=1, steps=steps,
                               replacement=replacement, order=order, seed=seed, score=score,
-                              batch_size=batch_size, insert=False, who="region_perturbation")
+                              batch_size=batch_size, insert=False, who="region_perturbation",
+                              overlapping=regions == "overlapping")
 
 
 def pixels_count(pixels_per_step: int | float, hw: int, who: str) -> int:
