@@ -130,7 +130,7 @@ def perturbation_curve(model: Any, x: torch.Tensor, maps: torch.Tensor, target: 
         tgt = resolve(model, x, target, who)
         if not bool(ok.any()):
             return out
-        checked = tgt is not None and not isinstance(target, torch.Tensor | int)
+        checked = isinstance(target, str)  # "predicted": classes already checked
         idx = torch.nonzero(ok).flatten()
         # the order is drawn for the whole batch: a sample's curve does not depend on which
         # other samples have finite maps

@@ -246,7 +246,7 @@ def road(model: Any, x: torch.Tensor, maps: torch.Tensor, target: Target = "pred
         tgt = resolve(model, x, target, who)
         if not bool(ok.any()):
             return out
-        checked = not isinstance(target, torch.Tensor | int)
+        checked = isinstance(target, str)  # "predicted": classes already checked
         idx = torch.nonzero(ok).flatten()
         nb, p = len(idx), len(counts)
         # orders and noise drawn for the whole batch, so a sample's row does not depend on
