@@ -19,7 +19,7 @@ LAYERS = {
     "__init__": 0, "_registry": 0, "_io": 0, "_guard": 0, "_imports": 0, "performance": 0,
     "_errors": 0,
     "metrics": 1, "postprocess": 1, "scores": 1, "methods": 1, "models": 1, "data": 1,
-    "randomization": 1,
+    "randomization": 1, "faithfulness": 1,
     "training": 2, "results": 2, "io_inputs": 2, "io_models": 2,
     "plots": 3, "plots_critiques": 3, "engine": 3,
     "checks": 4,
