@@ -17,12 +17,14 @@ _LAZY = {
     "model_randomization_test": ("saliency_sanity.checks", "model_randomization_test"),
     "data_randomization_test": ("saliency_sanity.checks", "data_randomization_test"),
     "compare_models": ("saliency_sanity.checks", "compare_models"),
+    "faithfulness_test": ("saliency_sanity.checks", "faithfulness_test"),
     "CheckResult": ("saliency_sanity.checks", "CheckResult"),
     "randomized_models": ("saliency_sanity.randomization", "randomized_models"),
     "discover_blocks": ("saliency_sanity.randomization", "discover_blocks"),
 }
 _SUBMODULES = {"methods", "metrics", "postprocess", "scores", "randomization", "checks", "plots",
-               "models", "data", "training", "performance"}
+               "models", "data", "training", "performance",
+               "faithfulness", "verdicts", "engine", "results"}
 
 __all__ = sorted([*_LAZY, *_SUBMODULES, "__version__"])
 

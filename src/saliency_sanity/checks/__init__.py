@@ -2,6 +2,8 @@
 
 - :func:`model_randomization_test`, :func:`data_randomization_test`, :func:`compare_models`:
   Adebayo et al. 2018;
+- :func:`faithfulness_test`, :func:`faithfulness_scores`: perturbation curves (region
+  perturbation, pixel flipping, insertion / deletion, ROAD) and their AOPC / ABPC / AUC;
 - :func:`smooth_model_randomization_test`, :func:`efficient_model_randomization_test`,
   :func:`random_logit_test`, :func:`activation_scale_analysis`, :func:`method_ranking`: the
   critiques and repairs of the randomization checks.
@@ -11,6 +13,7 @@ from ..results import COLUMNS, CheckResult
 from .activation_scales import activation_scale_analysis
 from .data_randomization import compare_models, data_randomization_test
 from .emprt import efficient_model_randomization_test
+from .faithfulness import faithfulness_scores, faithfulness_test
 from .model_randomization import model_randomization_test
 from .random_logit import random_logit_test
 from .ranking import method_ranking
@@ -23,6 +26,8 @@ __all__ = [
     "compare_models",
     "data_randomization_test",
     "efficient_model_randomization_test",
+    "faithfulness_scores",
+    "faithfulness_test",
     "method_ranking",
     "model_randomization_test",
     "random_logit_test",

@@ -7,7 +7,8 @@ score. The evaluator computes each view's maps through the methods' own call pat
 checks, model guard and hook removal included), scores each pair as soon as both of its views
 are there, and returns one chunk of column arrays per unit; a :class:`~.store.UnitStore`
 writes each finished unit once, so an interrupted run resumes. A check that measures something
-other than maps (activation statistics) passes a ``probe`` instead of pairs.
+other than maps (activation statistics) passes a ``probe`` instead of pairs; one that scores
+each map on its own (a faithfulness curve) passes ``curves``.
 
 Loop order is unit-outer, view-inner: the reference maps of a batch are kept only while that
 batch's views are scored, so memory does not grow with the number of inputs. Per view, one
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +108,11 @@ class RunOutput:
 
 
 Probe = Callable[[nn.Module, torch.Tensor], Mapping[str, np.ndarray]]
+#: ``curves(model, xb, targets, maps, unit)`` yields ``(method, metric, x_labels, values)``: a
+#: curve per sample, values (B, K), one row per sample and point k (``stage = k``, ``layer =
+#: x_labels[k]``), e.g. the model's score as a map's most relevant pixels are removed
+Curves = Callable[[nn.Module, torch.Tensor, torch.Tensor, Mapping[str, torch.Tensor], Unit],
+                  Iterable[tuple[str, str, Sequence[str], np.ndarray]]]
 
 
 class Evaluator:
@@ -116,8 +122,10 @@ class Evaluator:
                  target: torch.Tensor | None, target_mode: str,
                  method_objs: Mapping[str, Any], score_objs: Mapping[str, Any], seed: int,
                  n_examples: int, targets: Mapping[str, torch.Tensor] | None = None,
-                 reuse_bytes: int = 0, probe: Probe | None = None) -> None:
+                 reuse_bytes: int = 0, probe: Probe | None = None,
+                 curves: Curves | None = None) -> None:
         self.plan, self.views, self.pairs = plan, list(views), list(pairs)
+        self.curves = curves
         self.x, self.target, self.target_mode = x, target, target_mode
         self.methods, self.scores = dict(method_objs), dict(score_objs)
         self.seed, self.n_examples = seed, n_examples
@@ -213,6 +221,10 @@ class Evaluator:
                 chunk[f"targets|{view.keep_as}"] = tb[:keep].cpu().numpy()
                 for label, m in vmaps.items():
                     chunk[f"maps|{label}|{view.keep_as}"] = m[:keep].cpu().numpy()
+            if self.curves is not None:
+                for label, metric, xs, vals in self.curves(model, xb, tb, vmaps, unit):
+                    for k, xk in enumerate(xs):
+                        append_rows(rows["t"], label, k, xk, samples, metric, vals[:, k])
             maps[view.key] = vmaps
             still: list[Pair] = []
             for pair in pending:
@@ -244,11 +256,11 @@ def evaluate(plan: Any, views: Sequence[View], pairs: Sequence[Pair], x: torch.T
              score_objs: Mapping[str, Any], units: Sequence[Unit], seed: int, n_examples: int,
              on_step: Callable[[], None] = lambda: None, store: UnitStore | None = None,
              targets: Mapping[str, torch.Tensor] | None = None, reuse_bytes: int = 0,
-             probe: Probe | None = None) -> RunOutput:
+             probe: Probe | None = None, curves: Curves | None = None) -> RunOutput:
     """Run every unit (skipping those ``store`` already holds) and assemble the tables, the
     example maps and the stages' output changes."""
     ev = Evaluator(plan, views, pairs, x, target, target_mode, method_objs, score_objs, seed,
-                   n_examples, targets, reuse_bytes, probe)
+                   n_examples, targets, reuse_bytes, probe, curves)
     done = store.done() if store is not None else set()
     chunks = []
     with torch.inference_mode(False), torch.enable_grad():

@@ -40,6 +40,7 @@ def execute(
     reuse_bytes: int = 0,
     desc: str | None = None,
     more_settings: Callable[[RunOutput], Mapping[str, Any]] | None = None,
+    curves: Any = None,
 ) -> CheckResult:
     """Run a check's units through the evaluator and return its :class:`CheckResult`.
 
@@ -75,7 +76,8 @@ def execute(
     try:
         out = evaluate(plan, views, pairs, x, target, target_mode, method_objs, score_objs,
                        units, config.seed, n_examples, on_step=lambda: bar.update(1),
-                       store=store, targets=targets, reuse_bytes=reuse_bytes)
+                       store=store, targets=targets, reuse_bytes=reuse_bytes,
+                       curves=curves)
     finally:
         bar.close()
     full["fingerprint"] = fp

@@ -1,0 +1,211 @@
+"""The faithfulness check: does removing what a map calls important hurt the model more than
+removing what it calls unimportant? (Samek et al. 2016; Petsiuk et al. 2018; Rong et al. 2022)
+
+It runs on the engine like every check: one view per unit (the trained model's maps of a batch,
+through each method's own call path), and a ``curves`` step that perturbs the batch in the order
+of each map with the functional core (:mod:`saliency_sanity.faithfulness`) and records the
+model's score for the explained class at every step: one row per method, metric, step and
+sample. ``stage`` is the step (0 = the clean input, or the baseline for insertion), ``layer`` the
+fraction of the input removed (inserted) at that step, ``metric`` the curve's name and order
+(``region_perturbation_morf``, ``road_lerf``, ...). A random-order curve per metric sits beside
+the methods as ``(random order)``. :func:`faithfulness_scores` turns the curves into AOPC, ABPC
+and AUC per method.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .. import faithfulness as F
+from ..engine import RunConfig, View, derive_seed, execute, prepare, resolve_methods
+from ..faithfulness.curves import pixels_count
+from ..randomization import FixedPlan, StageSpec, fresh_copy
+from ..results import CheckResult
+
+METRICS = ("region_perturbation", "pixel_flipping", "insertion", "deletion", "road")
+#: the orders each metric is computed in (insertion/deletion: most relevant first, by design)
+ORDERS = {"region_perturbation": ("morf", "lerf"), "pixel_flipping": ("morf", "lerf"),
+          "insertion": ("morf",), "deletion": ("morf",), "road": ("morf", "lerf")}
+RANDOM = "(random order)"
+
+
+def default_settings(metric: str, h: int, w: int) -> dict[str, Any]:
+    """Each metric's default settings for (H, W) images.
+
+    Region perturbation: Samek's 9 x 9 regions at 224 x 224 scaled to the image (at least 2
+    pixels), as many steps as regions up to Samek's 100, uniform noise. Pixel flipping,
+    insertion and deletion: 1% of the pixels per step, to the end. ROAD: 10% ... 90%.
+
+    Example:
+        >>> default_settings("region_perturbation", 28, 28)
+        {'region': 2, 'steps': 100, 'replacement': 'uniform'}
+    """
+    if metric == "region_perturbation":
+        region = max(2, round(9 * min(h, w) / 224))
+        n = math.ceil(h / region) * math.ceil(w / region)
+        return {"region": region, "steps": min(100, n), "replacement": "uniform"}
+    if metric in ("pixel_flipping", "insertion", "deletion"):
+        return {"pixels_per_step": 0.01}
+    if metric == "road":
+        return {"percentages": tuple(round(0.1 * k, 1) for k in range(1, 10))}
+    raise ValueError(f"unknown faithfulness metric {metric!r}; known: {', '.join(METRICS)}")
+
+
+def _fractions(metric: str, settings: Mapping[str, Any], k: int, h: int, w: int) -> list[str]:
+    """The fraction of the input removed (inserted) at each of the curve's ``k`` points."""
+    if metric == "road":
+        return [f"{p:g}" for p in settings["percentages"]]
+    if metric == "region_perturbation":
+        per = settings["region"] ** 2 / (h * w)
+    else:
+        per = pixels_count(settings["pixels_per_step"], h * w, metric) / (h * w)
+    return [f"{min(1.0, i * per):.4f}" for i in range(k)]
+
+
+def _call(metric: str, model: nn.Module, xb: torch.Tensor, maps: torch.Tensor,
+          target: torch.Tensor, order: str, seed: int, score: str,
+          settings: Mapping[str, Any]) -> torch.Tensor:
+    fn = {"region_perturbation": F.region_perturbation, "pixel_flipping": F.pixel_flipping,
+          "insertion": F.insertion, "deletion": F.deletion, "road": F.road}[metric]
+    return fn(model, xb, maps, target, order=order, seed=seed, score=score, **settings)
+
+
+def faithfulness_test(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor | Sequence[int] | None = None,
+    methods: Sequence[Any] | Mapping[str, Any] | None = None,
+    metrics: Sequence[str] = METRICS,
+    *,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+    score: str = "softmax",
+    random_order: bool = True,
+    config: RunConfig | None = None,
+    **common: Any,
+) -> CheckResult:
+    """Perturbation curves of every method's maps on the trained model.
+
+    Args:
+        model: a classifier returning logits (B, classes).
+        x: images (B, C, H, W).
+        target: the classes to explain (default: the model's predictions).
+        methods: as :func:`saliency_sanity.model_randomization_test` (controls included by
+            default: a random map must sit near the random-order curve).
+        metrics: from ``region_perturbation``, ``pixel_flipping``, ``insertion``, ``deletion``,
+            ``road``.
+        settings: per-metric settings overriding :func:`default_settings` (e.g.
+            ``{"region_perturbation": {"region": 3, "replacement": "black"}}``).
+        score: ``"softmax"`` (default: the papers' probability of the explained class) or
+            ``"logit"``; ROAD may also use ``"correct"``.
+        random_order: add the random-order curve of each metric (method ``"(random order)"``).
+        config, **common: the common settings (:class:`~saliency_sanity.engine.RunConfig`).
+
+    Returns:
+        A :class:`CheckResult` (check ``"faithfulness"``); :func:`faithfulness_scores` gives
+        AOPC / ABPC / AUC per method.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> g = torch.Generator().manual_seed(0)
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+        ...                     nn.Linear(4 * 8 * 8, 3))
+        >>> x = torch.rand(4, 1, 8, 8, generator=g)
+        >>> r = faithfulness_test(net, x, methods=["gradient"], metrics=["region_perturbation"],
+        ...                       controls=False, progress=False)
+        >>> sorted(r.table["metric"].unique()), sorted(r.table["method"].unique())
+        (['region_perturbation_lerf', 'region_perturbation_morf'], ['(random order)', 'gradient'])
+    """
+    cfg = RunConfig.from_kwargs(config, common)
+    x, tgt, _, dev = prepare(model, x, target, None, cfg.device)
+    if x.dim() != 4:
+        raise ValueError(f"the faithfulness check perturbs images (B, C, H, W); got "
+                         f"{tuple(x.shape)}")
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not metrics:
+        raise ValueError(f"no metrics: choose among {', '.join(METRICS)}")
+    h, w = int(x.shape[2]), int(x.shape[3])
+    chosen = {m: {**default_settings(m, h, w), **dict((settings or {}).get(m, {}))}
+              for m in metrics}
+    unknown = set(settings or {}) - set(metrics)
+    if unknown:
+        raise ValueError(f"settings given for metrics not asked for: {sorted(unknown)}")
+    method_objs = resolve_methods(methods, cfg.controls, model, x)
+    trained = fresh_copy(model, dev)
+    plan = FixedPlan([trained], [StageSpec(0, (), None)])
+
+    def curves(model: nn.Module, xb: torch.Tensor, tb: torch.Tensor,
+               maps: Mapping[str, torch.Tensor], unit: Any) -> Any:
+        seed = derive_seed(cfg.seed, "faithfulness", unit.index)
+        for metric in metrics:
+            st = chosen[metric]
+            for label, m in maps.items():
+                for order in ORDERS[metric]:
+                    c = _call(metric, model, xb, m, tb, order, seed, score, st)
+                    yield (label, f"{metric}_{order}",
+                           _fractions(metric, st, c.shape[1], h, w), c.double().cpu().numpy())
+            if random_order and maps:
+                c = _call(metric, model, xb, next(iter(maps.values())), tb, "random", seed,
+                          score, st)
+                for order in ORDERS[metric]:
+                    yield (RANDOM, f"{metric}_{order}",
+                           _fractions(metric, st, c.shape[1], h, w), c.double().cpu().numpy())
+
+    record = {"metrics": {m: {k: list(v) if isinstance(v, tuple) else v
+                              for k, v in chosen[m].items()} for m in metrics},
+              "orders": {m: list(ORDERS[m]) for m in metrics}, "score": score,
+              "random_order": random_order}
+    view_target = None if tgt is None else "given"
+    return execute("faithfulness", plan=plan,
+                   views=[View("trained", 0, 0, keep_as=0, target=view_target)], pairs=[],
+                   x=x, target=tgt, target_mode="fixed" if tgt is not None else "predicted",
+                   method_objs=method_objs, score_objs={}, config=cfg, settings=record,
+                   models=[model], targets=None if tgt is None else {"given": tgt},
+                   desc="faithfulness", curves=curves)
+
+
+def faithfulness_scores(result: CheckResult) -> pd.DataFrame:
+    """Per method and sample, the scores of the curves: ``aopc`` (region perturbation, pixel
+    flipping: MoRF, higher is better), ``aopc_lerf`` (lower is better), ``abpc`` (LeRF minus
+    MoRF area, higher is better), ``auc`` (insertion: higher is better; deletion: lower),
+    ``road_gap`` (mean of LeRF minus MoRF scores over the percentages, higher is better).
+
+    Example:
+        >>> t = pd.DataFrame({"method": "g", "stage": [0, 1, 2, 0, 1, 2], "layer": "",
+        ...                   "sample": 0, "metric": ["region_perturbation_morf"] * 3
+        ...                   + ["region_perturbation_lerf"] * 3,
+        ...                   "value": [1.0, 0.5, 0.0, 1.0, 1.0, 1.0]})
+        >>> s = faithfulness_scores(CheckResult(check="faithfulness", table=t))
+        >>> s.set_index("score")["value"].round(3).to_dict()
+        {'aopc': 0.5, 'aopc_lerf': 0.0, 'abpc': 0.5}
+    """
+    t = result.table
+    rows = []
+    for (method, sample), g in t.groupby(["method", "sample"], sort=False):
+        curves = {metric: torch.from_numpy(gg.sort_values("stage")["value"].to_numpy())[None]
+                  for metric, gg in g.groupby("metric", sort=False)}
+        for base in ("region_perturbation", "pixel_flipping"):
+            morf, lerf = curves.get(f"{base}_morf"), curves.get(f"{base}_lerf")
+            if morf is not None:
+                rows.append([method, sample, base, "aopc", float(F.aopc(morf)[0])])
+            if lerf is not None:
+                rows.append([method, sample, base, "aopc_lerf", float(F.aopc(lerf)[0])])
+            if morf is not None and lerf is not None:
+                rows.append([method, sample, base, "abpc", float(F.abpc(morf, lerf)[0])])
+        for base in ("insertion", "deletion"):
+            if f"{base}_morf" in curves:
+                rows.append([method, sample, base, "auc",
+                             float(F.auc(curves[f"{base}_morf"])[0])])
+        if "road_morf" in curves and "road_lerf" in curves:
+            gap = (curves["road_lerf"] - curves["road_morf"]).mean()
+            rows.append([method, sample, "road", "road_gap", float(gap)])
+    return pd.DataFrame(rows, columns=["method", "sample", "metric", "score", "value"])
+
+
+__all__ = ["METRICS", "default_settings", "faithfulness_scores", "faithfulness_test"]
