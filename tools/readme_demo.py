@@ -111,7 +111,7 @@ def paragraph(nums: dict[str, list[float]]) -> str:
         f"({_seq(gbp)} against {_seq(grad)}). The paper's MNIST figure reads\n"
         f"{PAPER}. Gradient x input and integrated\n"
         f"gradients stay at {flat:.2f} or above, because the zero background fixes their ranks. "
-        f"The random\ncontrols stay within {ctrl:.2f} of 0, and dotted lines mark the null "
+        f"The random\ncontrols stay within {ctrl:.2f} of 0, and grey bands mark the null "
         "reference. The cascading grid of\nmaps is "
         "[docs/images/demo_cascading_grid.png](docs/images/demo_cascading_grid.png)."
     )
