@@ -158,7 +158,8 @@ def demo_run(out: str | os.PathLike = "saliency-sanity-demo", n_samples: int = 1
     result.settings["model"] = {"name": "mnist_cnn", "train_acc": trained.train_acc,
                                 "test_acc": trained.test_acc, "cache_key": trained.key}
     result.settings["data"] = f"mnist test split (first {n_samples} images, seed {seed})"
-    record_accuracy(result, trained.model, x, ds.y_test[:n_samples])
+    labels = getattr(ds, "y_test", None)  # a data set without test labels: not measured
+    record_accuracy(result, trained.model, x, None if labels is None else labels[:n_samples])
     command = ["saliency-sanity", "demo", "--out", str(out), "--n-samples", str(n_samples),
                "--seed", str(seed)]
     if critiques is None:
