@@ -32,7 +32,7 @@ def test_table_schema_and_stages():
     assert [s["index"] for s in res.stages] == list(range(n_blocks + 1))
     # cascading: stage k names the k-th block from the top
     assert [s["block"] for s in res.stages[1:]] == ["fc2", "fc1", "conv2", "conv1"]
-    labels = ["gradient", "smoothgrad", "edge_sobel", "random_gaussian"]
+    labels = ["gradient", "smoothgrad", *methods.defaults(control=True)]
     assert sorted(res.table["method"].unique()) == sorted(labels)
     # one row per method, stage >= 1, sample, metric
     assert len(res.table) == len(labels) * n_blocks * x.shape[0] * len(SCORES)

@@ -96,8 +96,8 @@ def cascading_grid(result: CheckResult, sample: int = 0, path: str | os.PathLike
         >>> res = model_randomization_test(net, torch.rand(2, 1, 8, 8), methods=["gradient"],
         ...                                scores=["spearman"], progress=False)
         >>> fig = cascading_grid(res, sample=0)
-        >>> len(fig.axes)  # 3 methods (gradient + 2 controls) x (input + 3 stages)
-        12
+        >>> len(fig.axes)  # 4 methods (gradient + 3 default controls) x (input + 3 stages)
+        16
     """
     plt = _plt()
     ex = result.examples
@@ -187,9 +187,9 @@ def similarity_curves(result: CheckResult, metric: str, path: str | os.PathLike 
         >>> fig = similarity_curves(res, "spearman_abs")
         >>> [ax.get_title() for ax in fig.axes]
         ['gradient', 'smoothgrad']
-        >>> # every line starts at the trained model: 2 controls, null, method, its marker
+        >>> # every line starts at the trained model: 3 controls, null, method, its marker
         >>> [float(line.get_ydata()[0]) for line in fig.axes[0].lines]
-        [1.0, 1.0, 1.0, 1.0, 1.0]
+        [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     """
     plt = _plt()
     summ = result.summary()

@@ -35,7 +35,7 @@ def resolve_methods(
     Example:
         >>> net = nn.Sequential(nn.Linear(4, 3))
         >>> sorted(resolve_methods(["gradient"], True, net, torch.zeros(2, 4)))
-        ['gradient', 'random_gaussian']
+        ['gradient', 'random_gaussian', 'random_uniform']
     """
     if specs is None:
         pairs: list[tuple[str | None, MethodSpec]] = [
