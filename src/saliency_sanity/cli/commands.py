@@ -59,7 +59,6 @@ def _os_message(err: BaseException) -> object:
 def _cmd_demo(args: argparse.Namespace, argv: list[str]) -> int:
     from ..demo import demo_run
     from ..io_inputs import check_output_dir
-    from ..verdicts import format_summary
 
     check_output_dir(args.out)
     kw = {"critiques": None} if args.no_critiques else {}
@@ -67,7 +66,7 @@ def _cmd_demo(args: argparse.Namespace, argv: list[str]) -> int:
                    cache_dir=args.cache_dir, progress=not args.no_progress,
                    log=lambda s: print(s, file=sys.stderr), **kw)
     _print_outputs(run.out)
-    print(format_summary(run.result))
+    print(_summary(run.result))
     return _critique_status(run.outcome, run.out)
 
 
@@ -81,7 +80,6 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
         parse_kwargs,
     )
     from ..report import write_run
-    from ..verdicts import format_summary
 
     check_output_dir(args.out)
     options = critique_options(args)
@@ -129,7 +127,7 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
             progress=not args.no_progress, log=lambda s: print(s, file=sys.stderr))
         build_report(out, result=result)
     _print_outputs(out)
-    print(format_summary(result))
+    print(_summary(result))
     return _critique_status(outcome, out)
 
 
@@ -186,7 +184,6 @@ def _cmd_list(args: argparse.Namespace, argv: list[str]) -> int:
 def _cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
     from ..report.html import build_report
     from ..results import CheckResult
-    from ..verdicts import format_summary
 
     run = Path(args.run_dir)
     if not run.is_dir():
@@ -194,7 +191,7 @@ def _cmd_report(args: argparse.Namespace, argv: list[str]) -> int:
                                 "saliency-sanity (it holds results.csv and run.json)")
     result = CheckResult.load(run)
     path = build_report(run, out=args.out, result=result, margin=args.margin)
-    print(format_summary(result, margin=args.margin))
+    print(_summary(result, margin=args.margin))
     print(f"report: {path}")
     return 0
 
@@ -236,3 +233,13 @@ _COMMANDS = {
     "list": _cmd_list,
     "report": _cmd_report,
 }
+
+
+def _summary(result: Any, margin: float = 0.1) -> str:
+    """What the terminal shows after a run: the stage-by-stage headlines first (which blocks
+    each method ignores), then the verdicts at full randomization."""
+    from ..verdicts import format_stage_summary, format_summary
+
+    if result.check != "model_randomization":
+        return format_summary(result, margin=margin)
+    return format_stage_summary(result) + "\n\n" + format_summary(result, margin=margin)
