@@ -82,3 +82,26 @@ def test_bad_input():
         faithfulness_test(*zoo.make("mlp"), metrics=["road"], **KW)
     with pytest.raises(ValueError, match="not asked for"):
         faithfulness_test(model, x, metrics=["road"], settings={"insertion": {}}, **KW)
+
+
+def test_ranking_reads_faithfulness_beside_randomization():
+    """Binder et al.'s experimental gap needs both rankings: method_ranking takes a
+    faithfulness result (AOPC of region perturbation, higher is better; controls and the
+    random order left out) beside a randomization check, with Kendall's tau between them."""
+    from scipy import stats
+
+    from saliency_sanity.checks import method_ranking, model_randomization_test
+
+    model, x = zoo.make("cnn")
+    names = ["gradient", "gradient_x_input", "guided_backprop"]
+    f = faithfulness_test(model, x, methods=names, metrics=["region_perturbation"],
+                          settings={"region_perturbation": {"region": 4, "steps": 8}}, **KW)
+    m = model_randomization_test(model, x, methods=names, scores=["spearman_abs"], **KW)
+    ranks, tau = method_ranking({"MPRT": m, "faithfulness": f})
+    assert sorted(ranks.index) == sorted(names)
+    aopc = faithfulness_scores(f)
+    aopc = aopc[(aopc.metric == "region_perturbation") & (aopc.score == "aopc")]
+    means = aopc.groupby("method")["value"].mean()[names]
+    assert ranks.loc[means.idxmax(), "faithfulness"] == 1.0  # the highest AOPC ranks first
+    want = stats.kendalltau(ranks["MPRT"], ranks["faithfulness"]).statistic
+    assert tau.loc["MPRT", "faithfulness"] == pytest.approx(want)

@@ -27,6 +27,7 @@ from ..engine import RunConfig, View, derive_seed, execute, prepare, resolve_met
 from ..faithfulness.curves import pixels_count
 from ..randomization import FixedPlan, StageSpec, fresh_copy
 from ..results import CheckResult
+from .ranking import register_rank_table
 
 METRICS = ("region_perturbation", "pixel_flipping", "insertion", "deletion", "road")
 #: the orders each metric is computed in (insertion/deletion: most relevant first, by design)
@@ -160,7 +161,8 @@ def faithfulness_test(
     record = {"metrics": {m: {k: list(v) if isinstance(v, tuple) else v
                               for k, v in chosen[m].items()} for m in metrics},
               "orders": {m: list(ORDERS[m]) for m in metrics}, "score": score,
-              "random_order": random_order}
+              "random_order": random_order, "ranking_metric": _rank_score(metrics),
+              "ranking_better": "higher"}
     view_target = None if tgt is None else "given"
     return execute("faithfulness", plan=plan,
                    views=[View("trained", 0, 0, keep_as=0, target=view_target)], pairs=[],
@@ -208,4 +210,42 @@ def faithfulness_scores(result: CheckResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "sample", "metric", "score", "value"])
 
 
-__all__ = ["METRICS", "default_settings", "faithfulness_scores", "faithfulness_test"]
+#: The score methods are ranked by (the first of these the run computed), higher = better.
+RANK_SCORES = (("region_perturbation", "aopc"), ("pixel_flipping", "aopc"),
+               ("road", "road_gap"), ("insertion", "auc"))
+
+
+def _rank_score(metrics: Sequence[str]) -> str | None:
+    for metric, score in RANK_SCORES:
+        if metric in metrics:
+            return f"{metric}:{score}"
+    return None
+
+
+def rank_table(result: CheckResult) -> pd.DataFrame:
+    """The faithfulness result as a table the method ranking reads: one row per method and
+    sample, metric ``"<curve>:<score>"`` (``settings["ranking_metric"]``, e.g.
+    ``region_perturbation:aopc``), values negated where a lower score is better, so that a higher
+    value is always the better method; the random-order baseline left out.
+
+    Example:
+        >>> t = pd.DataFrame({"method": "g", "stage": [0, 1], "layer": "", "sample": 0,
+        ...                   "metric": "road_morf", "value": [1.0, 0.0]})
+        >>> r = CheckResult(check="faithfulness", table=pd.concat([t, t.assign(
+        ...     metric="road_lerf", value=[1.0, 1.0])]), settings={"ranking_metric":
+        ...     "road:road_gap"})
+        >>> rank_table(r)[["method", "metric", "value"]].values.tolist()
+        [['g', 'road:road_gap', 0.5]]
+    """
+    s = faithfulness_scores(result)
+    s = s[s["method"] != RANDOM]
+    s = s.assign(metric=s["metric"] + ":" + s["score"])
+    out = pd.DataFrame({"method": s["method"], "stage": 1, "layer": "", "sample": s["sample"],
+                        "metric": s["metric"], "value": s["value"]})
+    return out.reset_index(drop=True)
+
+
+register_rank_table("faithfulness", rank_table)
+
+__all__ = ["METRICS", "default_settings", "faithfulness_scores", "faithfulness_test",
+           "rank_table"]

@@ -49,9 +49,21 @@ def _controls(result: Any) -> set[str]:
     return set()
 
 
+#: Checks whose methods are ranked by a table derived from their own (e.g. faithfulness: AOPC
+#: per method and sample from the curves), by ``CheckResult.check``; filled by the checks.
+RANK_TABLES: dict[str, Any] = {}
+
+
+def register_rank_table(check: str, derive: Any) -> None:
+    """Rank ``check``'s methods by ``derive(result)``, a table with the columns of
+    :data:`~saliency_sanity.results.COLUMNS` (its last stage is ranked)."""
+    RANK_TABLES[check] = derive
+
+
 def _table(result: Any) -> pd.DataFrame:
     if isinstance(result, CheckResult):
-        return result.table
+        derive = RANK_TABLES.get(result.check)
+        return derive(result) if derive is not None else result.table
     if isinstance(result, pd.DataFrame):
         return result
     raise TypeError(f"results must be CheckResult objects or tables, got {type(result).__name__}")
@@ -81,6 +93,9 @@ def higher_is_better(metric: str, result: Any = None) -> bool:
         meta = (result.settings.get("scores") or {}).get(metric) or {}
         if meta.get("better_method") in ("higher", "lower"):
             return meta["better_method"] == "higher"
+        if (metric == result.settings.get("ranking_metric")
+                and result.settings.get("ranking_better") in ("higher", "lower")):
+            return result.settings["ranking_better"] == "higher"
     if metric == "emprt":
         return True
     try:
