@@ -16,14 +16,7 @@ from saliency_sanity import checks, methods
 from saliency_sanity.engine import RunConfig, batch_units
 from saliency_sanity.randomization import StagePlan, discover_blocks
 
-
-def curvature(model, x, target):
-    """A plug-in that differentiates twice: d/dx of |d logit / dx|^2 (a curvature map)."""
-    xg = x.detach().clone().requires_grad_(True)
-    score = model(xg).gather(1, target.view(-1, 1)).sum()
-    (g,) = torch.autograd.grad(score, xg, create_graph=True)
-    (h,) = torch.autograd.grad((g * g).sum(), xg)
-    return h
+curvature = zoo.curvature
 
 
 def test_metadata_replaces_name_tables():

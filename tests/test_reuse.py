@@ -84,13 +84,7 @@ def test_plugins_that_differentiate_twice_run_without_reuse():
     """A plug-in method's second derivative would not pass through a reused operation's
     backward: plug-ins are called outside the reuse mode and get the same numbers."""
 
-    def curvature(model, x, target):
-        xg = x.detach().clone().requires_grad_(True)
-        out = model(xg).gather(1, target.view(-1, 1)).sum()
-        (g,) = torch.autograd.grad(out, xg, create_graph=True)
-        (h,) = torch.autograd.grad((g * g).sum(), xg)
-        return h
-
+    curvature = zoo.curvature
     model, x = zoo.make("mlp")
     model.relu = nn.Tanh()  # a smooth net: the second derivative is not zero
     on, off = _pair(model, x, methods={"curvature": curvature, "gradient": "gradient"})

@@ -209,3 +209,12 @@ class ResNetMNIST(nn.Module):
 
 def resnet_mnist(seed: int = 0, num_classes: int = 10) -> nn.Module:
     return ResNetMNIST(num_classes=num_classes, seed=seed)
+
+
+def curvature(model, x, target):
+    """A plug-in that differentiates twice: d/dx of |d logit / dx|^2 (a curvature map)."""
+    xg = x.detach().clone().requires_grad_(True)
+    score = model(xg).gather(1, target.view(-1, 1)).sum()
+    (g,) = torch.autograd.grad(score, xg, create_graph=True)
+    (h,) = torch.autograd.grad((g * g).sum(), xg)
+    return h

@@ -150,6 +150,16 @@ def _score_meta(result: CheckResult, metric: str) -> tuple[bool, float]:
     return hib, perfect
 
 
+def layers_by_stage(table: pd.DataFrame) -> dict[int, str]:
+    """Each stage's layer label in a results table.
+
+    Example:
+        >>> layers_by_stage(pd.DataFrame({"stage": [1, 1, 2], "layer": ["fc", "fc", "conv"]}))
+        {1: 'fc', 2: 'conv'}
+    """
+    return table.drop_duplicates("stage").set_index("stage")["layer"].astype(str).to_dict()
+
+
 def _values(table: pd.DataFrame, method: str, metric: str, stage: int) -> pd.Series:
     g = table[(table["method"] == method) & (table["metric"] == metric)
               & (table["stage"] == stage)]
@@ -253,8 +263,7 @@ def verdicts(result: CheckResult, margin: float = 0.1, min_samples: int = 5,
         judged = [stages[-1]]
     else:
         judged = stages
-    layer_of = (table.drop_duplicates("stage").set_index("stage")["layer"].astype(str)
-                .to_dict())
+    layer_of = layers_by_stage(table)
     rows: list[dict[str, Any]] = []
     for metric in list(dict.fromkeys(table["metric"])):
         hib, perfect = _score_meta(result, metric)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..results import CheckResult
-from .end import MAIN_SCORES, RANDOM_CONTROLS, _score_meta, _t_interval, _values
+from .end import MAIN_SCORES, RANDOM_CONTROLS, _score_meta, _t_interval, _values, layers_by_stage
 
 #: The per-stage rule in one sentence (docs/verdicts.md gives the reasons).
 STAGE_RULE = (
@@ -142,8 +142,7 @@ def stage_verdicts(result: CheckResult, min_samples: int = 5, ci: float = 0.95
     if not stages:
         return pd.DataFrame(columns=STAGE_COLUMNS)
     last = stages[-1]
-    layer_of = (table.drop_duplicates("stage").set_index("stage")["layer"].astype(str)
-                .to_dict())
+    layer_of = layers_by_stage(table)
     rows: list[dict[str, Any]] = []
     for metric in list(dict.fromkeys(table["metric"])):
         hib, perfect = _score_meta(result, metric)
