@@ -13,14 +13,18 @@ from torch import nn
 from saliency_sanity import methods
 
 EXPECTED = sorted([
+    "ablation_cam", "gradcam_plus_plus", "layercam", "occlusion", "rise", "score_cam",
     "constant", "deconvnet", "edge_sobel", "gradcam", "gradient", "gradient_x_input",
     "guided_backprop", "guided_gradcam", "ig_smoothgrad", "integrated_gradients", "random_gaussian",
     "random_uniform", "smoothgrad", "vargrad",
 ])
 # small settings so every method runs quickly; the defaults are checked separately
 FAST = {"smoothgrad": {"samples": 3}, "vargrad": {"samples": 3},
-        "ig_smoothgrad": {"samples": 2, "steps": 3}, "integrated_gradients": {"steps": 5}}
-CAM = {"gradcam", "guided_gradcam"}
+        "ig_smoothgrad": {"samples": 2, "steps": 3}, "integrated_gradients": {"steps": 5},
+        "rise": {"n_masks": 8, "s": 3, "p1": 0.5}, "occlusion": {"patch": 4, "stride": 2}}
+CAM = {"gradcam", "guided_gradcam", "gradcam_plus_plus", "layercam", "ablation_cam", "score_cam",
+       "occlusion", "rise"}  # image-only methods
+SPATIAL = CAM - {"guided_gradcam"}  # maps of shape (B, 1, H, W)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -64,7 +68,8 @@ def test_paper_defaults_and_json_settings():
 
 def test_flags():
     controls = {"edge_sobel", "random_gaussian", "random_uniform", "constant"}
-    seeded = {"smoothgrad", "vargrad", "ig_smoothgrad", "random_gaussian", "random_uniform"}
+    seeded = {"smoothgrad", "vargrad", "ig_smoothgrad", "random_gaussian", "random_uniform",
+              "rise"}
     for name in EXPECTED:
         m = methods.get(name)
         assert m.name == name
@@ -151,7 +156,7 @@ def test_model_untouched_after_each_method(name, model_name, global_rng_guard):
         out = m(model, x)
         assert out.requires_grad is False and out.grad_fn is None
         assert out.device == x.device and out.dtype == x.dtype
-        assert out.shape == (x.shape if name != "gradcam" else (4, 1, 16, 16))
+        assert out.shape == (x.shape if name not in SPATIAL else (4, 1, 16, 16))
         assert torch.isfinite(out).all()
     zoo.assert_unchanged(model, snap)
     assert model.training
@@ -186,11 +191,12 @@ def test_model_untouched_after_an_injected_error(name, global_rng_guard):
     # fail on the last pass for one-pass methods, mid-way for batched ones
     fail_at = {"gradient": 2, "gradient_x_input": 2, "guided_backprop": 2, "deconvnet": 2,
                "gradcam": 3,
-               "guided_gradcam": 4}.get(name, 3)
+               "guided_gradcam": 4, "score_cam": 5, "ablation_cam": 5}.get(name, 3)
     model = Flaky(inner, fail_at)
     handles = _dirty(model)
     snap = zoo.snapshot(model)
-    batched = {"integrated_gradients", "smoothgrad", "vargrad", "ig_smoothgrad"}
+    batched = {"integrated_gradients", "smoothgrad", "vargrad", "ig_smoothgrad", "rise",
+               "occlusion", "score_cam", "ablation_cam"}
     m = fast(name, internal_batch_size=4) if name in batched else fast(name)
     with pytest.raises(RuntimeError, match="injected failure"):
         m(model, x)

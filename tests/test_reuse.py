@@ -14,7 +14,10 @@ from saliency_sanity.engine import ActivationReuse
 # few passes (chunked: several passes per map) to keep the tests short
 SMALL = {"internal_batch_size": 5}
 FAST = {"integrated_gradients": {"steps": 4, **SMALL}, "smoothgrad": {"samples": 3, **SMALL},
-        "vargrad": {"samples": 3, **SMALL}, "ig_smoothgrad": {"samples": 2, "steps": 3, **SMALL}}
+        "vargrad": {"samples": 3, **SMALL}, "ig_smoothgrad": {"samples": 2, "steps": 3, **SMALL},
+        "rise": {"n_masks": 6, "s": 3, "p1": 0.5, **SMALL}, "occlusion": {"patch": 8, "stride": 4,
+                                                                       **SMALL},
+        "score_cam": SMALL, "ablation_cam": SMALL}
 #: every registered method that calls the model and declares itself safe under reuse
 BUILTIN = [m for m in methods.list()
            if methods.get(m).needs_model and methods.get(m).reuse_safe]

@@ -19,15 +19,18 @@ from collections.abc import Callable
 from typing import Any
 
 # The method modules register themselves with METHODS when imported (explicitly, here).
-from . import cam, controls, gradient, guided, noise  # noqa: F401
+from . import cam, cam_family, controls, gradient, guided, noise, occlusion, rise  # noqa: F401
 from .adapters import CaptumMethod, FunctionMethod, resolve
 from .base import Method, check_input, model_guard, predicted_targets
 from .cam import GradCAM, GuidedGradCAM, default_layer
+from .cam_family import AblationCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
 from .controls import Constant, EdgeSobel, RandomGaussian, RandomUniform
 from .gradient import Gradient, GradientXInput, IntegratedGradients, quadrature
 from .guided import Deconvnet, GuidedBackprop, guided_relus
 from .noise import NoiseWrapper, gaussian_noise, ig_smoothgrad, smoothgrad, vargrad
+from .occlusion import Occlusion
 from .registry import METHODS
+from .rise import RISE, rise_masks
 
 
 def get(name: str, **settings: Any) -> Method:
@@ -78,7 +81,8 @@ def defaults(model: Any = None, x: Any = None, control: bool = False) -> builtin
 
 
 __all__ = [
-    "METHODS", "CaptumMethod", "Constant", "Deconvnet", "EdgeSobel", "FunctionMethod",
+    "METHODS", "RISE", "AblationCAM", "CaptumMethod", "GradCAMPlusPlus", "LayerCAM", "Occlusion",
+    "ScoreCAM", "rise_masks", "Constant", "Deconvnet", "EdgeSobel", "FunctionMethod",
     "GradCAM", "Gradient",
     "GradientXInput", "GuidedBackprop", "GuidedGradCAM", "IntegratedGradients", "Method",
     "NoiseWrapper", "RandomGaussian", "RandomUniform", "check_input", "default_layer",

@@ -109,7 +109,7 @@ def _activation_after(calls: list[tuple[str, nn.Module, Any, Any]], start: int,
     return None
 
 
-def default_layer(model: nn.Module, x: torch.Tensor) -> str:
+def default_layer(model: nn.Module, x: torch.Tensor, who: str = "gradcam") -> str:
     """Name of the default Grad-CAM layer (see the module docstring) for inputs like ``x``.
 
     Example:
@@ -133,26 +133,33 @@ def default_layer(model: nn.Module, x: torch.Tensor) -> str:
     finished = [name for name, m, _i, out in calls
                 if isinstance(out, torch.Tensor) and out.ndim == 4 and _has_conv(m)]
     if not finished:
-        raise ValueError("gradcam: the model has no convolutional layer with a 4-D output; "
-                         "Grad-CAM needs one (pass layer=<module name>)")
+        raise ValueError(f"{who}: the model has no convolutional layer with a 4-D output; "
+                         "CAM methods need one (pass layer=<module name>)")
     return finished[-1]
 
 
-def get_layer(model: nn.Module, name: str) -> nn.Module:
+def get_layer(model: nn.Module, name: str, who: str = "gradcam") -> nn.Module:
     """The submodule called ``name``; a KeyError listing candidate names if there is none."""
     modules = dict(model.named_modules())
     if not isinstance(name, str) or not name or name not in modules:
         cands = conv_layer_names(model) or [n for n in modules if n]
-        raise KeyError(f"gradcam: no layer named {name!r} in {type(model).__name__}; "
+        raise KeyError(f"{who}: no layer named {name!r} in {type(model).__name__}; "
                        f"candidate layers: {', '.join(cands)}")
     return modules[name]
 
 
-def layer_gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str,
-                  who: str = "gradcam") -> torch.Tensor:
-    """Grad-CAM at the resolution of ``layer`` (B, 1, h, w), ReLU applied, not upsampled."""
-    module = get_layer(model, layer)
-    captured: list[torch.Tensor] = []
+def capture_layer(model: nn.Module, x: torch.Tensor, layer: str, who: str = "gradcam",
+                  grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, activations)`` of one forward pass on ``x``; the activations (B, K, h, w) are
+    the output of module ``layer``, part of the autograd graph when ``grad`` is True.
+
+    A forward hook (removed on exit) captures the output and hands the rest of the network a
+    copy, so an in-place operation after the layer does not change the captured tensor. Clear
+    errors for an unknown name, a layer that does not run exactly once, and a non-spatial
+    (not 4-D) output.
+    """
+    module = get_layer(model, layer, who)
+    captured: list[Any] = []
 
     def hook(_m: nn.Module, _i: Any, out: Any) -> Any:
         captured.append(out)
@@ -160,19 +167,37 @@ def layer_gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer
 
     handle = module.register_forward_hook(hook)
     try:
-        logits = check_logits(model(x.detach().clone().requires_grad_(True)), x.shape[0], who)
+        with torch.set_grad_enabled(grad):
+            xin = x.detach().clone().requires_grad_(grad)
+            logits = check_logits(model(xin), x.shape[0], who)
     finally:
         handle.remove()
     if len(captured) != 1:
         raise ValueError(f"{who}: layer {layer!r} ran {len(captured)} times in one forward pass; "
-                         "Grad-CAM needs a layer that runs exactly once")
+                         "a CAM method needs a layer that runs exactly once")
     acts = captured[0]
     if not isinstance(acts, torch.Tensor) or acts.ndim != 4:
         shape = tuple(acts.shape) if isinstance(acts, torch.Tensor) else ""
         raise ValueError(f"{who}: layer {layer!r} must output a 4-D tensor (B, K, h, w), got "
-                         f"{type(acts).__name__} {shape}")
+                         f"{type(acts).__name__} {shape}; CAM methods need a spatial "
+                         "(convolutional) layer")
+    return logits, acts
+
+
+def layer_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str,
+                    who: str = "gradcam") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(activations, gradients, logits)``, detached: the output ``A`` of ``layer`` (B, K, h,
+    w), ``d logit[target] / d A`` for each row, and the logits (one forward, one backward)."""
+    logits, acts = capture_layer(model, x, layer, who)
     check_target_range(target, logits.shape[1], who)
     (grads,) = torch.autograd.grad(logits.gather(1, target.view(-1, 1)).sum(), acts)
+    return acts.detach(), grads.detach(), logits.detach()
+
+
+def layer_gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str,
+                  who: str = "gradcam") -> torch.Tensor:
+    """Grad-CAM at the resolution of ``layer`` (B, 1, h, w), ReLU applied, not upsampled."""
+    acts, grads, _ = layer_gradients(model, x, target, layer, who)
     weights = grads.mean(dim=(2, 3), keepdim=True)
     return torch.relu((weights * acts).sum(dim=1, keepdim=True)).detach()
 
@@ -225,9 +250,9 @@ class GradCAM(Method):
         """The layer used for ``model`` and inputs like ``x`` (the chosen one, or the default
         layer found by :func:`default_layer`)."""
         if self.layer is not None:
-            get_layer(model, self.layer)
+            get_layer(model, self.layer, self.name)
             return self.layer
-        return default_layer(model, x)
+        return default_layer(model, x, self.name)
 
     def resolved_settings(self, model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
         """:meth:`settings` with the layer resolved for ``model`` and inputs like ``x``:
@@ -249,8 +274,14 @@ class GradCAM(Method):
     def attribute(self, model: Any, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_image(x, self.name)
         refuse_torchscript(model, self.name)
-        cam = layer_gradcam(model, x, target, self.layer_name(model, x), who=self.name)
+        cam = self.layer_map(model, x, target, self.layer_name(model, x))
         return _upsample(cam, (x.shape[2], x.shape[3]), self.upsample)
+
+    def layer_map(self, model: Any, x: torch.Tensor, target: torch.Tensor, layer: str
+                  ) -> torch.Tensor:
+        """The map at the resolution of ``layer`` (B, 1, h, w), before upsampling. Subclasses
+        (the other CAM methods) override this alone."""
+        return layer_gradcam(model, x, target, layer, who=self.name)
 
 
 @METHODS.register("guided_gradcam", default=8)
