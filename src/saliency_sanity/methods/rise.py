@@ -1,8 +1,8 @@
 """RISE (Petsiuk, Das & Saenko 2018): randomized input sampling for explanation.
 
 Masks, as in the authors' code: ``N`` binary grids of ``s x s`` cells, each cell kept with
-probability ``p1``; each grid upsampled bilinearly (``align_corners=False``, the same as
-``skimage.transform.resize(order=1)`` for upsampling) to ``(s + 1) * cell`` pixels with
+probability ``p1``; each grid upsampled bilinearly (as ``skimage.transform.resize(order=1,
+mode="reflect")``: half-pixel centres, mirrored borders) to ``(s + 1) * cell`` pixels with
 ``cell = ceil(H / s)`` (per axis), then cropped to ``H x W`` at a random shift in
 ``[0, cell)`` per axis. The saliency of each pixel is
 
@@ -25,7 +25,6 @@ import math
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .base import Method, batches, copies_per_pass
 from .cam_family import check_score, target_scores
@@ -64,19 +63,49 @@ def rise_grids(n_masks: int, s: int, p1: float, size: tuple[int, int], seed: int
     return grids, torch.stack([dy, dx], dim=1), cell
 
 
+def upsample_matrix(n_in: int, n_out: int, dtype: torch.dtype = torch.float64,
+                    device: Any = "cpu") -> torch.Tensor:
+    """(n_out, n_in) weights of linear interpolation from ``n_in`` to ``n_out`` samples:
+    half-pixel centres (``c = (o + 0.5) n_in / n_out - 0.5``) and mirrored borders (``-1 -> 1``),
+    as ``skimage.transform.resize(order=1, mode="reflect", anti_aliasing=False)``.
+
+    Example:
+        >>> upsample_matrix(2, 4).tolist()
+        [[0.75, 0.25], [0.75, 0.25], [0.25, 0.75], [0.25, 0.75]]
+    """
+    c = (torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5
+    i0 = torch.floor(c)
+    f = c - i0
+    i0 = i0.long()
+
+    def mirror(i: torch.Tensor) -> torch.Tensor:
+        if n_in == 1:
+            return torch.zeros_like(i)
+        period = 2 * (n_in - 1)
+        i = torch.remainder(i, period)
+        return torch.where(i > n_in - 1, period - i, i)
+
+    w = torch.zeros(n_out, n_in, dtype=torch.float64)
+    rows = torch.arange(n_out)
+    w.index_put_((rows, mirror(i0)), 1 - f, accumulate=True)
+    w.index_put_((rows, mirror(i0 + 1)), f, accumulate=True)
+    return w.to(device=device, dtype=dtype)
+
+
 def masks_from_grids(grids: torch.Tensor, shifts: torch.Tensor, cell: tuple[int, int],
                      size: tuple[int, int], dtype: torch.dtype = torch.float32,
                      device: Any = "cpu") -> torch.Tensor:
-    """Upsample and crop grids into masks (n, 1, H, W) (see the module docstring)."""
-    n, s = grids.shape[0], grids.shape[1]
-    up = F.interpolate(grids.to(device=device, dtype=dtype).unsqueeze(1),
-                       size=((s + 1) * cell[0], (s + 1) * cell[1]), mode="bilinear",
-                       align_corners=False)
+    """Upsample and crop grids into masks (n, 1, H, W) (see the module docstring): mask ``i``
+    is ``Wy[dy_i : dy_i + H] @ grid_i @ Wx[dx_i : dx_i + W].T`` with the interpolation
+    matrices of :func:`upsample_matrix`."""
+    s = grids.shape[1]
+    wy = upsample_matrix(s, (s + 1) * cell[0], dtype, device)
+    wx = upsample_matrix(s, (s + 1) * cell[1], dtype, device)
     sh = shifts.to(device)
     iy = sh[:, :1] + torch.arange(size[0], device=sh.device)  # (n, H)
     ix = sh[:, 1:] + torch.arange(size[1], device=sh.device)  # (n, W)
-    rows = torch.arange(n, device=sh.device).view(-1, 1, 1)
-    return up[rows, 0, iy[:, :, None], ix[:, None, :]].unsqueeze(1)
+    g = grids.to(device=device, dtype=dtype)
+    return torch.einsum("nhs,nst,nwt->nhw", wy[iy], g, wx[ix]).unsqueeze(1)
 
 
 def rise_masks(n_masks: int, s: int, p1: float, size: tuple[int, int], seed: int,
