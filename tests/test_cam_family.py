@@ -239,3 +239,32 @@ def test_tiny_model_randomization(name):
     assert recorded["name"] == name
     if name not in ("occlusion", "rise"):
         assert recorded["resolved_layer"] == "relu2"
+
+
+def test_usable_in_every_check():
+    """One small run of each check with all six methods (small settings)."""
+    from saliency_sanity import checks
+
+    model, x = zoo.make("cnn")
+    other, _ = zoo.make("cnn", seed=3)
+    snap = zoo.snapshot(model)
+    specs = {"occlusion": {"patch": 8, "stride": 4}, "rise": {"n_masks": 6, "s": 3, "p1": 0.5},
+             "ablation_cam": {}, "score_cam": {}, "gradcam_plus_plus": {}, "layercam": {}}
+    ms = {name: methods.get(name, **kw) for name, kw in specs.items()}
+    common = {"seed": 0, "batch_size": 3, "controls": [], "progress": False}
+    x3 = x[:3]
+    results = {
+        "smprt": checks.smooth_model_randomization_test(model, x3, methods=ms, samples=2,
+                                                        scores=["spearman"], **common),
+        "emprt": checks.efficient_model_randomization_test(model, x3, methods=ms, **common),
+        "random_logit": checks.random_logit_test(model, x3, methods=ms, scores=["spearman"],
+                                                 **common),
+        "compare_models": checks.compare_models(model, other, x3, methods=ms,
+                                                scores=["spearman"], **common),
+        "faithfulness": checks.faithfulness_test(model, x3, methods=ms, **common),
+    }
+    zoo.assert_unchanged(model, snap)
+    for check, res in results.items():
+        assert set(res.table.method) - {"(random order)"} == set(specs), check
+        for name in specs:
+            assert res.table[res.table.method == name].value.notna().any(), (check, name)

@@ -85,3 +85,20 @@ def test_demo_cli_writes_run_directory(demo_cache, tmp_path, capsys):
     assert set(table["method"]) == set(run["settings"]["methods"])
     assert sorted(table["sample"].unique()) == [0, 1, 2, 3]
     assert "cascading_grid.png" in capsys.readouterr().out
+
+
+def test_score_cam_maps_stay_close_to_the_trained_maps_under_cascading(trained):
+    """Score-CAM's own paper reports that it passes the model randomization check. On the demo
+    CNN the measured direction is the opposite (docs/methods.md): with the logit layers
+    randomized its maps keep a Spearman correlation above 0.9 with the trained model's (0.96-0.97
+    on three disjoint sets of 32 test images), and stay above Grad-CAM's at every stage."""
+    res, ds = trained
+    result = model_randomization_test(
+        res.model, ds.x_test[:32], methods=["gradcam", "score_cam"], controls=[],
+        scores=["spearman_abs"], order="cascading", init="paper", seed=0, batch_size=32,
+        progress=False, null_reference=False,
+    )
+    m = _means(result, "spearman_abs")
+    assert result.settings["methods"]["score_cam"]["resolved_layer"] == "relu2"
+    assert (m.loc["score_cam"].iloc[:2] > 0.9).all(), m
+    assert (m.loc["score_cam"] > m.loc["gradcam"]).all(), m

@@ -220,3 +220,22 @@ def test_defaults_are_rao_et_al_settings():
         m = methods.get(name)
         assert m.needs_image and m.reuse_safe and not m.averages_noise
         assert m.needs_conv == (name not in ("occlusion", "rise"))
+
+
+def test_occlusion_equals_a_plain_loop_in_float64():
+    """One patch at a time, written out (Captum returns float32 even for float64 inputs)."""
+    model, x = _model("resnet")
+    t = methods.predicted_targets(model, x)
+    ours = methods.get("occlusion", patch=5, stride=3)(model, x, t)
+    with torch.no_grad():
+        base = model(x)[torch.arange(4), t]
+        total, count = torch.zeros(4, 16, 16, dtype=x.dtype), torch.zeros(16, 16, dtype=x.dtype)
+        for y0 in range(0, 13, 3):  # ceil((16 - 5) / 3) + 1 = 5 positions; the last clipped
+            for x0 in range(0, 13, 3):
+                z = x.clone()
+                z[:, :, y0:y0 + 5, x0:x0 + 5] = 0
+                total[:, y0:y0 + 5, x0:x0 + 5] += (base - model(z)[torch.arange(4), t])[:, None,
+                                                                                        None]
+                count[y0:y0 + 5, x0:x0 + 5] += 1
+    np.testing.assert_allclose(ours[:, 0].numpy(), (total / count).numpy(), rtol=1e-12,
+                               atol=1e-14)
