@@ -81,11 +81,11 @@ def defaults(model: Any = None, x: Any = None, control: bool = False) -> builtin
 
 
 __all__ = [
-    "METHODS", "RISE", "AblationCAM", "CaptumMethod", "GradCAMPlusPlus", "LayerCAM", "Occlusion",
-    "ScoreCAM", "rise_masks", "Constant", "Deconvnet", "EdgeSobel", "FunctionMethod",
-    "GradCAM", "Gradient",
-    "GradientXInput", "GuidedBackprop", "GuidedGradCAM", "IntegratedGradients", "Method",
-    "NoiseWrapper", "RandomGaussian", "RandomUniform", "check_input", "default_layer",
-    "gaussian_noise", "get", "guided_relus", "ig_smoothgrad", "list", "model_guard",
-    "predicted_targets", "quadrature", "register", "defaults", "resolve", "smoothgrad", "vargrad",
+    "METHODS", "RISE", "AblationCAM", "CaptumMethod", "Constant", "Deconvnet", "EdgeSobel",
+    "FunctionMethod", "GradCAM", "GradCAMPlusPlus", "Gradient", "GradientXInput",
+    "GuidedBackprop", "GuidedGradCAM", "IntegratedGradients", "LayerCAM", "Method",
+    "NoiseWrapper", "Occlusion", "RandomGaussian", "RandomUniform", "ScoreCAM", "check_input",
+    "default_layer", "gaussian_noise", "get", "guided_relus", "ig_smoothgrad", "list",
+    "model_guard", "predicted_targets", "quadrature", "register", "defaults", "resolve",
+    "rise_masks", "smoothgrad", "vargrad",
 ]
