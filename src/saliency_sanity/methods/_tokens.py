@@ -12,7 +12,9 @@ reach the logits: one backward pass on the first example finds it. In a ViT that
 its class token (torchvision's, timm's and Hugging Face's) the last block's patch tokens reach
 nothing (their gradient is exactly zero, so a Grad-CAM there is zero everywhere); the map is taken
 at the second-to-last block's output, i.e. the input of the last block, where the class token
-attends to the patches. A model that pools over all tokens uses the last block.
+attends to the patches. A model that pools over all tokens uses the last block. If no block's
+patch tokens reach the logits (a head of zeros, as torchvision initializes a ViT's), the last
+block is used.
 """
 
 from __future__ import annotations
@@ -98,4 +100,4 @@ def default_token_layer(model: nn.Module, x: torch.Tensor) -> str | None:
             continue
         if bool((gmap != 0).any()):
             return name
-    return None
+    return order[-1] if order else None  # nothing reaches the logits (a zero head): the last
