@@ -321,3 +321,29 @@ def test_token_grid():
     assert token_grid(9, 16, 32) == (1, 2, 4)
     with pytest.raises(ValueError, match="patch grid"):
         token_grid(7, 16, 16, prefix=0)
+
+
+def hf_factory() -> nn.Module:
+    return seeded(HFViT)
+
+
+def test_cli_takes_an_output_object_model(tmp_path):
+    import json
+
+    import numpy as np
+
+    from saliency_sanity.cli import main
+
+    data = tmp_path / "x.npz"
+    np.savez(data, x=images(2).numpy(), y=np.array([0, 1]))
+    out = tmp_path / "run"
+    rc = main(["model-randomization", "--model", "test_architectures:hf_factory", "--data",
+               str(data), "--methods", "gradient,gradcam", "--scores", "spearman_abs",
+               "--controls", "none", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["settings"]["methods"]["gradcam"]["resolved_layer"] == "vit.encoder.layer.0"
+    assert [b["name"] for b in run["settings"]["blocks"]] == [
+        "vit.embeddings", "vit.encoder.layer.0", "vit.encoder.layer.1", "vit.layernorm",
+        "classifier"]
+    assert run["settings"]["accuracy"]["n"] == 2  # the logits were read for the accuracy too
