@@ -347,3 +347,13 @@ def test_cli_takes_an_output_object_model(tmp_path):
         "vit.embeddings", "vit.encoder.layer.0", "vit.encoder.layer.1", "vit.layernorm",
         "classifier"]
     assert run["settings"]["accuracy"]["n"] == 2  # the logits were read for the accuracy too
+
+
+def test_trainer_accuracy_reads_output_objects():
+    from saliency_sanity.training.trainer import accuracy
+
+    model, x = seeded(HFViT), images(4)
+    with torch.no_grad():
+        y = model(x).logits.argmax(1)
+    assert accuracy(model, x, y) == 1.0
+    assert accuracy(model, x, (y + 1) % 5) == 0.0
