@@ -41,7 +41,7 @@ def run_case(case: C.ModelCase, method: str, n: int, batch_size: int, steps: int
              repeats: int, device: torch.device) -> dict[str, Any]:
     model = case.build().to(device)
     x = C.make_inputs(n, case.input_shape, seed=1).to(device)
-    blocks = discover_blocks(model, x[:1])
+    blocks = discover_blocks(model, x[:1], group_by="modules")  # the recorded figures: per module
     stage_models, stage_layers = C.stage_models_for(model, x[:batch_size], "paper", 0, blocks)
     spec = C.method_spec(method, steps, samples)
     plan = C.FloorPlan(method, steps=steps, samples=samples)

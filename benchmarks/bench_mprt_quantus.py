@@ -124,7 +124,7 @@ def run_case(case: C.ModelCase, method: str, n: int, batch_size: int, steps: int
     x = C.make_inputs(n, case.input_shape, seed=1)
     with torch.no_grad():
         y = model(x.to(device)).argmax(1).cpu()
-    blocks = discover_blocks(model, x[:1].to(device))
+    blocks = discover_blocks(model, x[:1].to(device), group_by="modules")  # as Quantus: per module
     ours_layers = [b.name for b in reversed(blocks)]
     q_layers = quantus_layers(model)
 

@@ -47,7 +47,7 @@ def test_quantus_layer_order_equals_our_blocks_top_down(resnet):
 
     cases = ((resnet, torch.zeros(1, 3, 32, 32)), (C.demo_cnn(), torch.zeros(1, 1, 28, 28)))
     for model, x in cases:
-        ours = [b.name for b in reversed(discover_blocks(model, x))]
+        ours = [b.name for b in reversed(discover_blocks(model, x, group_by="modules"))]
         assert B.quantus_layers(model) == ours
 
 

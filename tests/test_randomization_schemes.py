@@ -177,10 +177,18 @@ def test_reinit_touches_only_the_block():
     assert torch.equal(model[0].lin.bias, trained[0].lin.bias)
 
 
-def test_reinit_without_initializer_raises():
+def test_reinit_without_initializer_draws_token_parameters():
+    # the root owns cls_token and pos but has no reset_parameters: both are drawn from
+    # N(0, 0.02) truncated at +-0.04 (the ViT convention), nothing else in the block changes
     model, x = make("token")
-    with pytest.raises(TypeError, match="<root>"):
-        list(randomized_models(model, init="reinit", example_input=x))
+    stages = list(randomized_models(model, init="reinit", example_input=x))
+    root = next(s for s in stages if s.block == "<root>").model
+    for name in ("cls_token", "pos"):
+        new, old = getattr(root, name), getattr(model, name)
+        assert not torch.equal(new, old)
+        assert float(new.abs().max()) <= 0.04
+    assert 0.01 < float(root.pos.std()) < 0.03  # 32 draws of a TN(0, 0.02) cut at 2 sd: ~0.0176
+    assert torch.equal(root.embed.weight, model.embed.weight)
 
 
 def test_reinit_stage_weights_global_rng_untouched(global_rng_guard):

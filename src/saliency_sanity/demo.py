@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._arch import logits_of
 from .critiques import CritiqueOptions, CritiqueOutcome
 from .results import CheckResult
 
@@ -89,7 +90,7 @@ def model_accuracy(model: Any, x: Any, y: Any, batch_size: int = 64) -> dict[str
     correct = 0
     with torch.no_grad(), eval_mode(model):
         for i in range(0, len(x), batch_size):
-            out = model(x[i:i + batch_size].to(dev))
+            out = logits_of(model(x[i:i + batch_size].to(dev)))
             if out.dim() != 2 or bool((y[i:i + batch_size] >= out.shape[1]).any()):
                 return None
             correct += int((out.argmax(1).cpu() == y[i:i + batch_size].cpu()).sum())

@@ -210,6 +210,9 @@ def check_model_on_inputs(model: nn.Module, x: torch.Tensor,
             f"{err.__class__.__name__}: {str(err).splitlines()[0] if str(err) else ''}. Check "
             "--data, --size and --channels against what the model expects"
         ) from err
+    if not isinstance(out, torch.Tensor):  # an output object with logits (Hugging Face)
+        found = out.get("logits") if isinstance(out, dict) else getattr(out, "logits", None)
+        out = found if isinstance(found, torch.Tensor) else out
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise InputError(f"the model must return logits of shape (batch, classes); it returned "

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._imports import require
-from .base import Method
+from .base import Method, check_logits
 from .registry import METHODS
 
 
@@ -43,6 +43,21 @@ class FunctionMethod(Method):
 
     def attribute(self, model: Any, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.fn(model, x, target, **self.kwargs)
+
+
+class _Logits(nn.Module):
+    """The model with its output reduced to the logits tensor (for Captum, which needs a tensor:
+    a Hugging Face model returns an output object). Hooks on the model's own modules still fire.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.training = model.training
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        out = self.model(x, *args, **kwargs)
+        return out if isinstance(out, torch.Tensor) else check_logits(out, x.shape[0], "captum")
 
 
 def _is_captum_class(spec: Any) -> bool:
@@ -85,7 +100,7 @@ class CaptumMethod(Method):
             from .cam import get_layer
 
             init["layer"] = get_layer(model, init["layer"])
-        inst = self.cls(model, **init)
+        inst = self.cls(_Logits(model) if isinstance(model, nn.Module) else model, **init)
         out = inst.attribute(x.detach().clone(), target=target, **self.attr_kwargs)
         if isinstance(out, tuple):
             out = out[0]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -205,10 +205,19 @@ def _check_target_shape(target: Target, x: torch.Tensor) -> torch.Tensor | str:
 
 
 def check_logits(out: Any, batch: int, who: str = "method") -> torch.Tensor:
-    """Raise unless ``out`` is a (batch, classes) tensor; return it."""
+    """The (batch, classes) logits of a model output ``out``: a tensor, or an output object or
+    dict with a ``logits`` entry (Hugging Face's ``ImageClassifierOutput``); raise otherwise.
+
+    Example:
+        >>> check_logits({"logits": torch.zeros(2, 3)}, 2).shape
+        torch.Size([2, 3])
+    """
     if not isinstance(out, torch.Tensor):
-        raise TypeError(f"{who}: the model must return a tensor of logits (B, classes), got "
-                        f"{type(out).__name__}")
+        found = out.get("logits") if isinstance(out, Mapping) else getattr(out, "logits", None)
+        if not isinstance(found, torch.Tensor):
+            raise TypeError(f"{who}: the model must return a tensor of logits (B, classes) or "
+                            f"an object with a 'logits' tensor, got {type(out).__name__}")
+        out = found
     if out.ndim != 2 or out.shape[0] != batch:
         raise ValueError(f"{who}: the model's output must have shape ({batch}, classes), got "
                          f"{tuple(out.shape)}")

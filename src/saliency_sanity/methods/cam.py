@@ -4,9 +4,16 @@ Grad-CAM explains through the activations ``A`` (B, K, h, w) of one layer: weigh
 ``w_k = mean_{i,j} d score / d A_kij``, map ``ReLU(sum_k w_k A_k)`` (B, 1, h, w), upsampled
 (bilinear, ``align_corners=False``) to the input's size.
 
-The default layer is the *activated* output of the last convolutional block, as in the authors'
-TensorFlow code (a TF conv layer includes its ReLU) and common Grad-CAM tools. It is found by one
-traced forward pass on the first example (forward hooks on every module, removed on exit):
+On a vision transformer (a model with transformer encoder blocks: torchvision's, timm's and
+Hugging Face's ViTs, ``nn.TransformerEncoder``) the layer is an encoder block and its patch tokens
+are the map (class token dropped, patch tokens on the patch grid, channels = embedding
+dimensions); the default block is the last one whose patch tokens reach the logits (see
+:mod:`._tokens`): the second-to-last of a class-token ViT.
+
+For other models the default layer is the *activated* output of the last convolutional block,
+as in the authors' TensorFlow code (a TF conv layer includes its ReLU) and common Grad-CAM
+tools. It is found by one traced forward pass on the first example (forward hooks on every
+module, removed on exit):
 
 1. take the last ``nn.Conv2d`` call in execution order and follow its output tensor through
    leaf modules that keep the shape and meaning of a conv output: normalization (batch, group,
@@ -40,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._tokens import default_token_layer, first_tensor, tokens_to_map
 from .base import Method, check_logits, check_target_range
 from .guided import GuidedBackprop, refuse_torchscript
 from .registry import METHODS
@@ -123,6 +131,9 @@ def default_layer(model: nn.Module, x: torch.Tensor, who: str = "gradcam") -> st
         >>> default_layer(no_act, torch.zeros(1, 1, 8, 8))  # no activation module: the conv
         '2'
     """
+    tokens = default_token_layer(model, x)
+    if tokens is not None:
+        return tokens
     calls = _trace(model, x)
     last_conv = max((i for i, c in enumerate(calls) if isinstance(c[1], nn.Conv2d)
                      and isinstance(c[3], torch.Tensor) and c[3].ndim == 4), default=None)
@@ -162,8 +173,11 @@ def capture_layer(model: nn.Module, x: torch.Tensor, layer: str, who: str = "gra
     captured: list[Any] = []
 
     def hook(_m: nn.Module, _i: Any, out: Any) -> Any:
-        captured.append(out)
-        return out.clone() if isinstance(out, torch.Tensor) else None
+        t = first_tensor(out)
+        captured.append(t if t is not None else out)
+        if isinstance(out, torch.Tensor):
+            return out.clone()
+        return (t.clone(), *out[1:]) if t is not None else None
 
     handle = module.register_forward_hook(hook)
     try:
@@ -176,21 +190,26 @@ def capture_layer(model: nn.Module, x: torch.Tensor, layer: str, who: str = "gra
         raise ValueError(f"{who}: layer {layer!r} ran {len(captured)} times in one forward pass; "
                          "a CAM method needs a layer that runs exactly once")
     acts = captured[0]
-    if not isinstance(acts, torch.Tensor) or acts.ndim != 4:
+    if not isinstance(acts, torch.Tensor) or acts.ndim not in (3, 4):
         shape = tuple(acts.shape) if isinstance(acts, torch.Tensor) else ""
-        raise ValueError(f"{who}: layer {layer!r} must output a 4-D tensor (B, K, h, w), got "
-                         f"{type(acts).__name__} {shape}; CAM methods need a spatial "
-                         "(convolutional) layer")
+        raise ValueError(f"{who}: layer {layer!r} must output a 4-D tensor (B, K, h, w) or "
+                         f"transformer tokens (B, N, D), got {type(acts).__name__} {shape}; "
+                         "CAM methods need a spatial (convolutional or token) layer")
     return logits, acts
 
 
 def layer_gradients(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: str,
                     who: str = "gradcam") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(activations, gradients, logits)``, detached: the output ``A`` of ``layer`` (B, K, h,
-    w), ``d logit[target] / d A`` for each row, and the logits (one forward, one backward)."""
+    w), ``d logit[target] / d A`` for each row, and the logits (one forward, one backward).
+    Transformer tokens (B, N, D) come back as patch maps (B, D, h, w), leading tokens dropped."""
     logits, acts = capture_layer(model, x, layer, who)
     check_target_range(target, logits.shape[1], who)
     (grads,) = torch.autograd.grad(logits.gather(1, target.view(-1, 1)).sum(), acts)
+    if acts.ndim == 3:  # patch tokens on the patch grid: (B, D, h, w)
+        module = get_layer(model, layer, who)
+        acts = tokens_to_map(acts, module, model, tuple(x.shape))
+        grads = tokens_to_map(grads, module, model, tuple(x.shape))
     return acts.detach(), grads.detach(), logits.detach()
 
 

@@ -13,6 +13,7 @@ import torch.utils._pytree as pytree
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from saliency_sanity._arch import is_attention_block, repeated_blocks
 from saliency_sanity._guard import eval_mode
 
 ROOT = "<root>"
@@ -119,7 +120,7 @@ def _owner(full_name: str) -> str:
 def _group_key(module_name: str, group_by: GroupBy) -> str:
     if module_name == "":
         return ROOT
-    if group_by is None:
+    if group_by is None or group_by == "modules":
         return module_name
     if group_by == "children":
         return module_name.split(".")[0]
@@ -127,6 +128,39 @@ def _group_key(module_name: str, group_by: GroupBy) -> str:
         if module_name == g or module_name.startswith(g + "."):
             return g
     return module_name
+
+
+def _auto_groups(model: nn.Module, unit_time: dict[str, int | None]
+                 ) -> tuple[list[str], dict[str, str]]:
+    """Architecture-aware grouping (``group_by=None``): the repeated blocks of the model (each
+    one block), and for a transformer the units that run before its first encoder layer (patch
+    embedding, class token, position embedding) mapped to one embeddings block."""
+    stacks = repeated_blocks(model)
+    if not stacks:
+        return [], {}
+    modules = dict(model.named_modules())
+    attention = [s for s in stacks if is_attention_block(modules[s])]
+    if not attention:
+        return stacks, {}
+    inside = [t for u, t in unit_time.items() if t is not None
+              and any(u == s or u.startswith(s + ".") for s in attention)]
+    if not inside:
+        return stacks, {}
+    first = min(inside)
+    pre = [u for u, t in unit_time.items() if t is not None and t < first
+           and not any(u == s or u.startswith(s + ".") for s in stacks)]
+    if not pre:
+        return stacks, {}
+    parts = [u.split(".") if u else [] for u in pre]
+    common: list[str] = []
+    for level in zip(*parts, strict=False):
+        if len(set(level)) != 1:
+            break
+        common.append(level[0])
+    name = ".".join(common)
+    if not name:  # spread over the model (a class token on the root): a name of its own
+        name = "embeddings" if "embeddings" not in modules else "<embeddings>"
+    return stacks, {u: name for u in pre}
 
 
 def discover_blocks(
@@ -148,10 +182,19 @@ def discover_blocks(
     Args:
         model: the model (not modified).
         example_input: a tensor, a tuple/list of positional inputs or a dict of keyword inputs.
-        group_by: ``None``: one block per module that owns parameters directly (parameters of the
-            root module form the block ``"<root>"``); ``"children"``: one block per top-level
-            child; a list of module names: a module goes to the first listed name that equals its
-            name or is a dotted prefix of it, modules matching none stay individual blocks.
+        group_by: ``None`` (the default): architecture-aware blocks. Each repeated block is one
+            block (a transformer encoder layer of torchvision's, timm's or Hugging Face's ViTs
+            or of ``nn.TransformerEncoder``; a ResNet basic/bottleneck block: see
+            :func:`saliency_sanity._arch.repeated_blocks`); in a transformer, everything that
+            runs before the first encoder layer (patch embedding, class token, position
+            embedding) is one block, named after the module holding it all (``vit.embeddings``)
+            or ``"embeddings"``; every other module that owns parameters directly is its own
+            block (parameters of the root module form the block ``"<root>"``). A model with no
+            repeated block gets one block per module. ``"modules"``: one block per module that
+            owns parameters directly, whatever the architecture; ``"children"``: one block per
+            top-level child; a list of module names: a module goes to the first listed name
+            that equals its name or is a dotted prefix of it, modules matching none stay
+            individual blocks.
         allow_unused: a module whose parameters the forward pass never reached raises a
             ``ValueError`` naming it, unless this is True: then its block is placed last with
             ``reached=False`` and a warning is given.
@@ -168,10 +211,11 @@ def discover_blocks(
         >>> discover_blocks(net, torch.zeros(1, 3), group_by="children")[0].params
         ('0.weight', '0.bias')
     """
-    if group_by is not None and group_by != "children":
+    if group_by is not None and group_by not in ("children", "modules"):
         if isinstance(group_by, str):
             raise ValueError(
-                f"group_by must be None, 'children' or a list of module names, got {group_by!r}"
+                "group_by must be None, 'modules', 'children' or a list of module names, got "
+                f"{group_by!r}"
             )
         known = {n for n, _ in model.named_modules()}
         unknown = [g for g in group_by if g not in known]
@@ -203,18 +247,29 @@ def discover_blocks(
             stacklevel=2,
         )
 
+    stacks: list[str] = []
+    embeddings: dict[str, str] = {}
+    if group_by is None:
+        stacks, embeddings = _auto_groups(model, unit_time)
+
+    def key_of(mname: str) -> str:
+        if mname in embeddings:
+            return embeddings[mname]
+        return _group_key(mname, stacks or None) if stacks else _group_key(mname, group_by)
+
     groups: dict[str, dict[str, Any]] = {}
     for mname, pnames in unit_params.items():
-        g = groups.setdefault(_group_key(mname, group_by), {"units": [], "params": []})
+        g = groups.setdefault(key_of(mname), {"units": [], "params": []})
         g["units"].append(mname)
         g["params"].extend(pnames)
 
     buffers: dict[str, list[str]] = {}
     for bname, _ in model.named_buffers():
-        key = _group_key(_owner(bname), group_by)
+        owner = _owner(bname)
+        key = key_of(owner)
         if key in groups:
-            owner = _owner(bname)
-            if group_by is None and owner not in groups[key]["units"]:
+            per_module = group_by in (None, "modules") and key not in stacks
+            if per_module and owner not in groups[key]["units"]:
                 continue
             buffers.setdefault(key, []).append(bname)
 

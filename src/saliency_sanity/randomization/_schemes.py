@@ -12,7 +12,7 @@ from torch import nn
 
 from saliency_sanity._registry import Registry
 
-from ._discovery import ROOT, Block
+from ._discovery import Block
 
 init_schemes: Registry[InitScheme] = Registry("init scheme")
 """Registry of init schemes: ``init_schemes.get("paper", std=0.1)`` returns a configured scheme."""
@@ -62,6 +62,13 @@ def truncated_standard_normal(n: int, a: float, generator: torch.Generator,
         z[bad[:take]] = pool[:take]
         bad = bad[take:]
     return z
+
+
+def _token_init(module: nn.Module, std: float) -> None:
+    """The initializer of a module without ``reset_parameters``: its own parameters from
+    N(0, std) truncated at +-2 std (torch's global RNG: the caller forks and seeds it)."""
+    for p in module.parameters(recurse=False):
+        nn.init.trunc_normal_(p, std=std, a=-2 * std, b=2 * std)
 
 
 def _resolve(model: nn.Module, block: Block) -> list[tuple[str, torch.Tensor]]:
@@ -188,8 +195,11 @@ class Reinit(InitScheme):
     ``torch.random.fork_rng`` seeded from the block's generator: the caller's global RNG state is
     restored afterwards. A module's initializer may touch only that block's tensors: anything
     else it changed (e.g. a child module in another block) is put back. Modules without
-    ``reset_parameters`` (or ``_reset_parameters``) raise a ``TypeError``. Modules not on the CPU
-    are re-initialized on a CPU copy, so results do not depend on the device.
+    ``reset_parameters`` (or ``_reset_parameters``) hold parameters such as class tokens, position
+    embeddings or layer-scale factors directly (a ViT's root, its encoder, Hugging Face's
+    ``ViTEmbeddings``): those are drawn from N(0, ``token_std``) truncated at 2 standard
+    deviations, the initializer torchvision and timm give position embeddings. Modules not on
+    the CPU are re-initialized on a CPU copy, so results do not depend on the device.
 
     Example:
         >>> bn = nn.BatchNorm1d(3)
@@ -202,6 +212,7 @@ class Reinit(InitScheme):
 
     name = "reinit"
     reset_running_stats: bool = False
+    token_std: float = 0.02
 
     def __call__(self, model: nn.Module, block: Block, generator: torch.Generator) -> None:
         modules = dict(model.named_modules())
@@ -210,27 +221,28 @@ class Reinit(InitScheme):
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.random.default_generator.manual_seed(cpu_seed)
             for mname in block.modules:
-                self._reset(modules[mname], mname, allowed)
+                self._reset(modules[mname], mname, allowed, self.token_std)
 
     @staticmethod
-    def _reset(module: nn.Module, mname: str, allowed: set[str]) -> None:
-        reset = getattr(module, "reset_parameters", None) or getattr(
-            module, "_reset_parameters", None
-        )
-        if not callable(reset):
-            raise TypeError(
-                f"module {mname or ROOT!r} ({type(module).__name__}) has no reset_parameters(); "
-                f"use another init scheme ({', '.join(init_schemes.list())})"
-            )
+    def _reset(module: nn.Module, mname: str, allowed: set[str], token_std: float) -> None:
+        name = next((n for n in ("reset_parameters", "_reset_parameters")
+                     if callable(getattr(module, n, None))), None)
+
+        def reset(m: nn.Module) -> None:
+            if name is None:
+                _token_init(m, token_std)
+            else:
+                getattr(m, name)()
+
         prefix = f"{mname}." if mname else ""
         before = {k: v.detach().clone() for k, v in module.state_dict(keep_vars=True).items()}
         on_cpu = all(t.device.type == "cpu" for t in before.values())
         live = module.state_dict(keep_vars=True)
         if on_cpu:
-            reset()
+            reset(module)
         else:
             twin = copy.deepcopy(module).cpu()
-            getattr(twin, reset.__name__)()
+            reset(twin)
             for k, v in twin.state_dict().items():
                 live[k].copy_(v)
         live = module.state_dict(keep_vars=True)  # reset_parameters may have replaced tensors

@@ -12,26 +12,11 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
+from .._arch import logits_of
 from ._copy import fresh_copy
 from ._discovery import Block, GroupBy, call_model, discover_blocks
 from ._plan import StagePlan, orders
 from ._schemes import InitScheme
-
-
-def logits_of(output: Any) -> torch.Tensor:
-    """The logits tensor of a model output: a tensor, the first tensor of a tuple/list, or the
-    ``logits`` entry/attribute of a dict-like output."""
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, Mapping) and "logits" in output:
-        return output["logits"]
-    if hasattr(output, "logits"):
-        return output.logits
-    if isinstance(output, (tuple, list)):
-        for item in output:
-            if isinstance(item, torch.Tensor):
-                return item
-    raise TypeError(f"cannot find logits in a model output of type {type(output).__name__}")
 
 
 def output_change(trained: torch.Tensor, randomized: torch.Tensor) -> dict[str, float]:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._arch import logits_of
 from ..data import Dataset
 from .config import TrainConfig, TrainResult
 
@@ -79,7 +80,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
         return float("nan")
     correct = 0
     for i in range(0, len(y), batch_size):
-        correct += int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+        correct += int((logits_of(model(x[i : i + batch_size])).argmax(1)
+                         == y[i : i + batch_size]).sum())
     return correct / len(y)
 
 
@@ -298,7 +300,7 @@ def train(
                 total_loss = 0.0
                 for i in range(0, n, bs):
                     idx = perm[i : i + bs]
-                    loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+                    loss = F.cross_entropy(logits_of(model(x_train[idx])), y_train[idx])
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
