@@ -226,8 +226,15 @@ def _print_outputs(out: Path) -> None:
         print(f"  figure:  {f}")
 
 
+def _cmd_faithfulness(args: argparse.Namespace, argv: list[str]) -> int:
+    from ._faithfulness import run
+
+    return run(args, argv)
+
+
 _COMMANDS = {
     "demo": _cmd_demo,
+    "faithfulness": _cmd_faithfulness,
     "model-randomization": _cmd_model_randomization,
     "data-randomization": _cmd_data_randomization,
     "list": _cmd_list,
