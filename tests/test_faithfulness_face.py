@@ -354,3 +354,38 @@ def test_compute_ranking_groups_need_no_similarity_check():
     assert set(settings["groups"].values()) == {"faithfulness"}
     assert math.isnan(float("nan")) and set(long_ranks["method"]) == {"g", "h"}
     assert faithfulness_scores(res)["method"].nunique() == 3
+
+
+# --------------------------------------------------------------------------------------------
+# the imputation's nested dissection solve
+# --------------------------------------------------------------------------------------------
+@pytest.mark.quantus
+@pytest.mark.parametrize("shape, fraction", [((3, 13, 31), 0.95), ((1, 28, 28), 0.3),
+                                             ((3, 40, 40), 0.9)])
+def test_dissection_solve_matches_quantus_image_by_image(shape, fraction):
+    """Float64 images, several per batch, a non-square grid: the batched solve (unknowns in
+    nested dissection order, LU without pivoting) equals Quantus' per-image SciPy solve."""
+    from quantus.functions.perturb_func import noisy_linear_imputation as q_impute
+
+    from saliency_sanity.faithfulness.imputation import linear_imputation
+
+    c, h, w = shape
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(3, c, h, w, generator=g, dtype=torch.float64)
+    maps = torch.nn.functional.avg_pool2d(torch.rand(3, 1, h, w, generator=g), 5, 1, 2)
+    order = torch.argsort(-maps.flatten(1), dim=1)
+    n = int(h * w * fraction)
+    removed = torch.zeros(3, h * w, dtype=torch.bool).scatter_(1, order[:, :n], True)
+    ours = linear_imputation(x, removed.view(3, h, w)).numpy()
+    ref = np.stack([q_impute(arr=x[i].numpy(), indices=order[i, :n].numpy(), noise=0.0)
+                    for i in range(3)])
+    np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-12)
+
+
+def test_dissection_order_separates_the_halves():
+    from saliency_sanity.faithfulness.imputation import dissection_order
+
+    key = dissection_order(9, 6).reshape(9, 6)
+    assert sorted(key.flatten().tolist()) == list(range(54))
+    # the middle row (4) comes after every pixel above and below it
+    assert key[4].min() == 48 and key[:4].max() < key[5:].min()
