@@ -389,3 +389,31 @@ def test_dissection_order_separates_the_halves():
     assert sorted(key.flatten().tolist()) == list(range(54))
     # the middle row (4) comes after every pixel above and below it
     assert key[4].min() == 48 and key[:4].max() < key[5:].min()
+
+
+def test_model_randomization_cli_with_faithfulness(tmp_path, npz, capsys):
+    out = tmp_path / "mprt"
+    argv = ["model-randomization", "--model", "test_faithfulness_face:cnn_factory", "--data",
+            str(npz), "--methods", "gradient,gradient_x_input,guided_backprop,deconvnet",
+            "--scores", "spearman_abs", "--controls", "none", "--batch-size", "4",
+            "--no-progress", "--faithfulness", "--faithfulness-metrics", "road", "--out",
+            str(out)]
+    assert main(argv) == 0
+    assert "faithfulness/results.csv" in capsys.readouterr().out
+    f = CheckResult.load(out / "faithfulness")
+    assert f.check == "faithfulness" and set(f.table["metric"]) == {"road_morf", "road_lerf"}
+    ranking = pd.read_csv(out / "ranking.csv")
+    assert set(ranking["check"]) == {"MPRT", "ROAD gap"}
+    page = (out / "report.html").read_text()
+    assert "The randomization checks and the faithfulness scores" in page
+
+
+def test_model_randomization_cli_bad_faithfulness_metrics(tmp_path, npz, capsys):
+    out = tmp_path / "bad"
+    rc = main(["model-randomization", "--model", "test_faithfulness_face:cnn_factory", "--data",
+               str(npz), "--faithfulness", "--faithfulness-metrics", "aopc", "--out", str(out),
+               "--no-progress"])
+    assert rc == 2
+    assert "--faithfulness-metrics: unknown faithfulness metric(s) 'aopc'" in \
+        capsys.readouterr().err
+    assert not out.exists()

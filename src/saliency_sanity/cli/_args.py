@@ -46,6 +46,13 @@ def _add_critiques(p: argparse.ArgumentParser) -> None:
                         "activation_scales.csv")
     g.add_argument("--critiques", action="store_true",
                    help="all four: --smprt --emprt --random-logit --activation-scales")
+    g.add_argument("--faithfulness", action="store_true",
+                   help="the faithfulness check on the trained model's maps, in faithfulness/; "
+                        "its scores join the method ranking (the experimental gap)")
+    g.add_argument("--faithfulness-metrics", default="region_perturbation,road",
+                   metavar="M1,M2",
+                   help="metrics of --faithfulness, from region_perturbation, pixel_flipping, "
+                        "insertion, deletion, road (region_perturbation,road)")
     g.add_argument("--data-randomization-run", default=None, metavar="DIR",
                    help="a data-randomization run directory whose results join the method "
                         "ranking (ranking.csv)")
@@ -71,6 +78,8 @@ def critique_options(args: argparse.Namespace) -> CritiqueOptions:
         smprt_samples=args.smprt_samples, smprt_noise=args.smprt_noise,
         smprt_normalize=args.smprt_normalize, emprt_bins=args.emprt_bins,
         data_randomization_run=args.data_randomization_run,
+        faithfulness=bool(getattr(args, "faithfulness", False)),
+        faithfulness_metrics=tuple(_csv(getattr(args, "faithfulness_metrics", None)) or ()),
     )
 
 
