@@ -417,3 +417,14 @@ def test_model_randomization_cli_bad_faithfulness_metrics(tmp_path, npz, capsys)
     assert "--faithfulness-metrics: unknown faithfulness metric(s) 'aopc'" in \
         capsys.readouterr().err
     assert not out.exists()
+
+
+def test_report_command_rebuilds_a_faithfulness_page(tmp_path, capsys):
+    from saliency_sanity.report import write_run
+
+    write_run(_result(), tmp_path / "r", figures=False, report=False)
+    assert main(["report", str(tmp_path / "r")]) == 0
+    printed = capsys.readouterr().out
+    assert "region perturbation AOPC" in printed and "verdict" not in printed
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert 'id="faithfulness"' in page and page.count("<img") == 2

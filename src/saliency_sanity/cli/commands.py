@@ -247,6 +247,10 @@ def _summary(result: Any, margin: float = 0.1) -> str:
     each method ignores), then the verdicts at full randomization."""
     from ..verdicts import format_stage_summary, format_summary
 
+    if result.check == "faithfulness":
+        from ..report.faithfulness import format_faithfulness_summary
+
+        return format_faithfulness_summary(result)
     if result.check != "model_randomization":
         return format_summary(result, margin=margin)
     return format_stage_summary(result) + "\n\n" + format_summary(result, margin=margin)
