@@ -121,8 +121,10 @@ def faithfulness_curves(result: CheckResult, metric: str, path: str | os.PathLik
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(methods):]:
         ax.set_visible(False)
-    for ax in axes[-1]:
-        ax.set_xlabel(_X.get(metric, "fraction of the pixels removed"), fontsize=8)
+    for i, ax in enumerate(list(axes.flat)[:len(methods)]):
+        if i + ncol >= len(methods):  # nothing drawn below: this panel carries the x axis
+            ax.xaxis.set_tick_params(labelbottom=True)
+            ax.set_xlabel(_X.get(metric, "fraction of the pixels removed"), fontsize=8)
     for ax in axes[:, 0]:
         ax.set_ylabel(f"{score} of the explained class", fontsize=8)
     axes.flat[0].legend(fontsize=7, loc="best")
