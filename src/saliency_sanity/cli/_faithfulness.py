@@ -98,7 +98,7 @@ def metric_settings(args: argparse.Namespace, metrics: list[str]) -> dict[str, d
         ...                        percentages="0.2,0.5", noise=None)
         >>> s = metric_settings(a, ["region_perturbation", "road"])
         >>> s["region_perturbation"], s["road"]
-        ({'region': 3, 'replacement': 0}, {'percentages': [0.2, 0.5]})
+        ({'region': 3, 'replacement': 0.0}, {'percentages': [0.2, 0.5]})
     """
     out: dict[str, dict[str, Any]] = {m: {} for m in metrics}
     for flag, (name, applies) in _SETTING_FLAGS.items():
