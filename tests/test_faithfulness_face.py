@@ -428,3 +428,18 @@ def test_report_command_rebuilds_a_faithfulness_page(tmp_path, capsys):
     assert "region perturbation AOPC" in printed and "verdict" not in printed
     page = (tmp_path / "r" / "report.html").read_text()
     assert 'id="faithfulness"' in page and page.count("<img") == 2
+
+
+def test_gap_sentence_leaves_out_pairs_with_too_few_methods():
+    ranks = _ranks_table({"MPRT": ["a", "b", "c", "d"], "ROAD gap": ["a", "b", "c", "d"]})
+    ranks["sMPRT"] = [3.0, 2.0, 1.0, np.nan]  # three methods only: not judged
+    cols = list(ranks.columns)
+    tau = pd.DataFrame(1.0, index=cols, columns=cols)
+    tau.loc["sMPRT", "ROAD gap"] = tau.loc["ROAD gap", "sMPRT"] = -1.0
+    n = pd.DataFrame(4, index=cols, columns=cols)
+    n.loc["sMPRT", :] = n.loc[:, "sMPRT"] = 3
+    groups = {"MPRT": "randomization", "sMPRT": "randomization", "ROAD gap": "faithfulness"}
+    s = gap_sentence(ranks, tau, groups, n)
+    assert "agree" in s and "sMPRT" not in s and "0 of 1 pairs" in s
+    n.loc[:, :] = 3
+    assert "share too few methods" in gap_sentence(ranks, tau, groups, n)

@@ -95,7 +95,7 @@ def _rank_text(r: float, of: int) -> str:
 
 def gap_sentence(ranks: pd.DataFrame, tau: pd.DataFrame, groups: dict[str, str],
                  n: pd.DataFrame | None = None, threshold: float = DISAGREEMENT_TAU,
-                 most: int = 3) -> str:
+                 most: int = 3, min_methods: int = MIN_METHODS) -> str:
     """Where the randomization checks and the faithfulness scores disagree, in plain words:
     the range of Kendall's tau between the two groups, how many pairs disagree (tau <
     ``threshold``), the method each group ranks first, and the ``most`` methods whose ranks
@@ -120,8 +120,9 @@ def gap_sentence(ranks: pd.DataFrame, tau: pd.DataFrame, groups: dict[str, str],
         for b in faith:
             t = float(tau.loc[a, b]) if a in tau.index and b in tau.columns else math.nan
             cnt = int(n.loc[a, b]) if n is not None and not pd.isna(n.loc[a, b]) else None
-            if not math.isnan(t):
+            if not math.isnan(t) and (cnt is None or cnt >= min_methods):
                 pairs.append((t, a, b, cnt))
+    judged = {(a, b) for _, a, b, _ in pairs}
     if not pairs:
         return ("The randomization checks and the faithfulness scores share too few methods "
                 "to compare their rankings.")
@@ -134,6 +135,8 @@ def gap_sentence(ranks: pd.DataFrame, tau: pd.DataFrame, groups: dict[str, str],
     verb = "disagree" if low else "agree"
     parts = [f"The randomization checks and the faithfulness scores {verb}: Kendall's tau "
              f"between them {span}; {low} of {len(pairs)} pairs below {threshold:g}."]
+    rand = [a for a in rand if any(a == p[1] for p in pairs)]  # the checks judged
+    faith = [b for b in faith if any(b == p[2] for p in pairs)]
     first_r = ranks[rand].mean(axis=1).idxmin()
     first_f = ranks[faith].mean(axis=1).idxmin()
     if first_r == first_f:
@@ -144,14 +147,13 @@ def gap_sentence(ranks: pd.DataFrame, tau: pd.DataFrame, groups: dict[str, str],
     diffs = []
     for method in ranks.index:
         best = None
-        for a in rand:
-            for b in faith:
-                ra, rb = ranks.loc[method, a], ranks.loc[method, b]
-                if pd.isna(ra) or pd.isna(rb):
-                    continue
-                d = abs(float(ra) - float(rb))
-                if best is None or d > best[0]:
-                    best = (d, a, b, float(ra), float(rb))
+        for a, b in sorted(judged, key=lambda ab: (rand.index(ab[0]), faith.index(ab[1]))):
+            ra, rb = ranks.loc[method, a], ranks.loc[method, b]
+            if pd.isna(ra) or pd.isna(rb):
+                continue
+            d = abs(float(ra) - float(rb))
+            if best is None or d > best[0]:
+                best = (d, a, b, float(ra), float(rb))
         if best is not None and best[0] >= 1:
             diffs.append((best, method))
     diffs.sort(key=lambda z: -z[0][0])
