@@ -9,8 +9,9 @@ Per case and metric: ours, Quantus (same maps, same targets, settings aligned as
 ``tests/test_faithfulness.py``: Quantus' "black" = our "min", ``normalise=False, abs=False``,
 softmax) and the floor, timed interleaved, the median wall time of ``--repeats`` rounds:
 
-- region perturbation: k x k regions (k = 9 on 28 x 28: 16 regions; k = 8 on 64 x 64: 64), all
-  regions, MoRF; Quantus' ``RegionPerturbation`` (one forward pass of B images per step);
+- region perturbation: k x k regions (k = 9 on 28 x 28: 16 regions; k = 8 on 64 x 64: 64; k = 9
+  on 224 x 224: 625, Samek's setting), all regions up to ``--rp-steps`` (100), MoRF; Quantus'
+  ``RegionPerturbation`` (one forward pass of B images per step);
 - pixel flipping: about ``--pf-steps`` steps; Quantus' ``PixelFlipping`` flips single entries of
   the C*H*W array and wants ``features_in_step`` to divide H * W, so it gets the divisor giving
   the nearest step count and ours the pixels per step giving the same count (the same number of
@@ -24,7 +25,7 @@ rows per pass as ours, no gradients); for ROAD the forward passes on the imputed
 (max relative difference of the curves) is printed beside each timing.
 
 Run: ``python benchmarks/bench_faithfulness.py`` (a few minutes on 2 CPU cores), ``--quick``
-(about a minute).
+(about a minute); ``--sizes 64,224`` adds the ResNet-18 at 224 x 224 (several minutes more).
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ def rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-12)))
 
 
-def bench_case(case: C.ModelCase, n: int, pf_steps: int, repeats: int) -> list[dict[str, Any]]:
+def bench_case(case: C.ModelCase, n: int, pf_steps: int, repeats: int, rp_steps: int = 100
+               ) -> list[dict[str, Any]]:
     model = case.build().eval()
     x = C.make_inputs(n, case.input_shape, seed=0)
     maps = torch.rand(x.shape, generator=torch.Generator().manual_seed(1))
@@ -113,9 +115,9 @@ def bench_case(case: C.ModelCase, n: int, pf_steps: int, repeats: int) -> list[d
     base = x.flatten(1).amin(1).view(-1, 1, 1, 1).expand_as(x)
     out: list[dict[str, Any]] = []
 
-    # region perturbation, all regions
-    k = 9 if h == 28 else 8
-    steps = -(-h // k) * -(-w // k)
+    # region perturbation: all regions up to rp_steps (Samek's 9 x 9, L = 100 at 224 x 224)
+    k = 8 if h == 64 else 9
+    steps = min(rp_steps, -(-h // k) * -(-w // k))
     cases = {
         "ours": lambda: F.region_perturbation(model, x, maps, y, region=k, steps=steps,
                                               replacement="min"),
@@ -197,6 +199,8 @@ def main() -> None:
     p.add_argument("--images", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--pf-steps", type=int, default=50, help="about this many steps")
+    p.add_argument("--rp-steps", type=int, default=100,
+                   help="region perturbation: at most this many steps (100)")
     p.add_argument("--sizes", default="64", help="ResNet-18 input sizes, comma-separated")
     p.add_argument("--json", default=None, help="write the rows here")
     a = p.parse_args()
@@ -205,9 +209,10 @@ def main() -> None:
     repeats = a.repeats or (1 if a.quick else 3)
     C.print_machine(torch.device("cpu"))
     print(f"# images {n}, repeats {repeats}, threads {a.threads}")
-    rows = bench_case(C.model_case("cnn"), n, a.pf_steps, repeats)
+    rows = bench_case(C.model_case("cnn"), n, a.pf_steps, repeats, a.rp_steps)
     for s in (int(v) for v in a.sizes.split(",") if v):
-        rows += bench_case(C.model_case("resnet18", s, num_classes=10), n, a.pf_steps, repeats)
+        rows += bench_case(C.model_case("resnet18", s, num_classes=10), n, a.pf_steps, repeats,
+                           a.rp_steps)
     if a.json:
         with open(a.json, "w") as fh:
             json.dump({"machine": C.machine(), "rows": rows}, fh, indent=1)

@@ -102,3 +102,21 @@ def test_score_cam_maps_stay_close_to_the_trained_maps_under_cascading(trained):
     assert result.settings["methods"]["score_cam"]["resolved_layer"] == "relu2"
     assert (m.loc["score_cam"].iloc[:2] > 0.9).all(), m
     assert (m.loc["score_cam"] > m.loc["gradcam"]).all(), m
+
+
+def test_gradient_road_morf_falls_faster_than_a_random_map(trained):
+    """ROAD on the demo CNN (docs/faithfulness.md records the numbers): the gradient's MoRF
+    curve lies below a random map's, whose curve sits on the random order's."""
+    from saliency_sanity.checks import faithfulness_test
+    from saliency_sanity.checks.faithfulness import faithfulness_summary
+
+    res, ds = trained
+    r = faithfulness_test(res.model, ds.x_test[:16], methods=["gradient"],
+                          controls=["random_gaussian"], metrics=["road"], batch_size=16,
+                          progress=False)
+    t = r.table[r.table.metric == "road_morf"]
+    area = t.groupby("method")["value"].mean()
+    assert area["gradient"] < area["random_gaussian"] - 0.2
+    assert abs(area["random_gaussian"] - area["(random order)"]) < 0.1
+    gap = faithfulness_summary(r).set_index("method")["mean"]
+    assert gap["gradient"] > gap["random_gaussian"]

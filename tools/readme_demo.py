@@ -74,7 +74,22 @@ def ranking_table(run_dir: Path) -> str:
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     pairs = [f"{a}-{b} {tau.loc[a, b]:.2f} ({int(n.loc[a, b])} methods)"
              for i, a in enumerate(checks) for b in checks[i + 1:]]
-    return "\n".join(lines) + "\n\nKendall's tau: " + "; ".join(pairs) + "."
+    out = "\n".join(lines) + "\n\nKendall's tau: " + "; ".join(pairs) + "."
+    gap = gap_text(ranks, tau, n, run_dir)
+    return out + (f"\n\nThe report's experimental-gap sentence: {gap}" if gap else "")
+
+
+def gap_text(ranks: Any, tau: Any, n: Any, run_dir: Path) -> str:
+    """The report's sentence on where the randomization checks and the faithfulness scores
+    disagree (empty without faithfulness scores)."""
+    import json
+
+    from saliency_sanity.report.ranking import gap_sentence
+
+    path = run_dir / "ranking.json"
+    groups = json.loads(path.read_text(encoding="utf-8")).get("groups", {}) \
+        if path.is_file() else {}
+    return gap_sentence(ranks, tau, groups, n)
 
 
 def replace_block(text: str, name: str, body: str) -> str:

@@ -22,11 +22,14 @@ DEMO_CONTROLS: Any = True
 #: The demo's critiques, cheap enough to keep the whole demo under 5 minutes on 2 cores: the
 #: activation scales; eMPRT (100 bins) and the random logit test for every demo method and
 #: control; sMPRT with 10 noisy samples (noise 0.1, second-moment normalization, bottom-up) for
-#: three cheap methods. Method settings are the main run's.
+#: three cheap methods; the faithfulness check (region perturbation and ROAD with the check's
+#: defaults) for every method and control, whose scores join the method ranking. Method
+#: settings are the main run's.
 DEMO_CRITIQUES = CritiqueOptions(
     smprt=True, emprt=True, random_logit=True, activation_scales=True,
     smprt_samples=10, smprt_noise=0.1,
     smprt_methods=["gradient", "gradient_x_input", "guided_backprop"],
+    faithfulness=True, faithfulness_metrics=("region_perturbation", "road"),
 )
 
 

@@ -58,6 +58,22 @@ def default_settings(metric: str, h: int, w: int) -> dict[str, Any]:
     raise ValueError(f"unknown faithfulness metric {metric!r}; known: {', '.join(METRICS)}")
 
 
+def _with_defaults(metric: str, h: int, w: int, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``given`` over :func:`default_settings`; a region size given without steps gets as many
+    steps as its regions, up to 100.
+
+    Example:
+        >>> _with_defaults("region_perturbation", 16, 16, {"region": 8})["steps"]
+        4
+    """
+    out = {**default_settings(metric, h, w), **dict(given)}
+    region = given.get("region")
+    if (metric == "region_perturbation" and "steps" not in given and isinstance(region, int)
+            and not isinstance(region, bool) and region >= 1):
+        out["steps"] = min(100, math.ceil(h / region) * math.ceil(w / region))
+    return out
+
+
 def _fractions(metric: str, settings: Mapping[str, Any], k: int, h: int, w: int) -> list[str]:
     """The fraction of the input removed (inserted) at each of the curve's ``k`` points."""
     if metric == "road":
@@ -69,12 +85,51 @@ def _fractions(metric: str, settings: Mapping[str, Any], k: int, h: int, w: int)
     return [f"{min(1.0, i * per):.4f}" for i in range(k)]
 
 
+_FNS = {"region_perturbation": F.region_perturbation, "pixel_flipping": F.pixel_flipping,
+        "insertion": F.insertion, "deletion": F.deletion, "road": F.road}
+#: the core's arguments the check sets itself (not per-metric settings)
+_OWN = {"model", "x", "maps", "target", "order", "seed", "score"}
+
+
 def _call(metric: str, model: nn.Module, xb: torch.Tensor, maps: torch.Tensor,
           target: torch.Tensor, order: str, seed: int, score: str,
           settings: Mapping[str, Any]) -> torch.Tensor:
-    fn = {"region_perturbation": F.region_perturbation, "pixel_flipping": F.pixel_flipping,
-          "insertion": F.insertion, "deletion": F.deletion, "road": F.road}[metric]
-    return fn(model, xb, maps, target, order=order, seed=seed, score=score, **settings)
+    return _FNS[metric](model, xb, maps, target, order=order, seed=seed, score=score, **settings)
+
+
+def _never(*args: Any) -> Any:
+    raise AssertionError("the settings check must not run the model")
+
+
+def check_settings(chosen: Mapping[str, Mapping[str, Any]], x: torch.Tensor, score: str) -> None:
+    """Raise a clear error for any metric setting the functional core would refuse (a region
+    larger than the image, steps <= 0, an unknown replacement, percentages outside (0, 1), an
+    unknown setting name, ...), before any map is computed or any file written: each core
+    function's own checks run on one image with a NaN map, which stops before the model.
+
+    Example:
+        >>> check_settings({"road": {"percentages": (0.5, 50)}}, torch.zeros(1, 1, 8, 8),
+        ...                "softmax")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: road: percentages must lie in (0, 1) (fractions, not percents); got ...
+    """
+    import inspect
+    import warnings
+
+    for metric, st in chosen.items():
+        fn = _FNS[metric]
+        allowed = set(inspect.signature(fn).parameters) - _OWN
+        unknown = sorted(set(st) - allowed)
+        if unknown:
+            raise ValueError(f"{metric}: unknown setting(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(sorted(allowed))}")
+        xb = x[:1]
+        nan_map = torch.full((1, 1, *xb.shape[2:]), math.nan, dtype=xb.dtype, device=xb.device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the NaN map's own warning
+            fn(_never, xb, nan_map, torch.zeros(1, dtype=torch.long, device=xb.device),
+               order="morf", seed=0, score=score, **st)
 
 
 def faithfulness_test(
@@ -132,11 +187,11 @@ def faithfulness_test(
     if not metrics:
         raise ValueError(f"no metrics: choose among {', '.join(METRICS)}")
     h, w = int(x.shape[2]), int(x.shape[3])
-    chosen = {m: {**default_settings(m, h, w), **dict((settings or {}).get(m, {}))}
-              for m in metrics}
+    chosen = {m: _with_defaults(m, h, w, (settings or {}).get(m, {})) for m in metrics}
     unknown = set(settings or {}) - set(metrics)
     if unknown:
         raise ValueError(f"settings given for metrics not asked for: {sorted(unknown)}")
+    check_settings(chosen, x, score)
     method_objs = resolve_methods(methods, cfg.controls, model, x)
     trained = fresh_copy(model, dev)
     plan = FixedPlan([trained], [StageSpec(0, (), None)])
@@ -190,7 +245,7 @@ def faithfulness_scores(result: CheckResult) -> pd.DataFrame:
     t = result.table
     rows = []
     for (method, sample), g in t.groupby(["method", "sample"], sort=False):
-        curves = {metric: torch.from_numpy(gg.sort_values("stage")["value"].to_numpy())[None]
+        curves = {metric: torch.tensor(gg.sort_values("stage")["value"].to_numpy(float))[None]
                   for metric, gg in g.groupby("metric", sort=False)}
         for base in ("region_perturbation", "pixel_flipping"):
             morf, lerf = curves.get(f"{base}_morf"), curves.get(f"{base}_lerf")
@@ -214,6 +269,29 @@ def faithfulness_scores(result: CheckResult) -> pd.DataFrame:
 RANK_SCORES = (("region_perturbation", "aopc"), ("pixel_flipping", "aopc"),
                ("road", "road_gap"), ("insertion", "auc"))
 
+#: Whether a higher value of each (metric, score) means a more faithful map.
+HIGHER_IS_BETTER = {
+    ("region_perturbation", "aopc"): True, ("region_perturbation", "aopc_lerf"): False,
+    ("region_perturbation", "abpc"): True, ("pixel_flipping", "aopc"): True,
+    ("pixel_flipping", "aopc_lerf"): False, ("pixel_flipping", "abpc"): True,
+    ("insertion", "auc"): True, ("deletion", "auc"): False, ("road", "road_gap"): True,
+}
+_METRIC_NAMES = {"region_perturbation": "region perturbation", "pixel_flipping":
+                 "pixel flipping", "insertion": "insertion", "deletion": "deletion",
+                 "road": "ROAD"}
+_SCORE_NAMES = {"aopc": "AOPC", "aopc_lerf": "LeRF AOPC", "abpc": "ABPC", "auc": "AUC",
+                "road_gap": "gap"}
+
+
+def score_label(metric: str, score: str) -> str:
+    """The display name of a faithfulness score.
+
+    Example:
+        >>> score_label("region_perturbation", "aopc"), score_label("road", "road_gap")
+        ('region perturbation AOPC', 'ROAD gap')
+    """
+    return f"{_METRIC_NAMES.get(metric, metric)} {_SCORE_NAMES.get(score, score)}"
+
 
 def _rank_score(metrics: Sequence[str]) -> str | None:
     for metric, score in RANK_SCORES:
@@ -222,11 +300,43 @@ def _rank_score(metrics: Sequence[str]) -> str | None:
     return None
 
 
+def faithfulness_summary(result: CheckResult, ci: float = 0.95) -> pd.DataFrame:
+    """Per method, metric and score: the mean over samples with a ``ci`` t-interval (NaN samples
+    left out and counted), and whether a higher value is better. The random order is a method
+    ``"(random order)"``.
+
+    Example:
+        >>> t = pd.DataFrame({"method": "g", "stage": [0, 1, 0, 1], "layer": "", "sample":
+        ...                   [0, 0, 1, 1], "metric": "insertion_morf",
+        ...                   "value": [0.0, 1.0, 0.0, 0.5]})
+        >>> s = faithfulness_summary(CheckResult(check="faithfulness", table=t))
+        >>> s[["method", "metric", "score", "mean", "n"]].values.tolist()
+        [['g', 'insertion', 'auc', 0.375, 2]]
+    """
+    import numpy as np
+    from scipy import stats
+
+    s = faithfulness_scores(result)
+    rows = []
+    for (method, metric, score), g in s.groupby(["method", "metric", "score"], sort=False):
+        v = g["value"].to_numpy(dtype=float)
+        ok = v[~np.isnan(v)]
+        n = int(ok.size)
+        mean = float(ok.mean()) if n else math.nan
+        half = (float(stats.t.ppf(0.5 + ci / 2, n - 1) * ok.std(ddof=1) / math.sqrt(n))
+                if n > 1 else math.nan)
+        rows.append([method, metric, score, score_label(metric, score), mean, mean - half,
+                     mean + half, n, int(v.size - n),
+                     HIGHER_IS_BETTER.get((metric, score), True)])
+    return pd.DataFrame(rows, columns=["method", "metric", "score", "label", "mean", "lo", "hi",
+                                       "n", "n_nan", "higher_is_better"])
+
+
 def rank_table(result: CheckResult) -> pd.DataFrame:
-    """The faithfulness result as a table the method ranking reads: one row per method and
-    sample, metric ``"<curve>:<score>"`` (``settings["ranking_metric"]``, e.g.
-    ``region_perturbation:aopc``), values negated where a lower score is better, so that a higher
-    value is always the better method; the random-order baseline left out.
+    """The faithfulness result as a table the method ranking reads: one row per method, sample
+    and score, metric ``"<curve>:<score>"`` (e.g. ``region_perturbation:aopc``), the score's
+    value as computed (its direction is ``settings["ranking_better"]`` for the ranked score;
+    :func:`ranking_views` sets it per score); the random-order baseline left out.
 
     Example:
         >>> t = pd.DataFrame({"method": "g", "stage": [0, 1], "layer": "", "sample": 0,
@@ -245,7 +355,32 @@ def rank_table(result: CheckResult) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-register_rank_table("faithfulness", rank_table)
+def ranking_views(result: CheckResult) -> dict[str, CheckResult]:
+    """One view of ``result`` per faithfulness score it has, each ranked by that score (with
+    its direction), labelled by :func:`score_label`: the method ranking shows every
+    faithfulness score beside the randomization checks.
 
-__all__ = ["METRICS", "default_settings", "faithfulness_scores", "faithfulness_test",
-           "rank_table"]
+    Example:
+        >>> t = pd.DataFrame({"method": "g", "stage": [0, 1], "layer": "", "sample": 0,
+        ...                   "metric": "deletion_morf", "value": [1.0, 0.0]})
+        >>> v = ranking_views(CheckResult(check="faithfulness", table=t))
+        >>> list(v), v["deletion AUC"].settings["ranking_better"]
+        (['deletion AUC'], 'lower')
+    """
+    import dataclasses
+
+    s = faithfulness_scores(result)
+    out = {}
+    for metric, score in dict.fromkeys(zip(s["metric"], s["score"], strict=True)):
+        better = "higher" if HIGHER_IS_BETTER.get((metric, score), True) else "lower"
+        out[score_label(metric, score)] = dataclasses.replace(
+            result, settings={**result.settings, "ranking_metric": f"{metric}:{score}",
+                              "ranking_better": better})
+    return out
+
+
+register_rank_table("faithfulness", rank_table, views=ranking_views)
+
+__all__ = ["HIGHER_IS_BETTER", "METRICS", "default_settings", "faithfulness_scores",
+           "faithfulness_summary", "faithfulness_test", "rank_table", "ranking_views",
+           "score_label"]

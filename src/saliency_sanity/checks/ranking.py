@@ -52,12 +52,38 @@ def _controls(result: Any) -> set[str]:
 #: Checks whose methods are ranked by a table derived from their own (e.g. faithfulness: AOPC
 #: per method and sample from the curves), by ``CheckResult.check``; filled by the checks.
 RANK_TABLES: dict[str, Any] = {}
+#: Checks that rank methods by several scores: ``views(result)`` -> ``{label: result}``, one
+#: result per score (each naming its ``ranking_metric``), by ``CheckResult.check``.
+RANK_VIEWS: dict[str, Any] = {}
 
 
-def register_rank_table(check: str, derive: Any) -> None:
+def register_rank_table(check: str, derive: Any, views: Any = None) -> None:
     """Rank ``check``'s methods by ``derive(result)``, a table with the columns of
-    :data:`~saliency_sanity.results.COLUMNS` (its last stage is ranked)."""
+    :data:`~saliency_sanity.results.COLUMNS` (its last stage is ranked); ``views(result)``, when
+    given, splits a result into one ranking per score (:func:`ranking_inputs` uses it)."""
     RANK_TABLES[check] = derive
+    if views is not None:
+        RANK_VIEWS[check] = views
+
+
+def expand_views(checks: Mapping[str, CheckResult]) -> dict[str, CheckResult]:
+    """``checks`` with every result of a multi-score check (:data:`RANK_VIEWS`, e.g.
+    faithfulness) replaced by one entry per score, labelled by the score.
+
+    Example:
+        >>> t = pd.DataFrame({"method": "g", "stage": 1, "layer": "", "sample": 0,
+        ...                   "metric": "spearman", "value": [0.5]})
+        >>> list(expand_views({"MPRT": CheckResult(check="model_randomization", table=t)}))
+        ['MPRT']
+    """
+    out: dict[str, CheckResult] = {}
+    for key, res in checks.items():
+        views = RANK_VIEWS.get(res.check) if isinstance(res, CheckResult) else None
+        if views is None:
+            out[key] = res
+        else:
+            out.update(views(res))
+    return out
 
 
 def _table(result: Any) -> pd.DataFrame:
@@ -230,6 +256,7 @@ def ranking_inputs(d: str | Path, result: CheckResult,
                 notes.append(f"{sub}/ left out: unreadable ({err})")
                 continue
             checks[CHECK_LABELS.get(res.check, res.check)] = res
+    checks = expand_views(checks)
     if data_randomization is not None:
         checks[CHECK_LABELS["data_randomization"]] = data_randomization
         if data_randomization.settings.get("valid") is False:
@@ -290,7 +317,9 @@ def compute_ranking(checks: Mapping[str, CheckResult]
     trows = [[a, b, float(tau.loc[a, b]), float(pval.loc[a, b]), int(count.loc[a, b])]
              for a in tau.index for b in tau.columns]
     long_tau = pd.DataFrame(trows, columns=TAU_COLUMNS)
+    groups = {k: ("faithfulness" if use[k].check == "faithfulness" else "randomization")
+              for k in ranks.columns if isinstance(use[k], CheckResult)}
     settings = {"metric": metric, "metrics": metrics, "checks": list(ranks.columns),
-                "controls": "excluded", "notes": notes,
+                "groups": groups, "controls": "excluded", "notes": notes,
                 "tau": "Kendall's tau-b (scipy.stats.kendalltau) over the methods both checks rank"}
     return long_ranks, long_tau, settings

@@ -46,6 +46,13 @@ def _add_critiques(p: argparse.ArgumentParser) -> None:
                         "activation_scales.csv")
     g.add_argument("--critiques", action="store_true",
                    help="all four: --smprt --emprt --random-logit --activation-scales")
+    g.add_argument("--faithfulness", action="store_true",
+                   help="the faithfulness check on the trained model's maps, in faithfulness/; "
+                        "its scores join the method ranking (the experimental gap)")
+    g.add_argument("--faithfulness-metrics", default="region_perturbation,road",
+                   metavar="M1,M2",
+                   help="metrics of --faithfulness, from region_perturbation, pixel_flipping, "
+                        "insertion, deletion, road (region_perturbation,road)")
     g.add_argument("--data-randomization-run", default=None, metavar="DIR",
                    help="a data-randomization run directory whose results join the method "
                         "ranking (ranking.csv)")
@@ -71,6 +78,8 @@ def critique_options(args: argparse.Namespace) -> CritiqueOptions:
         smprt_samples=args.smprt_samples, smprt_noise=args.smprt_noise,
         smprt_normalize=args.smprt_normalize, emprt_bins=args.emprt_bins,
         data_randomization_run=args.data_randomization_run,
+        faithfulness=bool(getattr(args, "faithfulness", False)),
+        faithfulness_metrics=tuple(_csv(getattr(args, "faithfulness_metrics", None)) or ()),
     )
 
 
@@ -191,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cache-dir", default=None, help="where trained models are cached")
     r.add_argument("--out", required=True, help="run directory to write")
     _add_common(r)
+
+    from ._faithfulness import add_parser as _add_faithfulness
+
+    _add_faithfulness(sub)
 
     sub.add_parser("list", help="list the methods, scores, init schemes and data sets")
 

@@ -226,8 +226,15 @@ def _print_outputs(out: Path) -> None:
         print(f"  figure:  {f}")
 
 
+def _cmd_faithfulness(args: argparse.Namespace, argv: list[str]) -> int:
+    from ._faithfulness import run
+
+    return run(args, argv)
+
+
 _COMMANDS = {
     "demo": _cmd_demo,
+    "faithfulness": _cmd_faithfulness,
     "model-randomization": _cmd_model_randomization,
     "data-randomization": _cmd_data_randomization,
     "list": _cmd_list,
@@ -240,6 +247,10 @@ def _summary(result: Any, margin: float = 0.1) -> str:
     each method ignores), then the verdicts at full randomization."""
     from ..verdicts import format_stage_summary, format_summary
 
+    if result.check == "faithfulness":
+        from ..report.faithfulness import format_faithfulness_summary
+
+        return format_faithfulness_summary(result)
     if result.check != "model_randomization":
         return format_summary(result, margin=margin)
     return format_stage_summary(result) + "\n\n" + format_summary(result, margin=margin)

@@ -34,6 +34,11 @@ class CritiqueOptions:
         emprt_bins: histogram bins of eMPRT (paper: 100).
         data_randomization_run: a data randomization run directory whose results join the
             method ranking.
+        faithfulness: compute the faithfulness check (perturbation curves of the trained
+            model's maps) beside the run, in ``faithfulness/``; each of its scores joins the
+            method ranking (Binder et al.'s experimental gap).
+        faithfulness_metrics: its metrics (default: region perturbation and ROAD).
+        faithfulness_settings: per-metric settings overriding the check's defaults.
 
     Example:
         >>> CritiqueOptions.all(smprt_samples=10).any(), CritiqueOptions().any()
@@ -52,6 +57,9 @@ class CritiqueOptions:
     methods: Sequence[Any] | Mapping[str, Any] | None = None
     emprt_bins: int = 100
     data_randomization_run: str | os.PathLike | None = None
+    faithfulness: bool = False
+    faithfulness_metrics: Sequence[str] = ("region_perturbation", "road")
+    faithfulness_settings: Mapping[str, Mapping[str, Any]] | None = None
 
     @classmethod
     def all(cls, **kw: Any) -> CritiqueOptions:
@@ -63,7 +71,7 @@ class CritiqueOptions:
     def any(self) -> bool:
         """True when anything beyond the main check is asked for."""
         return bool(self.smprt or self.emprt or self.random_logit or self.activation_scales
-                    or self.data_randomization_run)
+                    or self.data_randomization_run or self.faithfulness)
 
     def validate(self) -> None:
         """Raise ValueError for settings no extra can run with (called before any work)."""
@@ -81,15 +89,50 @@ class CritiqueOptions:
                              f"{self.smprt_normalize!r}")
         if self.data_randomization_run is not None:
             load_data_randomization_run(self.data_randomization_run)
+        if self.faithfulness:
+            check_faithfulness_metrics(self.faithfulness_metrics, "faithfulness_metrics")
 
     def settings(self) -> dict[str, Any]:
         """JSON-able record of the options (for ``run.json``)."""
         out = asdict(self)
         out["smprt_methods"] = jsonable_spec(self.smprt_methods)
         out["methods"] = jsonable_spec(self.methods)
+        out["faithfulness_metrics"] = list(self.faithfulness_metrics)
+        out["faithfulness_settings"] = jsonable_spec(self.faithfulness_settings)
         if self.data_randomization_run is not None:
             out["data_randomization_run"] = str(self.data_randomization_run)
         return out
+
+
+#: The faithfulness check's metrics (``saliency_sanity.checks.faithfulness.METRICS``; this
+#: module imports no torch).
+FAITHFULNESS_METRICS = ("region_perturbation", "pixel_flipping", "insertion", "deletion", "road")
+
+
+def check_faithfulness_metrics(metrics: Any, what: str = "metrics") -> list[str]:
+    """The faithfulness metrics as a list, or ValueError naming the unknown ones.
+
+    Example:
+        >>> check_faithfulness_metrics("road, region_perturbation")
+        ['road', 'region_perturbation']
+        >>> check_faithfulness_metrics(["pixelflip"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: metrics: unknown faithfulness metric(s) 'pixelflip'; known: ...
+    """
+    items = ([t.strip() for t in metrics.split(",") if t.strip()] if isinstance(metrics, str)
+             else [str(m) for m in metrics])
+    unknown = [m for m in items if m not in FAITHFULNESS_METRICS]
+    if unknown:
+        raise ValueError(f"{what}: unknown faithfulness metric(s) "
+                         f"{', '.join(map(repr, unknown))}; known: "
+                         f"{', '.join(FAITHFULNESS_METRICS)}")
+    if not items:
+        raise ValueError(f"{what}: no metric given; choose among "
+                         f"{', '.join(FAITHFULNESS_METRICS)}")
+    if len(set(items)) != len(items):
+        raise ValueError(f"{what}: a metric is named twice: {', '.join(items)}")
+    return items
 
 
 def load_data_randomization_run(path: str | os.PathLike) -> CheckResult:

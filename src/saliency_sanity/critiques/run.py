@@ -136,8 +136,8 @@ def run_critiques(
             log(f"critique {name!r} failed: {type(err).__name__}: {err}; the main results in "
                 f"{d} are complete and untouched")
 
-    def check_extra(name: str, params: dict[str, Any], compute: Callable[[], CheckResult]
-                    ) -> None:
+    def check_extra(name: str, params: dict[str, Any], compute: Callable[[], CheckResult],
+                    save: Callable[[CheckResult, Path], Any] | None = None) -> None:
         key = _key(fp, name, params)
         target_dir = d / EXTRA_DIRS[name]
         if key is not None and _saved_key(target_dir / "run.json") == key:
@@ -148,7 +148,8 @@ def run_critiques(
         res = compute()
         res.settings["critique_key"] = key
         res.settings["main_fingerprint"] = fp
-        outcome.written[name] = save_dir_atomically(d, EXTRA_DIRS[name], res.save)
+        outcome.written[name] = save_dir_atomically(
+            d, EXTRA_DIRS[name], res.save if save is None else (lambda p: save(res, p)))
 
     shared = {"methods": jsonable_spec(methods), "scores": jsonable_spec(scores),
               "controls": jsonable_spec(controls), "group_by": jsonable_spec(group_by),
@@ -197,6 +198,25 @@ def run_critiques(
         attempt("activation_scales", lambda: _activation_scales(
             d, model, x, main_order, init, group_by, common, _key(fp, "activation_scales",
                                                                     params), fp, outcome, log))
+    if options.faithfulness:
+        from ..checks import faithfulness_test
+        from ..plots_faithfulness import save_faithfulness_figures
+
+        f_metrics = list(options.faithfulness_metrics)
+        f_settings = {k: dict(v) for k, v in (options.faithfulness_settings or {}).items()}
+        params = {**shared, "metrics": f_metrics, "settings": jsonable_spec(f_settings)}
+
+        def faithfulness() -> CheckResult:
+            return faithfulness_test(model, x, target=target, methods=methods, metrics=f_metrics,
+                                     settings=f_settings, controls=controls, progress=progress,
+                                     **common)
+
+        def save(res: CheckResult, p: Path) -> None:
+            res.save(p)
+            save_faithfulness_figures(res, p / "figures")
+
+        attempt("faithfulness", lambda: check_extra("faithfulness", params, faithfulness,
+                                                    save=save))
     attempt("ranking", lambda: _ranking(d, result, options, outcome, log))
     return outcome
 

@@ -3,14 +3,15 @@
 A fraction of the pixels (MoRF or LeRF by the map) is removed and each removed pixel is given the
 weighted mean of its 8 neighbours (axial weight 1/6, diagonal 1/12, neighbours outside the image
 left out), removed neighbours being unknowns too: a sparse linear system per image, solved here
-as ONE block-diagonal system for every image and percentage of the batch (SciPy's SuperLU, in
-float64, each channel a right-hand side), then ``noise`` x N(0, 1) is added to each imputed value.
-The weights and the system are those of Quantus 0.6.0's ``noisy_linear_imputation`` (from
-github.com/tleemann/road_evaluation).
+as ONE block-diagonal system for every image and percentage of the batch (SciPy's SuperLU on the
+unknowns in nested dissection order, in float64, each channel a right-hand side), then
+``noise`` x N(0, 1) is added to each imputed value. The weights and the system are those of
+Quantus 0.6.0's ``noisy_linear_imputation`` (from github.com/tleemann/road_evaluation).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -75,38 +76,89 @@ def linear_imputation(x: torch.Tensor, removed: torch.Tensor, solver: str = "aut
     return _direct_imputation(x, removed)
 
 
+@functools.lru_cache(maxsize=32)
+def dissection_order(h: int, w: int) -> np.ndarray:
+    """(H * W,) position of each pixel of an H x W grid in a nested dissection order: the grid
+    is split by its middle row (or column, along the longer side) into two halves numbered
+    first (recursively) and the separating line numbered last. With ROAD's 8-neighbour stencil a
+    one-pixel line separates the halves, so ordering the unknowns this way before an LU
+    factorization without pivoting keeps the fill small (about 3x less time than SuperLU's
+    COLAMD on 224 x 224 images); restricted to any subset of the pixels it still separates.
+
+    Example:
+        >>> dissection_order(3, 3).reshape(3, 3).tolist()   # middle row last
+        [[0, 1, 2], [6, 7, 8], [3, 4, 5]]
+    """
+    key = np.empty((h, w), dtype=np.int64)
+    k = 0
+    stack: list[tuple[int, int, int, int, int]] = [(0, h, 0, w, 0)]
+    while stack:  # post-order: both halves, then the separator
+        r0, r1, c0, c1, state = stack.pop()
+        hh, ww = r1 - r0, c1 - c0
+        if hh <= 0 or ww <= 0:
+            continue
+        if hh * ww <= 4 or state == 1:
+            if state == 1:  # the separator of this box, once its halves are numbered
+                r0, r1, c0, c1 = ((r0 + hh // 2, r0 + hh // 2 + 1, c0, c1) if hh >= ww
+                                  else (r0, r1, c0 + ww // 2, c0 + ww // 2 + 1))
+            size = (r1 - r0) * (c1 - c0)
+            key[r0:r1, c0:c1] = np.arange(k, k + size).reshape(r1 - r0, c1 - c0)
+            k += size
+            continue
+        stack.append((r0, r1, c0, c1, 1))
+        if hh >= ww:
+            m = r0 + hh // 2
+            stack += [(m + 1, r1, c0, c1, 0), (r0, m, c0, c1, 0)]
+        else:
+            m = c0 + ww // 2
+            stack += [(r0, r1, m + 1, c1, 0), (r0, r1, c0, m, 0)]
+    return key.reshape(-1)
+
+
+def _kernel() -> torch.Tensor:
+    k = torch.zeros(3, 3, dtype=torch.float64)
+    for (dr, dc), wt in NEIGHBOUR_WEIGHTS:
+        k[1 + dr, 1 + dc] = wt
+    return k.view(1, 1, 3, 3)
+
+
 def _direct_imputation(x: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+    """The block-diagonal system of every image, assembled on whole grids (shifted slices and
+    one convolution, no gathers per neighbour), its unknowns in nested dissection order per
+    image, factorized by SuperLU without pivoting (the matrix is symmetric, positive definite and
+    diagonally dominant) and solved for every channel at once, in float64."""
     n, c, h, w = x.shape
     hw = h * w
-    flat = torch.nonzero(removed.reshape(-1).cpu()).flatten().numpy()
+    rem = removed.reshape(n, h, w).cpu().numpy()
     out = x.detach().clone()
+    flat = np.flatnonzero(rem)
     if flat.size == 0:
         return out
+    img, pix = np.divmod(flat, hw)
+    flat = flat[np.argsort(img * hw + dissection_order(h, w)[pix], kind="stable")]
     nu = flat.size
     var = np.full(n * hw, -1, dtype=np.int64)
     var[flat] = np.arange(nu)
-    img, pix = np.divmod(flat, hw)
-    r, col = np.divmod(pix, w)
-    values = x.detach().permute(0, 2, 3, 1).reshape(n * hw, c).to("cpu", torch.float64).numpy()
-    diag = np.zeros(nu)
-    rhs = np.zeros((nu, c))
-    rows, cols, vals = [np.arange(nu)], [np.arange(nu)], []
-    for (dr, dc), wt in NEIGHBOUR_WEIGHTS:
-        rr, cc = r + dr, col + dc
-        valid = np.flatnonzero((rr >= 0) & (rr < h) & (cc >= 0) & (cc < w))
-        nb = img[valid] * hw + rr[valid] * w + cc[valid]
-        diag[valid] += wt
-        nv = var[nb]
-        unknown = nv >= 0
-        rows.append(valid[unknown])
-        cols.append(nv[unknown])
-        vals.append(np.full(int(unknown.sum()), -wt))
-        known = ~unknown
-        rhs[valid[known]] += wt * values[nb[known]]
-    a = csc_matrix((np.concatenate([diag, *vals]), (np.concatenate(rows), np.concatenate(cols))),
+    var = var.reshape(n, h, w)
+    kern = _kernel()
+    # right-hand side: sum_j w_ij u_j over the kept in-image neighbours (zero padding = outside)
+    kept = torch.from_numpy(~rem).unsqueeze(1).to(torch.float64)
+    xd = x.detach().to("cpu", torch.float64)
+    rhs = F.conv2d((xd * kept).reshape(n * c, 1, h, w), kern, padding=1)
+    rhs = rhs.view(n, c, hw).permute(0, 2, 1).reshape(n * hw, c).numpy()[flat]
+    diag = F.conv2d(torch.ones(1, 1, h, w, dtype=torch.float64), kern, padding=1).view(hw)
+    rows, cols, vals = [np.arange(nu)], [np.arange(nu)], [diag.numpy()[flat % hw]]
+    for (dr, dc), wt in NEIGHBOUR_WEIGHTS:  # removed pixel and removed neighbour: -w_ij
+        r0, r1, c0, c1 = max(0, -dr), h - max(0, dr), max(0, -dc), w - max(0, dc)
+        here, there = var[:, r0:r1, c0:c1], var[:, r0 + dr:r1 + dr, c0 + dc:c1 + dc]
+        both = (here >= 0) & (there >= 0)
+        rows.append(here[both])
+        cols.append(there[both])
+        vals.append(np.full(rows[-1].size, -wt))
+    a = csc_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                    shape=(nu, nu))
-    sol = splu(a, permc_spec="COLAMD").solve(rhs)
-    filled = torch.from_numpy(sol).to(device=x.device, dtype=x.dtype)
+    lu = splu(a, permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+    filled = torch.from_numpy(lu.solve(rhs)).to(device=x.device, dtype=x.dtype)
     idx = torch.from_numpy(flat).to(x.device)
     view = out.permute(0, 2, 3, 1).reshape(n * hw, c)
     view[idx] = filled
@@ -119,10 +171,7 @@ def _cg_imputation(x: torch.Tensor, removed: torch.Tensor, tol: float, max_iter:
     every group of removed pixels borders a kept one while some pixel is kept)."""
     n, c, h, w = x.shape
     dev, f64 = x.device, torch.float64
-    k = torch.zeros(3, 3, dtype=f64)
-    for (dr, dc), wt in NEIGHBOUR_WEIGHTS:
-        k[1 + dr, 1 + dc] = wt
-    k = k.view(1, 1, 3, 3).to(dev)
+    k = _kernel().to(dev)
 
     def spread(v: torch.Tensor) -> torch.Tensor:  # sum_j w_ij v_j over in-image neighbours
         return F.conv2d(v.reshape(n * c, 1, h, w), k, padding=1).view(n, c, h, w)

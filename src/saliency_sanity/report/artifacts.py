@@ -39,6 +39,7 @@ class CritiqueArtifacts:
     smprt: CheckResult | None = None
     emprt: CheckResult | None = None
     random_logit: CheckResult | None = None
+    faithfulness: CheckResult | None = None
     scales: pd.DataFrame | None = None
     scales_settings: dict[str, Any] = field(default_factory=dict)
     ranking: pd.DataFrame | None = None
@@ -50,7 +51,8 @@ class CritiqueArtifacts:
     @property
     def empty(self) -> bool:
         return (self.smprt is None and self.emprt is None and self.random_logit is None
-                and self.scales is None and self.ranking is None and not self.notes)
+                and self.faithfulness is None and self.scales is None and self.ranking is None
+                and not self.notes)
 
 
 def load_critiques(run_dir: str | os.PathLike) -> CritiqueArtifacts:
@@ -86,6 +88,10 @@ def load_critiques(run_dir: str | os.PathLike) -> CritiqueArtifacts:
             art.ranking_settings = _json(d / RANKING_JSON)
         except (OSError, ValueError, pd.errors.ParserError) as err:
             art.notes.append(f"{RANKING_CSV} / {RANKING_TAU_CSV} could not be read: {err}")
+    for p in sorted((d / EXTRA_DIRS["faithfulness"] / "figures").glob("faithfulness_*.png")):
+        data = p.read_bytes()
+        if data.startswith(PNG_SIGNATURE):
+            art.figures[p.stem] = data
     for stem in ("activation_scales", "ranking"):
         p = d / "figures" / f"{stem}.png"
         if p.is_file():

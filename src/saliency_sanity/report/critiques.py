@@ -38,6 +38,8 @@ def contents(result: CheckResult, art: CritiqueArtifacts) -> list[tuple[str, str
                                 ("random_logit", "random-logit", "Random logit")):
         if getattr(art, attr) is not None:
             out.append((anchor, title))
+    if art.faithfulness is not None:
+        out.append(("faithfulness", "Faithfulness"))
     if art.ranking is not None:
         out.append(("ranking", "Method rankings"))
     return out
@@ -59,6 +61,11 @@ def critique_sections(result: CheckResult, art: CritiqueArtifacts) -> str:
     if art.random_logit is not None:
         builders.append(("random logit",
                          lambda: random_logit_section(art.random_logit)))  # type: ignore[arg-type]
+    if art.faithfulness is not None:
+        from .faithfulness import faithfulness_section
+
+        builders.append(("faithfulness", lambda: faithfulness_section(
+            art.faithfulness, art.figures)))  # type: ignore[arg-type]
     if art.ranking is not None:
         builders.append(("rankings", lambda: ranking_section(art)))
     for name, build in builders:

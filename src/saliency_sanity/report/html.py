@@ -73,13 +73,23 @@ def _figures_from_dir(directory: Path) -> list[tuple[str, bytes]]:
     return out
 
 
-def _figures_from_result(result: CheckResult) -> list[tuple[str, bytes]]:
-    """Draw the run's figures from the saved result (no maps are recomputed)."""
+def save_check_figures(result: CheckResult, directory: str | os.PathLike) -> list[Path]:
+    """Write the figures of ``result``'s check into ``directory`` (faithfulness: the curves of
+    :mod:`saliency_sanity.plots_faithfulness`; the other checks: :mod:`saliency_sanity.plots`)."""
+    if result.check == "faithfulness":
+        from ..plots_faithfulness import save_faithfulness_figures
+
+        return save_faithfulness_figures(result, directory)
     from ..plots import save_figures
 
+    return save_figures(result, directory)
+
+
+def _figures_from_result(result: CheckResult) -> list[tuple[str, bytes]]:
+    """Draw the run's figures from the saved result (no maps are recomputed)."""
     with tempfile.TemporaryDirectory(prefix="saliency-sanity-report-") as tmp:
         try:
-            save_figures(result, tmp)
+            save_check_figures(result, tmp)
         except ValueError:  # e.g. no example maps: draw what can be drawn
             pass
         return _figures_from_dir(Path(tmp))
@@ -270,6 +280,8 @@ def render_report(result: CheckResult, figures: list[tuple[str, bytes]] | None =
     """
     if figures is None:
         figures = _figures_from_result(result)
+    if result.check == "faithfulness":
+        return _page(title or "Faithfulness", _faithfulness_body(result, figures, critiques))
     v = verdicts(result, margin=margin, min_samples=min_samples)
     name = title or {"model_randomization": "Model parameter randomization test",
                      "data_randomization": "Data randomization test"}.get(result.check,
@@ -305,6 +317,30 @@ def render_report(result: CheckResult, figures: list[tuple[str, bytes]] | None =
         _stages_section(result),
         _settings_section(result),
     ])
+    return _page(name, body)
+
+
+def _faithfulness_body(result: CheckResult, figures: list[tuple[str, bytes]],
+                       critiques: CritiqueArtifacts | None) -> str:
+    """The page of a faithfulness run: the curves and scores, the methods ranked by each score
+    with Kendall's tau between the scores, the settings."""
+    from .faithfulness import faithfulness_section, ranking_artifacts
+    from .ranking import ranking_section
+
+    art = critiques if critiques is not None and critiques.ranking is not None else (
+        ranking_artifacts(result))
+    sub = f"seed {result.settings.get('seed')}, {result.table['sample'].nunique()} samples" \
+        if not result.table.empty else ""
+    parts = ['<div class="head"><h1>Faithfulness</h1>'
+             f'<p class="sub">saliency-sanity report &middot; {e(sub)}</p></div>',
+             run_header(result), faithfulness_section(result, dict(figures))]
+    if art is not None:
+        parts.append(ranking_section(art))
+    parts.append(_settings_section(result))
+    return "\n".join(parts)
+
+
+def _page(name: str, body: str) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{e(name)} &middot; saliency-sanity</title><style>{_CSS}{_SUMMARY_CSS}"

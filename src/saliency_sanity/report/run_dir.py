@@ -41,9 +41,9 @@ def write_run(result: CheckResult, out: str | os.PathLike,
     try:
         result.save(d)
         if figures:
-            from ..plots import save_figures
+            from .html import save_check_figures
 
-            save_figures(result, d / "figures")
+            save_check_figures(result, d / "figures")
         if report:
             from .html import build_report
 

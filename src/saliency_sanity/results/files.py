@@ -10,7 +10,8 @@ REPORT_HTML = "report.html"
 FIGURES_DIR = "figures"
 
 #: Subdirectories of the critique checks saved beside a model randomization run, by option.
-EXTRA_DIRS = {"smprt": "smprt", "emprt": "emprt", "random_logit": "random_logit"}
+EXTRA_DIRS = {"smprt": "smprt", "emprt": "emprt", "random_logit": "random_logit",
+              "faithfulness": "faithfulness"}
 SCALES_CSV = "activation_scales.csv"
 SCALES_JSON = "activation_scales.json"
 RANKING_CSV = "ranking.csv"
@@ -26,4 +27,5 @@ CHECK_LABELS = {
     "efficient_model_randomization": "eMPRT",
     "random_logit": "random logit",
     "data_randomization": "data randomization",
+    "faithfulness": "faithfulness",
 }
