@@ -71,17 +71,20 @@ def execute(
             import sys
 
             print(f"resuming: {done} of {len(units)} units done", file=sys.stderr)
+    runner = make_runner(config, x.device)
     bar = progress_bar(config.progress, len(units) * len(views), desc or check,
                        unit="maps")
     try:
         out = evaluate(plan, views, pairs, x, target, target_mode, method_objs, score_objs,
                        units, config.seed, n_examples, on_step=lambda: bar.update(1),
                        store=store, targets=targets, reuse_bytes=reuse_bytes,
-                       curves=curves)
+                       curves=curves, runner=runner, dtype=config.autocast_dtype)
     finally:
         bar.close()
     full["fingerprint"] = fp
     full["engine"] = {"units": len(units), "stage_models_held_at_most": out.peak_held}
+    if config.backend != "local":  # recorded outside the fingerprint: runs resume across
+        full["engine"]["backend"] = config.backend
     if more_settings is not None:
         full.update(more_settings(out))
     result = CheckResult(check=check, table=out.table, settings=full, stages=out.stages,
@@ -90,6 +93,16 @@ def execute(
         result.save(store.run_dir)
         store.clear()
     return result
+
+
+def make_runner(config: RunConfig, device: torch.device) -> Any:
+    """The runner of ``config.backend``: None (the local default) or a Ray runner (Ray is
+    imported only then; without it, an ImportError names the extra to install)."""
+    if config.backend == "local":
+        return None
+    from .ray_backend import RayRunner
+
+    return RayRunner(config.ray_address, config.ray_options, device)
 
 
 def finished_run(run_dir: str | Path, fp: str) -> CheckResult | None:
