@@ -173,9 +173,9 @@ def data_randomization_test(
     kw = dict(model_kwargs) if model_kwargs is not None else (
         {"width": 0.5} if architecture in ("mnist_cnn", "mnist_mlp") else {})
     true_res = training.train(architecture, ds, tc, cache_dir=cache_dir, progress=progress,
-                              model_kwargs=kw)
+                              model_kwargs=kw, device=cfg.device)
     rand_res = training.train(architecture, ds, rc, cache_dir=cache_dir, progress=progress,
-                              model_kwargs=kw)
+                              model_kwargs=kw, device=cfg.device)
     accuracies = {
         "true": _acc(true_res), "random": _acc(rand_res),
     }
