@@ -99,18 +99,31 @@ def test_faithfulness_on_ray_equals_local(cluster, tmp_path):
 
 
 @pytest.mark.ray
-def test_data_randomization_on_ray_equals_local(cluster):
+def test_data_randomization_on_ray_equals_local(cluster, tmp_path):
+    """Both trainings run as Ray tasks; this process writes them to the cache, where a local
+    run finds them; the tables equal a local run's that trained here."""
     ds = data.load("mnist", n_train=64, n_test=8)
     kw = dict(n_samples=4, model_kwargs={"width": 0.05}, methods=["gradient"],
-              scores=["spearman_abs"], controls=False, cache_dir=False, progress=False,
+              scores=["spearman_abs"], controls=False, progress=False,
               batch_size=2, true_config=training.TrainConfig.true_labels(epochs=1),
               random_config=training.TrainConfig.random_labels(0, epochs=1))
     with pytest.warns(RuntimeWarning, match="INVALID"):
-        local = data_randomization_test(ds, "mnist_mlp", **kw)
+        local = data_randomization_test(ds, "mnist_mlp", cache_dir=False, **kw)
     with pytest.warns(RuntimeWarning, match="INVALID"):
-        on_ray = data_randomization_test(ds, "mnist_mlp", backend="ray", **kw)
+        on_ray = data_randomization_test(ds, "mnist_mlp", backend="ray", cache_dir=tmp_path,
+                                         **kw)
+    with pytest.warns(RuntimeWarning, match="INVALID"):
+        cached = data_randomization_test(ds, "mnist_mlp", cache_dir=tmp_path, **kw)
     pd.testing.assert_frame_equal(local.table, on_ray.table, check_exact=True)
+    pd.testing.assert_frame_equal(local.table, cached.table, check_exact=True)
     assert len(local.table) == 4
+    acc = cached.settings["accuracies"]
+    assert acc["true"]["from_cache"] and acc["random"]["from_cache"]
+    assert not on_ray.settings["accuracies"]["true"]["from_cache"]
+    for which in ("true", "random"):
+        for k in ("train_acc", "test_acc", "epochs", "cache_key"):
+            assert acc[which][k] == local.settings["accuracies"][which][k]
+    assert len(list(tmp_path.glob("*.pt"))) == 2
 
 
 def _kill_once(marker: Path, driver: int):

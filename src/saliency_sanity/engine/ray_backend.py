@@ -179,6 +179,46 @@ class RayRunner:
         return self.reused, self.peak_held
 
 
+def call(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
+         threads: int) -> Any:
+    """The Ray task of :func:`run_calls`: ``fn(*args, **kwargs)`` with ``threads`` torch
+    threads."""
+    import ray
+
+    args = [ray.get(a) if isinstance(a, ray.ObjectRef) else a for a in args]  # put() values
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        torch.set_num_threads(before)
+
+
+def run_calls(fn: Callable[..., Any], calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]],
+              address: str | None = None, options: Mapping[str, Any] | None = None,
+              device: torch.device | str = "cpu") -> list[Any]:
+    """Independent calls ``fn(*args, **kwargs)`` as Ray tasks (one retraining each, ...), their
+    results in order. Arguments are sent once per call: put large shared ones in the object
+    store first (:func:`put`); ``device`` sets the task resources (one GPU on CUDA)."""
+    ray = connect(address)
+    threads = int(torch.get_num_threads())
+    max_cpus = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]),
+                   default=None)
+    opts = task_options(options, torch.device(device), threads, max_cpus)
+    task = ray.remote(call).options(**opts)
+    return ray.get([task.remote(fn, list(a), dict(k), threads) for a, k in calls])
+
+
+def put(value: Any, address: str | None = None) -> Any:
+    """``value`` in Ray's object store (sent once; a task given the reference gets the value)."""
+    return connect(address).put(value)
+
+
+def worker_device(device: torch.device | str | None) -> str | None:
+    """The device a task names (its own GPU is ``cuda``); None stays None."""
+    return None if device is None else _worker_device(torch.device(device))
+
+
 def _put(ray: Any, spec: dict[str, Any], device: torch.device) -> Any:
     """The evaluator's arguments in the object store, once: held stage models dropped (workers
     build their own); models and tensors sent from the CPU when computing on an accelerator (a
