@@ -289,3 +289,22 @@ def test_backend_settings_are_checked():
         compare_models(net, net, x, methods=["gradient"], progress=False, backend="dask")
     with pytest.raises(ValueError, match="Ray backend only"):
         compare_models(net, net, x, methods=["gradient"], progress=False, ray_address="auto")
+
+
+def test_cli_scaling_flags_are_checked(tmp_path, monkeypatch, capsys):
+    import numpy as np
+
+    from saliency_sanity.cli import main
+
+    _, x = zoo.make("cnn")
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x=x.numpy())
+    args = ["model-randomization", "--model", "test_ray_backend:cnn_factory", "--data", str(npz),
+            "--methods", "gradient", "--scores", "spearman_abs", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a"), "--ray-address", "auto"]) == 2
+    assert "--ray-address needs --backend ray" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "ray", None)  # "not installed"
+    assert main([*args, "--out", str(tmp_path / "b"), "--backend", "ray"]) == 2
+    assert "pip install 'saliency-sanity[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "partial").exists()
+

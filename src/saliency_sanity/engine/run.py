@@ -50,6 +50,7 @@ def execute(
     done, a finished identical run is loaded instead of recomputed, and the result is saved
     there at the end.
     """
+    runner = make_runner(config, x.device)  # before any file is written: a missing extra
     n_examples = max(0, min(config.n_examples, int(x.shape[0])))
     units = batch_units(int(x.shape[0]), config.batch_size)
     full = {"check": check, **settings,
@@ -71,7 +72,6 @@ def execute(
             import sys
 
             print(f"resuming: {done} of {len(units)} units done", file=sys.stderr)
-    runner = make_runner(config, x.device)
     bar = progress_bar(config.progress, len(units) * len(views), desc or check,
                        unit="maps")
     try:
