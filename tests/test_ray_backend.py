@@ -248,11 +248,14 @@ def test_cli_backend_ray(cluster, tmp_path, capsys):
     np.savez(npz, x=x.numpy())
     args = ["model-randomization", "--model", "test_ray_backend:cnn_factory", "--data", str(npz),
             "--methods", "gradient", "--scores", "spearman_abs", "--batch-size", "2",
-            "--no-progress"]
+            "--random-logit", "--no-progress"]
     assert main([*args, "--out", str(tmp_path / "local")]) == 0
     assert main([*args, "--out", str(tmp_path / "ray"), "--backend", "ray", "--ray-address",
                  cluster]) == 0
     _same_run_dirs(tmp_path / "local", tmp_path / "ray", cli=True)
+    # the extras run on the same backend
+    _same_run_dirs(tmp_path / "local" / "random_logit", tmp_path / "ray" / "random_logit",
+                   tables=("results.csv",))
 
 
 # ------------------------------------------------------------------ no Ray unless asked for

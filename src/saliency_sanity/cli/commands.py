@@ -125,7 +125,8 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
         outcome = run_critiques(
             result, out, options, model=model, x=x, target=target, methods=_csv(args.methods),
             scores=_csv(args.scores), controls=controls, group_by=group_by, device=args.device,
-            progress=not args.no_progress, log=lambda s: print(s, file=sys.stderr))
+            progress=not args.no_progress, log=lambda s: print(s, file=sys.stderr),
+            scaling=scaling)
         build_report(out, result=result)
     _print_outputs(out)
     print(_summary(result))
