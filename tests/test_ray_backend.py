@@ -126,6 +126,28 @@ def test_data_randomization_on_ray_equals_local(cluster, tmp_path):
     assert len(list(tmp_path.glob("*.pt"))) == 2
 
 
+@pytest.mark.ray
+def test_model_and_inputs_are_put_once(cluster, monkeypatch):
+    import ray
+
+    puts: list[object] = []
+    real_put = ray.put
+
+    def counting(value, *a, **k):
+        puts.append(value)
+        return real_put(value, *a, **k)
+
+    monkeypatch.setattr(ray, "put", counting)
+    model, x = zoo.make("cnn")
+    with pytest.warns(RuntimeWarning, match="bit-identical"):  # the same model twice
+        r = compare_models(model, model, x, methods=["gradient"], scores=["pearson"],
+                           controls=False, progress=False, batch_size=1, backend="ray")
+    assert r.settings["engine"] == {"units": 4, "stage_models_held_at_most": 2,
+                                    "backend": "ray"}
+    assert len(puts) == 1 and puts[0]["x"] is not None  # one object for the 4 tasks
+    assert (r.table["value"] == 1.0).all()  # the same model twice: identical maps
+
+
 def _kill_once(marker: Path, driver: int):
     """A gradient method whose first call in a worker process kills that process (SIGKILL)."""
     grad = methods.get("gradient")
