@@ -10,6 +10,7 @@ _EXTRAS = {
     "torchvision": "pip install 'saliency-sanity[vision]'",
     "timm": "pip install 'saliency-sanity[vision]'",
     "quantus": "pip install quantus==0.6.0",
+    "ray": "pip install 'saliency-sanity[ray]'  (or: pip install 'ray>=2.9')",
 }
 
 

@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings_through_tqdm():
             return _COMMANDS[args.command](args, list(argv) if argv is not None else sys.argv[1:])
-    except (InputError, KeyError, ValueError, TypeError, OSError) as err:
+    except (InputError, KeyError, ValueError, TypeError, OSError, ImportError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else _os_message(err)
         print(f"saliency-sanity: error: {msg}", file=sys.stderr)
         return 2

@@ -21,6 +21,37 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def add_backend(p: argparse.ArgumentParser) -> None:
+    """``--backend``, ``--ray-address`` and ``--dtype``: where and in which precision the units
+    of work run (see ``docs/scaling.md``); :func:`backend_settings` reads them."""
+    g = p.add_argument_group("scaling", "where the units of work run (docs/scaling.md)")
+    g.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="local (this process, default) or ray: one Ray task per batch, the "
+                        "same results (needs: pip install 'saliency-sanity[ray]')")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="the Ray cluster: 'auto', 'HOST:6379' or 'ray://HOST:10001' "
+                        "(default: $RAY_ADDRESS, else a local cluster on this machine)")
+    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                   help="maps in mixed precision (torch.autocast); float32 (default) is exact")
+
+
+def backend_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The :class:`~saliency_sanity.engine.RunConfig` settings of :func:`add_backend`'s flags.
+
+    Example:
+        >>> a = argparse.Namespace(backend="ray", ray_address="auto", dtype="float32")
+        >>> backend_settings(a)
+        {'backend': 'ray', 'ray_address': 'auto', 'dtype': None}
+    """
+    backend = getattr(args, "backend", "local")
+    address = getattr(args, "ray_address", None)
+    if address is not None and backend != "ray":
+        raise ValueError("--ray-address needs --backend ray")
+    dtype = getattr(args, "dtype", "float32")
+    return {"backend": backend, "ray_address": address,
+            "dtype": None if dtype == "float32" else dtype}
+
+
 def _add_critiques(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "critiques (Binder et al. 2023, Hedstroem et al. 2023)",
@@ -178,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "0.485,0.456,0.406/0.229,0.224,0.225 (per channel)")
     m.add_argument("--out", required=True, help="run directory to write")
     _add_critiques(m)
+    add_backend(m)
     _add_common(m)
 
     r = sub.add_parser("data-randomization",
@@ -199,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=16)
     r.add_argument("--cache-dir", default=None, help="where trained models are cached")
     r.add_argument("--out", required=True, help="run directory to write")
+    add_backend(r)
     _add_common(r)
 
     from ._faithfulness import add_parser as _add_faithfulness

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._args import _as_flags, _controls, _csv, critique_options
+from ._args import _as_flags, _controls, _csv, backend_settings, critique_options
 
 if TYPE_CHECKING:
     from ..critiques import CritiqueOutcome
@@ -82,6 +82,7 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     from ..report import write_run
 
     check_output_dir(args.out)
+    scaling = backend_settings(args)
     options = critique_options(args)
     try:
         options.validate()
@@ -104,7 +105,7 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
         model, x, target=target, methods=_csv(args.methods), scores=_csv(args.scores),
         order=args.order, init=args.init, seed=args.seed, target_mode=args.target_mode,
         batch_size=args.batch_size, device=args.device, controls=controls, group_by=group_by,
-        progress=not args.no_progress, run_dir=args.out,
+        progress=not args.no_progress, run_dir=args.out, **scaling,
     )
     result.settings["model"] = {"spec": args.model, "weights": args.weights}
     if args.normalize:
@@ -124,7 +125,8 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
         outcome = run_critiques(
             result, out, options, model=model, x=x, target=target, methods=_csv(args.methods),
             scores=_csv(args.scores), controls=controls, group_by=group_by, device=args.device,
-            progress=not args.no_progress, log=lambda s: print(s, file=sys.stderr))
+            progress=not args.no_progress, log=lambda s: print(s, file=sys.stderr),
+            scaling=scaling)
         build_report(out, result=result)
     _print_outputs(out)
     print(_summary(result))
@@ -145,6 +147,7 @@ def _cmd_data_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     from ..report import write_run
 
     check_output_dir(args.out)
+    scaling = backend_settings(args)
     controls = _controls(args.controls)
     result = data_randomization_test(
         dataset=args.data, architecture=args.architecture, n_train=args.subset,
@@ -155,6 +158,7 @@ def _cmd_data_randomization(args: argparse.Namespace, argv: list[str]) -> int:
         model_kwargs={"width": args.width}, methods=_csv(args.methods),
         scores=_csv(args.scores), seed=args.seed, batch_size=args.batch_size,
         controls=controls, cache_dir=args.cache_dir, progress=not args.no_progress,
+        **scaling,
     )
     out = write_run(result, args.out, command=["saliency-sanity", *argv])
     acc = result.settings["accuracies"]

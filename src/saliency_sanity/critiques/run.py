@@ -96,6 +96,7 @@ def run_critiques(
     device: str | torch.device | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    scaling: Mapping[str, Any] | None = None,
 ) -> CritiqueOutcome:
     """Compute the extras in ``options`` for the model randomization ``result`` and save them in
     ``out`` (the run directory of ``result``), then the method ranking.
@@ -103,7 +104,9 @@ def run_critiques(
     ``model, x, target, methods, scores, controls, group_by`` must be what the main run was
     given; the seed, init, target mode, batch size and the main order are read from
     ``result.settings`` so every extra uses the same ones. The device is ``device`` if given,
-    else the main run's. Failures of single extras are caught and reported in the outcome (and
+    else the main run's. ``scaling``: the engine's scale-out settings for the extras that run
+    on it (sMPRT, eMPRT, random logit): ``backend``, ``ray_address``, ``ray_options``, ``dtype``
+    (``docs/scaling.md``). Failures of single extras are caught and reported in the outcome (and
     through ``log``); the main results in ``out`` are never modified.
 
     Example:
@@ -117,6 +120,7 @@ def run_critiques(
         "batch_size": int(st.get("batch_size", 32)),
         "device": device if device is not None else st.get("device"),
     }
+    scale = {k: v for k, v in dict(scaling or {}).items() if v is not None}
     init = st.get("init", "paper")
     target_mode = st.get("target_mode")
     main_order = st.get("order", "cascading")
@@ -154,6 +158,8 @@ def run_critiques(
     shared = {"methods": jsonable_spec(methods), "scores": jsonable_spec(scores),
               "controls": jsonable_spec(controls), "group_by": jsonable_spec(group_by),
               "target_mode": target_mode, "init": init, **{k: str(v) for k, v in common.items()}}
+    if "dtype" in scale:  # changes the numbers: part of the extras' reuse key
+        shared["dtype"] = scale["dtype"]
 
     if options.smprt:
         from ..checks import smooth_model_randomization_test
@@ -174,7 +180,7 @@ def run_critiques(
                     samples=options.smprt_samples, noise=float(options.smprt_noise),
                     order=options.smprt_order, normalize=options.smprt_normalize, init=init,
                     target_mode=target_mode, controls=controls, group_by=group_by,
-                    progress=progress, **common))))
+                    progress=progress, **common, **scale))))
     if options.emprt:
         from ..checks import efficient_model_randomization_test
 
@@ -184,14 +190,14 @@ def run_critiques(
             efficient_model_randomization_test(
                 model, x, target=target, methods=methods, bins=options.emprt_bins,
                 order=e_order, init=init, target_mode=target_mode, controls=controls,
-                group_by=group_by, progress=progress, **common))))
+                group_by=group_by, progress=progress, **common, **scale))))
     if options.random_logit:
         from ..checks import random_logit_test
 
         params = {**shared}
         attempt("random_logit", lambda: check_extra("random_logit", params, lambda: (
             random_logit_test(model, x, target=target, methods=methods, scores=scores,
-                              controls=controls, progress=progress, **common))))
+                              controls=controls, progress=progress, **common, **scale))))
     if options.activation_scales:
         params = {"order": main_order, "init": init, "group_by": jsonable_spec(group_by),
                   **{k: str(v) for k, v in common.items()}}

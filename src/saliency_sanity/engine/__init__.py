@@ -5,21 +5,33 @@
 - :mod:`.evaluator`: units of work, views and pairs, the one evaluator and the row tables;
 - :mod:`.reuse`: reuse of the trained model's activations below randomized blocks;
 - :mod:`.store`: the run directory's per-unit store (resume) and run fingerprints;
-- :mod:`.run`: :func:`execute`, which ties them together for a check.
+- :mod:`.rows`: the tidy tables assembled from the units' column arrays;
+- :mod:`.run`: :func:`execute`, which ties them together for a check;
+- :mod:`.ray_backend`: units as Ray tasks (``RunConfig(backend="ray")``; imported only then).
 
 Plans of models come from :mod:`saliency_sanity.randomization` (``StagePlan``, ``FixedPlan``).
 """
 
 from .config import RunConfig, derive_seed, versions
-from .evaluator import Evaluator, Pair, RunOutput, Unit, View, batch_units, evaluate
+from .evaluator import (
+    Evaluator,
+    LocalRunner,
+    Pair,
+    RunOutput,
+    Unit,
+    View,
+    batch_units,
+    evaluate,
+)
 from .resolve import check_inputs, method_for_call, prepare, resolve_methods, resolve_scores
 from .reuse import DEFAULT_BUDGET_BYTES, ActivationReuse
-from .run import execute, finished_run, progress_bar
+from .run import execute, finished_run, make_runner, progress_bar
 from .store import UnitStore, fingerprint
 
 __all__ = [
-    "DEFAULT_BUDGET_BYTES", "ActivationReuse", "Evaluator", "Pair", "RunConfig", "RunOutput",
-    "Unit", "UnitStore", "View", "batch_units", "check_inputs", "derive_seed", "evaluate",
-    "execute", "finished_run", "fingerprint", "method_for_call", "prepare", "progress_bar",
+    "DEFAULT_BUDGET_BYTES", "ActivationReuse", "Evaluator", "LocalRunner", "Pair", "RunConfig",
+    "RunOutput", "Unit", "UnitStore", "View", "batch_units", "check_inputs", "derive_seed",
+    "evaluate", "execute", "finished_run", "fingerprint", "make_runner", "method_for_call",
+    "prepare", "progress_bar",
     "resolve_methods", "resolve_scores", "versions",
 ]

@@ -30,6 +30,12 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1
 
 
+#: where units of work run: this process, or Ray tasks (``engine.ray_backend``)
+BACKENDS = ("local", "ray")
+#: ``RunConfig.dtype``: None / "float32" = exact (no autocast); else mixed precision
+DTYPES = (None, "float32", "bfloat16", "float16")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """The common settings of a check.
@@ -47,6 +53,18 @@ class RunConfig:
         progress: show a progress bar.
         run_dir: stream each finished unit of work there; a run started again with the same
             arguments continues where it stopped, and a finished one is loaded, not recomputed.
+        backend: ``"local"`` (default: this process, with activation reuse) or ``"ray"``: each
+            unit of work runs as a Ray task (the ``ray`` extra; ``docs/scaling.md``). Results,
+            files and the fingerprint are the same on both, so a run started on one resumes on
+            the other.
+        ray_address: the Ray cluster to use (``"auto"``, ``"ray://host:10001"``, ...); None
+            starts a local one, or uses the one already initialized in this process.
+        ray_options: Ray task options for every unit (``{"num_cpus": 2, "num_gpus": 0.5}``);
+            default one GPU per task on CUDA, and as many CPUs as this process's torch threads.
+        dtype: None (default: the model's own precision, exact) or ``"bfloat16"`` /
+            ``"float16"``: the forward and backward passes of the maps run under
+            ``torch.autocast`` (mixed precision); faster on GPUs, but maps and scores change
+            (``docs/scaling.md`` measures by how much). Recorded, and part of the fingerprint.
 
     Example:
         >>> cfg = RunConfig.from_kwargs(None, {"seed": 3, "progress": False})
@@ -55,7 +73,7 @@ class RunConfig:
         >>> RunConfig.from_kwargs(None, {"sed": 3})  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        TypeError: unknown setting 'sed'; the common settings are: batch_size, controls, ...
+        TypeError: unknown setting 'sed'; the common settings are: backend, batch_size, ...
     """
 
     seed: int = 0
@@ -66,6 +84,10 @@ class RunConfig:
     n_examples: int = 4
     progress: bool = True
     run_dir: str | os.PathLike | None = None
+    backend: str = "local"
+    ray_address: str | None = None
+    ray_options: Mapping[str, Any] | None = None
+    dtype: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("seed", "batch_size", "n_examples"):
@@ -74,6 +96,20 @@ class RunConfig:
                 raise TypeError(f"{name} must be an integer, got {v!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.backend != "ray" and (self.ray_address is not None or self.ray_options):
+            raise ValueError("ray_address and ray_options apply to the Ray backend only: "
+                             "add backend='ray' (--backend ray)")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.dtype == "float32":  # the default precision: no autocast, nothing recorded
+            object.__setattr__(self, "dtype", None)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The ``torch.autocast`` dtype of the maps (None: no mixed precision)."""
+        return None if self.dtype is None else getattr(torch, self.dtype)
 
     @classmethod
     def from_kwargs(cls, config: RunConfig | None, kwargs: Mapping[str, Any]) -> RunConfig:
@@ -95,7 +131,7 @@ class RunConfig:
                        for label, m in method_objs.items()}
         else:
             methods = {label: m.settings() for label, m in method_objs.items()}
-        return {
+        out = {
             "seed": self.seed,
             "target_mode": target_mode,
             "target_given": target is not None,
@@ -109,6 +145,9 @@ class RunConfig:
             "scores": {name: s.settings() for name, s in score_objs.items()},
             "versions": versions(),
         }
+        if self.dtype is not None:  # only mixed precision is recorded: default runs unchanged
+            out["dtype"] = self.dtype
+        return out
 
 
 def versions() -> dict[str, str]:

@@ -22,8 +22,7 @@ randomized blocks (``engine.reuse``), for methods that declare it safe (``Method
 from __future__ import annotations
 
 import contextlib
-import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +36,15 @@ from ..randomization import output_change
 from ..results import COLUMNS
 from .resolve import method_for_call
 from .reuse import ActivationReuse
+from .rows import (
+    _cat,
+    _examples,
+    append_rows,
+    fill_output_change,
+    frame,
+    score_quietly,
+    warn_nan,
+)
 from .store import UnitStore
 
 
@@ -123,7 +131,14 @@ class Evaluator:
                  method_objs: Mapping[str, Any], score_objs: Mapping[str, Any], seed: int,
                  n_examples: int, targets: Mapping[str, torch.Tensor] | None = None,
                  reuse_bytes: int = 0, probe: Probe | None = None,
-                 curves: Curves | None = None) -> None:
+                 curves: Curves | None = None, dtype: torch.dtype | None = None) -> None:
+        # the constructor's arguments: a backend rebuilds this evaluator from them elsewhere
+        self.spec = dict(plan=plan, views=views, pairs=pairs, x=x, target=target,
+                         target_mode=target_mode, method_objs=method_objs,
+                         score_objs=score_objs, seed=seed, n_examples=n_examples,
+                         targets=targets, reuse_bytes=reuse_bytes, probe=probe, curves=curves,
+                         dtype=dtype)
+        self.dtype = dtype
         self.plan, self.views, self.pairs = plan, list(views), list(pairs)
         self.curves = curves
         self.x, self.target, self.target_mode = x, target, target_mode
@@ -146,7 +161,17 @@ class Evaluator:
     def maps(self, model: nn.Module, xb: torch.Tensor, tb: torch.Tensor | None, seed_key: Any,
              b: int, record: bool = False
              ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        """All methods' maps of one model on one batch, the targets and the logits."""
+        """All methods' maps of one model on one batch, the targets and the logits (under
+        ``torch.autocast`` with a mixed-precision ``dtype``; maps and logits back in float32)."""
+        if self.dtype is None:
+            return self._maps(model, xb, tb, seed_key, b, record)
+        with torch.autocast(xb.device.type, dtype=self.dtype):
+            out, tb, logits = self._maps(model, xb, tb, seed_key, b, record)
+        return {k: v.float() for k, v in out.items()}, tb, logits.float()
+
+    def _maps(self, model: nn.Module, xb: torch.Tensor, tb: torch.Tensor | None, seed_key: Any,
+              b: int, record: bool = False
+              ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         if self.reuse is not None:
             self.reuse.rewind()
         xg = xb.detach().clone().requires_grad_(self.need_grad)
@@ -256,123 +281,56 @@ def evaluate(plan: Any, views: Sequence[View], pairs: Sequence[Pair], x: torch.T
              score_objs: Mapping[str, Any], units: Sequence[Unit], seed: int, n_examples: int,
              on_step: Callable[[], None] = lambda: None, store: UnitStore | None = None,
              targets: Mapping[str, torch.Tensor] | None = None, reuse_bytes: int = 0,
-             probe: Probe | None = None, curves: Curves | None = None) -> RunOutput:
+             probe: Probe | None = None, curves: Curves | None = None,
+             runner: Any = None, dtype: torch.dtype | None = None) -> RunOutput:
     """Run every unit (skipping those ``store`` already holds) and assemble the tables, the
-    example maps and the stages' output changes."""
+    example maps and the stages' output changes. ``runner`` (default :class:`LocalRunner`)
+    computes the units; this process alone writes each finished unit to ``store``, once."""
     ev = Evaluator(plan, views, pairs, x, target, target_mode, method_objs, score_objs, seed,
-                   n_examples, targets, reuse_bytes, probe, curves)
+                   n_examples, targets, reuse_bytes, probe, curves, dtype)
+    runner = runner if runner is not None else LocalRunner()
     done = store.done() if store is not None else set()
-    chunks = []
-    with torch.inference_mode(False), torch.enable_grad():
-        for i, unit in enumerate(units):
-            chunk = store.load(unit.key) if unit.key in done else None  # type: ignore[union-attr]
-            if chunk is not None:
-                for _ in views:
-                    on_step()
-            else:
-                chunk = ev.unit(unit, i == len(units) - 1, on_step)
-                if store is not None:
-                    store.save(unit.key, chunk)
-            chunks.append(chunk)
-    plan.release()
-    stages = [s.record() for s in plan.specs]
-    fill_output_change(stages, chunks[0] if chunks else {})
-    table = frame(chunks, "t_")
-    null = frame(chunks, "n_") if any(p.table == "n" for p in pairs) else None
-    kept = [v.keep_as for v in views if v.keep_as is not None]
-    examples = _examples(chunks, x, n_examples, list(method_objs), kept) if kept else {}
-    warn_nan(table)
-    return RunOutput(table=table, null=null, examples=examples, stages=stages, chunks=chunks,
-                     reused=ev.reuse.hits if ev.reuse is not None else 0,
-                     peak_held=plan.peak_held)
-
-
-# ------------------------------------------------------------------------------------ rows
-def score_quietly(score: Any, a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-    """``score(a, b)`` as float64 NumPy; per-batch NaN warnings are left to :func:`warn_nan`."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(constant|NaN|nan).*")
-        return score(a, b).detach().double().cpu().numpy()
-
-
-def append_rows(cols: dict[str, list[np.ndarray]], method: str, stage: int, layer: Any,
-                samples: np.ndarray, metric: str, vals: np.ndarray) -> None:
-    """Append one row per sample to the column lists ``cols``."""
-    n = len(samples)
-    cols["method"].append(np.full(n, method))
-    cols["stage"].append(np.full(n, stage, dtype=np.int64))
-    cols["layer"].append(np.full(n, "" if layer is None else str(layer)))
-    cols["sample"].append(samples.astype(np.int64))
-    cols["metric"].append(np.full(n, metric))
-    cols["value"].append(vals.astype(np.float64))
-
-
-def _cat(parts: list[np.ndarray], col: str) -> np.ndarray:
-    if parts:
-        return np.concatenate(parts)
-    return np.array([], dtype=np.float64 if col == "value" else
-                    (np.int64 if col in ("stage", "sample") else "<U1"))
-
-
-_DTYPES = {"method": object, "stage": np.int64, "layer": object, "sample": np.int64,
-           "metric": object, "value": np.float64}
-
-
-def frame(chunks: Sequence[Mapping[str, np.ndarray]], prefix: str) -> pd.DataFrame:
-    """The tidy table from the chunks' columns (strings as Python str objects)."""
-    data = {}
-    for c in COLUMNS:
-        parts = [ch[f"{prefix}{c}"] for ch in chunks if f"{prefix}{c}" in ch]
-        col = np.concatenate(parts) if parts else np.array([])
-        data[c] = col.astype(_DTYPES[c], copy=False)
-    return pd.DataFrame(data, columns=COLUMNS, copy=False)
-
-
-def warn_nan(table: pd.DataFrame) -> None:
-    """One warning for all NaN values of a table (constant maps), by method and metric."""
-    nan = table[table["value"].isna()]
-    if len(nan):
-        where = ", ".join(
-            f"{m}/{s}: {c}" for (m, s), c in nan.groupby(["method", "metric"]).size().items()
-        )
-        warnings.warn(
-            f"{len(nan)} similarity values are NaN (undefined for constant maps): {where}",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-
-
-def fill_output_change(stages: list[dict[str, Any]], chunk0: Mapping[str, np.ndarray]) -> None:
-    """Stage output changes measured on the first unit (kept in its chunk, so a resumed run
-    reports them too); warn once about stages whose outputs did not change at all."""
-    for pos, stage in enumerate(stages):
-        prefix = f"oc|{pos}|"
-        change = {k[len(prefix):]: float(v) for k, v in chunk0.items() if k.startswith(prefix)}
-        if not change:
-            stage["output_change"] = {}
+    chunks: dict[str, dict[str, np.ndarray]] = {}
+    todo = []
+    for unit in units:
+        chunk = store.load(unit.key) if unit.key in done else None  # type: ignore[union-attr]
+        if chunk is None:
+            todo.append(unit)
             continue
-        stage["unchanged"] = bool(change.pop("unchanged", 0.0))
-        stage["output_change"] = change
-    dead = [s["index"] for s in stages if s.get("unchanged")]
-    if dead:
-        warnings.warn(
-            f"stage(s) {dead}: randomizing left the model's outputs on the first batch "
-            "bit-identical to the trained model's (blocks not used by the forward pass?)",
-            RuntimeWarning,
-            stacklevel=4,
-        )
+        chunks[unit.key] = chunk
+        for _ in views:
+            on_step()
+    last = units[-1].index if units else -1
+    for unit, chunk in runner.run(ev, todo, last, on_step):
+        if unit.key in chunks:
+            raise RuntimeError(f"unit {unit.key} was returned twice")
+        if store is not None:
+            store.save(unit.key, chunk)
+        chunks[unit.key] = chunk
+    reused, peak_held = runner.stats(ev)
+    plan.release()
+    ordered = [chunks[u.key] for u in units]
+    stages = [s.record() for s in plan.specs]
+    fill_output_change(stages, ordered[0] if ordered else {})
+    table = frame(ordered, "t_")
+    null = frame(ordered, "n_") if any(p.table == "n" for p in pairs) else None
+    kept = [v.keep_as for v in views if v.keep_as is not None]
+    examples = _examples(ordered, x, n_examples, list(method_objs), kept) if kept else {}
+    warn_nan(table)
+    return RunOutput(table=table, null=null, examples=examples, stages=stages, chunks=ordered,
+                     reused=reused, peak_held=peak_held)
 
 
-def _examples(chunks: Sequence[Mapping[str, np.ndarray]], x: torch.Tensor, n: int,
-              labels: list[str], stages: list[int]) -> dict[str, Any]:
-    ex: dict[str, Any] = {"inputs": x[:n].detach().cpu().numpy(), "samples": np.arange(n),
-                          "targets": {}, "maps": {label: {} for label in labels}}
-    if n == 0:
-        return ex
-    for k in stages:
-        parts = [ch[f"targets|{k}"] for ch in chunks if f"targets|{k}" in ch]
-        ex["targets"][k] = np.concatenate(parts)[:n]
-        for label in labels:
-            key = f"maps|{label}|{k}"
-            ex["maps"][label][k] = np.concatenate([ch[key] for ch in chunks if key in ch])[:n]
-    return ex
+class LocalRunner:
+    """Computes units one after the other in this process (the default backend); the
+    evaluator keeps its stage models and activation reuse from one unit to the next."""
+
+    def run(self, ev: Evaluator, units: Sequence[Unit], last: int,
+            on_step: Callable[[], None]) -> Iterator[tuple[Unit, dict[str, np.ndarray]]]:
+        with torch.inference_mode(False), torch.enable_grad():
+            for unit in units:
+                yield unit, ev.unit(unit, unit.index == last, on_step)
+
+    def stats(self, ev: Evaluator) -> tuple[int, int]:
+        """Operations reused (``engine.reuse``) and the most stage models held at once."""
+        return (ev.reuse.hits if ev.reuse is not None else 0), ev.plan.peak_held

@@ -50,6 +50,7 @@ def execute(
     done, a finished identical run is loaded instead of recomputed, and the result is saved
     there at the end.
     """
+    runner = make_runner(config, x.device)  # before any file is written: a missing extra
     n_examples = max(0, min(config.n_examples, int(x.shape[0])))
     units = batch_units(int(x.shape[0]), config.batch_size)
     full = {"check": check, **settings,
@@ -77,11 +78,13 @@ def execute(
         out = evaluate(plan, views, pairs, x, target, target_mode, method_objs, score_objs,
                        units, config.seed, n_examples, on_step=lambda: bar.update(1),
                        store=store, targets=targets, reuse_bytes=reuse_bytes,
-                       curves=curves)
+                       curves=curves, runner=runner, dtype=config.autocast_dtype)
     finally:
         bar.close()
     full["fingerprint"] = fp
     full["engine"] = {"units": len(units), "stage_models_held_at_most": out.peak_held}
+    if config.backend != "local":  # recorded outside the fingerprint: runs resume across
+        full["engine"]["backend"] = config.backend
     if more_settings is not None:
         full.update(more_settings(out))
     result = CheckResult(check=check, table=out.table, settings=full, stages=out.stages,
@@ -90,6 +93,16 @@ def execute(
         result.save(store.run_dir)
         store.clear()
     return result
+
+
+def make_runner(config: RunConfig, device: torch.device) -> Any:
+    """The runner of ``config.backend``: None (the local default) or a Ray runner (Ray is
+    imported only then; without it, an ImportError names the extra to install)."""
+    if config.backend == "local":
+        return None
+    from .ray_backend import RayRunner
+
+    return RayRunner(config.ray_address, config.ray_options, device)
 
 
 def finished_run(run_dir: str | Path, fp: str) -> CheckResult | None:

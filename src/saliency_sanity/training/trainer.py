@@ -140,6 +140,7 @@ def cache_key(
     config: TrainConfig,
     model_kwargs: dict[str, Any] | None = None,
     init_hash: str | None = None,
+    device: str | torch.device | None = None,
 ) -> str:
     """The cache key of a run: readable prefix + hash of architecture, data, labels, settings.
 
@@ -168,6 +169,8 @@ def cache_key(
         "config": dataclasses.asdict(config),
         "torch": torch.__version__.split("+")[0],
     }
+    if device is not None and torch.device(device).type != "cpu":  # other kernels, other bits
+        payload["device"] = torch.device(device).type
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=repr).encode())
     short = desc["name"].rsplit(".", 1)[-1].replace("<", "").replace(">", "")
     labels = "true" if config.label_seed is None else f"rand{config.label_seed}"
@@ -213,6 +216,7 @@ def train(
     progress: bool = True,
     *,
     model_kwargs: dict[str, Any] | None = None,
+    device: str | torch.device | None = None,
     _stop_after_epochs: int | None = None,
 ) -> TrainResult:
     """Train a model on ``dataset`` (true or seeded-permuted labels) with caching and resume.
@@ -223,6 +227,8 @@ def train(
     ``cache_dir``: where checkpoints go (``None`` = ``default_cache_dir()``, ``False`` = no
     checkpoints). A finished run found there is loaded (``from_cache=True``) instead of retrained;
     an unfinished one is resumed from its last epoch. ``progress`` shows a tqdm bar on stderr.
+    ``device``: where to train (default the CPU); the model is built and its initial weights
+    hashed on the CPU, then moved; runs on an accelerator are cached apart from CPU runs.
 
     Example:
         >>> from saliency_sanity import data
@@ -238,12 +244,16 @@ def train(
     if isinstance(factory_name_or_callable, str):
         kwargs.setdefault("num_classes", dataset.num_classes)
     model = _build(factory_name_or_callable, kwargs, config.seed)
-    key = cache_key(factory_name_or_callable, dataset, config, kwargs, _state_hash(model))
+    key = cache_key(factory_name_or_callable, dataset, config, kwargs, _state_hash(model),
+                    device=device)
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    model.to(dev)
 
     y_train = dataset.y_train.long()
     if config.label_seed is not None:
         y_train = permuted_labels(y_train, config.label_seed)
     x_train, x_test, y_test = dataset.x_train, dataset.x_test, dataset.y_test.long()
+    x_train, y_train, x_test, y_test = (t.to(dev) for t in (x_train, y_train, x_test, y_test))
 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     shuffle = torch.Generator().manual_seed(config.seed)
@@ -288,7 +298,8 @@ def train(
     train_acc = test_acc = float("nan")
     reached = False
     try:
-        with torch.random.fork_rng(devices=[]):  # model-internal randomness only, caller unaffected
+        rng_devices = [dev] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=rng_devices):  # model-internal randomness only
             if rng_state is None:
                 torch.manual_seed(config.seed)
             else:
@@ -299,7 +310,7 @@ def train(
                 perm = torch.randperm(n, generator=shuffle)
                 total_loss = 0.0
                 for i in range(0, n, bs):
-                    idx = perm[i : i + bs]
+                    idx = perm[i : i + bs].to(dev)
                     loss = F.cross_entropy(logits_of(model(x_train[idx])), y_train[idx])
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
