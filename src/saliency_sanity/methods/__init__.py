@@ -19,13 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 # The method modules register themselves with METHODS when imported (explicitly, here).
-from . import cam, controls, gradient, guided, noise  # noqa: F401
+from . import cam, controls, gradient, guided, lrp, noise  # noqa: F401
 from .adapters import CaptumMethod, FunctionMethod, resolve
 from .base import Method, check_input, model_guard, predicted_targets
 from .cam import GradCAM, GuidedGradCAM, default_layer
 from .controls import Constant, EdgeSobel, RandomGaussian, RandomUniform
 from .gradient import Gradient, GradientXInput, IntegratedGradients, quadrature
 from .guided import Deconvnet, GuidedBackprop, guided_relus
+from .lrp import LRP
 from .noise import NoiseWrapper, gaussian_noise, ig_smoothgrad, smoothgrad, vargrad
 from .registry import METHODS
 
@@ -80,7 +81,7 @@ def defaults(model: Any = None, x: Any = None, control: bool = False) -> builtin
 __all__ = [
     "METHODS", "CaptumMethod", "Constant", "Deconvnet", "EdgeSobel", "FunctionMethod",
     "GradCAM", "Gradient",
-    "GradientXInput", "GuidedBackprop", "GuidedGradCAM", "IntegratedGradients", "Method",
+    "GradientXInput", "GuidedBackprop", "GuidedGradCAM", "IntegratedGradients", "LRP", "Method",
     "NoiseWrapper", "RandomGaussian", "RandomUniform", "check_input", "default_layer",
     "gaussian_noise", "get", "guided_relus", "ig_smoothgrad", "list", "model_guard",
     "predicted_targets", "quadrature", "register", "defaults", "resolve", "smoothgrad", "vargrad",
