@@ -106,13 +106,9 @@ class LRP(Method):
         self.stabilizer = float(stabilizer)
         params = {"epsilon": epsilon, "gamma": gamma, "stabilizer": stabilizer,
                   "alpha": alpha, "beta": beta, "low": low, "high": high}
-        if "z_box" in (names.get("first"), names.get("conv"), names.get("linear")) and (
-                low is None or high is None):
-            raise ValueError(
-                f"{self.name}: {'composite ' + repr(composite) if composite else 'the z_box rule'}"
-                " needs the bounds of the input data: pass low= and high= (the smallest and "
-                "largest value an input can take, e.g. low=0.0, high=1.0 for images in [0, 1]; "
-                "one value per channel, or tensors, for normalized inputs)")
+        self._missing_bounds = "z_box" in (names.get("first"), names.get("conv"),
+                                           names.get("linear")) and (low is None or high is None)
+        self._what = f"composite {composite!r}" if composite else "the z_box rule"
         self.rule_map: RuleMap = build(names, **params)
         self._settings = {"composite": composite,
                           "rules": {k: (v if isinstance(v, str) else repr(v))
@@ -120,6 +116,12 @@ class LRP(Method):
                           **params}
 
     def attribute(self, model: Any, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self._missing_bounds:
+            raise ValueError(
+                f"{self.name}: {self._what} needs the bounds of the input data: pass low= and "
+                "high= (the smallest and largest value an input can take, e.g. low=0.0, "
+                "high=1.0 for images in [0, 1]; one value per channel, or tensors, for "
+                "normalized inputs)")
         refuse_torchscript(model, self.name)
         if not isinstance(model, nn.Module):
             raise TypeError(f"{self.name} needs an nn.Module (its layers get the rules), got "

@@ -295,12 +295,7 @@ class ZBox(_Terms):
 
     def __init__(self, low: Any, high: Any, stabilizer: float = 1e-6) -> None:
         super().__init__(stabilizer)
-        if low is None or high is None:
-            raise ValueError(
-                "the z_box rule needs the bounds of the input data: pass low= and high= (the "
-                "smallest and largest value an input can take, e.g. low=0.0, high=1.0 for images "
-                "in [0, 1]; one value per channel, or tensors, for normalized inputs)")
-        self.low, self.high = low, high
+        self.low, self.high = low, high  # None: the method refuses to run (it names them)
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "low": self.low, "high": self.high}
