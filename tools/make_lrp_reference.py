@@ -7,9 +7,10 @@ Run in an environment with zennit 0.5.1 (and torchvision, which zennit imports):
 writes ``tests/fixtures/lrp_reference.npz``: for three small models (the demo MNIST CNN's
 architecture at width 0.125, ``zoo.ResNetMNIST`` and ``zoo.ResNet`` with non-trivial batch-norm
 statistics), their state dicts, four inputs, the targets (the predicted classes), and zennit's
-maps (computed in float64, stored in float32) for the four composites (``epsilon_gamma_box`` with low=0, high=1: the inputs
-lie in [0, 1]) and for each single rule on every linear layer. ``tests/test_lrp.py`` loads the
-weights into the same architectures and compares ``methods.get("lrp", ...)`` with these maps.
+maps (computed in float64, stored in float32) for the four composites (``epsilon_gamma_box``
+with low=0, high=1: the inputs lie in [0, 1]) and for each single rule on every linear layer.
+``tests/test_lrp.py`` loads the weights into the same architectures and compares
+``methods.get("lrp", ...)`` with these maps.
 """
 
 from __future__ import annotations
