@@ -66,6 +66,7 @@ class LayerCall:
     scale: torch.Tensor | None = None
     shift: torch.Tensor | None = None
     consumers: int = 0
+    versions: tuple[int, int] = (0, 0)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def _view(self, t: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -234,8 +235,10 @@ class Gamma(_Terms):
         w_up, w_down = w + g * w.clamp(min=0), w + g * w.clamp(max=0)
         b_up = None if b is None else b + g * b.clamp(min=0)
         b_down = None if b is None else b + g * b.clamp(max=0)
-        z_orig = call.output().detach()
         xp, xn = self._split(call)
+        if xn is None:  # x >= 0: both modified layers follow from z and z(x, W+, b+)
+            return self._nonnegative(call, R, xp, w, b)
+        z_orig = call.output().detach()
         zs, grads_out = [], []
         # positive outputs: W + gamma W+ on x+ (with bias), W + gamma W- on x- (no bias);
         # negative outputs: W + gamma W- on x+ (with bias), W + gamma W+ on x- (no bias)
@@ -251,6 +254,21 @@ class Gamma(_Terms):
         uniq = [xp] if xn is None else [xp, xn]
         grads = torch.autograd.grad(zs, uniq, grads_out)
         return sum(t.detach() * gr for t, gr in zip(uniq, grads, strict=True))
+
+
+    def _nonnegative(self, call: LayerCall, R: torch.Tensor, xp: torch.Tensor,
+                     w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        """z_up = z + gamma z+, z_down = z + gamma (z - z+) with z+ = z(x, W+, b+); the
+        transposed Jacobians: W^T(s_up + (1 + gamma) s_down) + gamma W+^T(s_up - s_down)."""
+        g = self.gamma
+        with torch.enable_grad():
+            z, zp = call.output(), call.modified(xp, w.clamp(min=0), _clamp(b, lo=0))
+        zd, zpd = z.detach(), zp.detach()
+        s_up = (zd > 0).to(R) * R / stabilize(zd + g * zpd, self.stabilizer)
+        s_down = (zd < 0).to(R) * R / stabilize(zd + g * (zd - zpd), self.stabilizer)
+        gz, gp = torch.autograd.grad([z, zp], [call.xi, xp],
+                                     [s_up + (1 + g) * s_down, g * (s_up - s_down)])
+        return xp.detach() * (gz + gp)
 
 
 class Flat(_Terms):

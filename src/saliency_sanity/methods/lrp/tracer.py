@@ -73,23 +73,34 @@ class _Layer(torch.autograd.Function):
         with torch.enable_grad():
             call.xi = x.detach().requires_grad_(True)
             call.z = call.fn(call.xi, call.weight, call.bias)
+        call.versions = (call.xi._version, call.z._version)
         ctx.call = call
-        return call.z.detach().clone()  # a copy: in-place ops after the layer must not alter z
+        return call.z.detach()  # shares z's storage and version counter (no copy)
 
     @staticmethod
     def backward(ctx: Any, R: torch.Tensor) -> tuple[torch.Tensor, None]:
         call: LayerCall = ctx.call
         ctx.call = None
         assert call.rule is not None
+        if call.xi._version != call.versions[0]:
+            raise RuntimeError(_MODIFIED.format(what=f"the input of a {call.kind} layer"))
+        if call.z._version != call.versions[1]:  # modified in place (an in-place activation)
+            with torch.enable_grad():
+                call.z = call.fn(call.xi, call.weight, call.bias)
         return call.rule.relevance(call, R), None
 
 
+_MODIFIED = ("LRP: {what} was modified in place after the layer used it, so its relevance "
+             "cannot be computed; write that operation out of place")
+
+
 class _Pass(torch.autograd.Function):
-    """``fn(x)`` forward, relevance passed through unchanged backward."""
+    """``fn(x)`` forward (on a copy of x when the call may be in place), relevance passed
+    through unchanged backward."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, fn: Any, info: dict[str, Any]) -> torch.Tensor:
-        c = x.clone()
+        c = x.clone() if info.get("maybe_inplace") else x
         out = fn(c)
         info["inplace"] = out.data_ptr() == c.data_ptr()
         return out
@@ -105,15 +116,21 @@ class _Norm(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, fn: Any, stabilizer: float, *xs: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
-            leaves = [x.detach().clone().requires_grad_(True) for x in xs]
+            leaves = [x.detach().requires_grad_(True) for x in xs]
             y = fn(*leaves)
-        ctx.leaves, ctx.y, ctx.stabilizer = leaves, y, stabilizer
-        return y.detach().clone()
+        ctx.leaves, ctx.y, ctx.stabilizer, ctx.fn = leaves, y, stabilizer, fn
+        ctx.versions = [t._version for t in (*leaves, y)]
+        return y.detach()
 
     @staticmethod
     def backward(ctx: Any, R: torch.Tensor) -> tuple[Any, ...]:
         leaves, y = ctx.leaves, ctx.y
         ctx.leaves = ctx.y = None
+        if [t._version for t in leaves] != ctx.versions[:-1]:
+            raise RuntimeError(_MODIFIED.format(what="the input of a sum or average pooling"))
+        if y._version != ctx.versions[-1]:
+            with torch.enable_grad():
+                y = ctx.fn(*leaves)
         s = R / stabilize(y.detach(), ctx.stabilizer)
         grads = torch.autograd.grad(y, leaves, s)
         return (None, None, *(x.detach() * g for x, g in zip(leaves, grads, strict=True)))
@@ -238,7 +255,7 @@ class LRPMode(TorchFunctionMode):
     # -- activations, sums -------------------------------------------------------------------
     def _pass(self, func: Any, x: torch.Tensor, rest_args: tuple, rest: dict) -> torch.Tensor:
         self._consumed_by(x)
-        info: dict[str, Any] = {}
+        info: dict[str, Any] = {"maybe_inplace": _maybe_inplace(func, rest_args, rest)}
         out = _Pass.apply(x, functools.partial(_apply_rest, func, rest_args, rest), info)
         if info.get("inplace"):
             x.copy_(out)  # the caller expects x itself to change
@@ -254,8 +271,9 @@ class LRPMode(TorchFunctionMode):
             return None
         self._consumed_by(a)
         self._consumed_by(b)
-        out = _Norm.apply(torch.add, self.stabilizer, a, b)
-        if func in (torch.Tensor.add_, torch.Tensor.__iadd__):
+        inplace = func in (torch.Tensor.add_, torch.Tensor.__iadd__)
+        out = _Norm.apply(torch.add, self.stabilizer, a.clone() if inplace else a, b)
+        if inplace:
             a.copy_(out)
             return a
         return out
@@ -282,6 +300,13 @@ class LRPMode(TorchFunctionMode):
             for t in _tensors(args, kwargs):
                 if t is not out:
                     self._consumed_by(t)
+
+
+def _maybe_inplace(func: Any, rest_args: tuple, rest: dict) -> bool:
+    """Whether an activation call may work in place (a trailing underscore, ``inplace=True``,
+    or a positional True: ``F.relu(x, True)``, ``F.leaky_relu(x, 0.01, True)``...)."""
+    return (getattr(func, "__name__", "").endswith("_") or bool(rest.get("inplace"))
+            or any(a is True for a in rest_args))
 
 
 def _layer_fn(func: Any, rest_args: tuple, rest: dict, x: torch.Tensor, w: torch.Tensor,
