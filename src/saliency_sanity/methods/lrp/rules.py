@@ -163,9 +163,9 @@ class _Terms(Rule):
         """x+ as a leaf, and x- as a leaf, or None when x has no negative entry (its terms are
         exactly 0 then, and are skipped)."""
         x = call.xi.detach()
-        xp = _leaf(x.clamp(min=0))
-        xn = _leaf(x.clamp(max=0)) if bool((x < 0).any()) else None
-        return xp, xn
+        if not bool((x < 0).any()):
+            return _leaf(x), None  # x+ = x (shares x's storage: nothing writes to it)
+        return _leaf(x.clamp(min=0)), _leaf(x.clamp(max=0))
 
 
 class ZPlus(_Terms):
