@@ -6,7 +6,9 @@ For each model (the demo MNIST CNN at 1x28x28; the ResNet-18-shaped net of ``_co
 - ``gradient``: ``methods.get("gradient")`` (one forward and one backward pass);
 - ``lrp_<composite>``: ``methods.get("lrp", composite=...)``;
 - ``zennit`` (when zennit imports): zennit 0.5.1's ``Gradient`` attributor with the composite,
-  canonizers (batch norm merged) applied and removed inside the timed call, as a user would.
+  canonizers (batch norm merged; the residual additions as ``Sum`` modules) applied and removed
+  inside the timed call, as a user would; the maps' max relative difference is printed too
+  (with zennit's merge made exact: its merge keeps the batch norms' eps otherwise).
 
 All calls get the same targets as a LongTensor (no extra pass to resolve "predicted"). Prints the
 median wall and CPU seconds and the ratios LRP / gradient and LRP / zennit.
@@ -29,22 +31,56 @@ from saliency_sanity import methods
 COMPOSITES = ["epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1", "epsilon_plus"]
 
 
+def _zennit_canonizers(model: torch.nn.Module) -> list:
+    """Batch norms merged (and, for the ResNet-18-shaped net, its residual additions as
+    zennit ``Sum`` modules, as zennit's ResNetCanonizer does for torchvision's blocks)."""
+    from zennit.canonizers import AttributeCanonizer, SequentialMergeBatchNorm
+    from zennit.layer import Sum
+
+    class ExactMerge(SequentialMergeBatchNorm):
+        """zennit's merge also setting the batch norm's eps to 0 (see docs/methods.md)."""
+
+        def register(self, linears: Any, batch_norm: Any) -> None:
+            self._eps = batch_norm.eps
+            super().register(linears, batch_norm)
+            batch_norm.eps = 0.0
+
+        def remove(self) -> None:
+            super().remove()
+            self.batch_norm.eps = self._eps
+
+    if not isinstance(model, C.ResNet18):
+        return [ExactMerge()]
+    pairs = [(["conv1"], "bn1")]
+    for name, m in model.named_modules():
+        if isinstance(m, C.BasicBlock):
+            pairs += [([f"{name}.conv1"], f"{name}.bn1"), ([f"{name}.conv2"], f"{name}.bn2")]
+
+    def forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu2(self.canonizer_sum(torch.stack([identity, out], dim=-1)))
+
+    def attributes(name: str, module: torch.nn.Module) -> dict[str, Any] | None:
+        if isinstance(module, C.BasicBlock):
+            return {"forward": forward.__get__(module), "canonizer_sum": Sum()}
+        return None
+
+    return [ExactMerge(), AttributeCanonizer(attributes)]
+
+
 def zennit_fn(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, composite: str
               ) -> Any:
     """A zennit attribution as a zero-argument callable, or None without zennit."""
     try:
         from zennit.attribution import Gradient
-        from zennit.canonizers import SequentialMergeBatchNorm
         from zennit.composites import COMPOSITES as ZC
-        from zennit.torchvision import ResNetCanonizer
     except ImportError:
         return None
     kw = {"low": 0.0, "high": 1.0} if composite == "epsilon_gamma_box" else {}
-    is_resnet = isinstance(model, C.ResNet18)
 
     def run() -> torch.Tensor:
-        canon = [SequentialMergeBatchNorm()] if not is_resnet else [ResNetCanonizer()]
-        comp = ZC[composite](canonizers=canon, **kw)
+        comp = ZC[composite](canonizers=_zennit_canonizers(model), **kw)
         with Gradient(model=model, composite=comp) as attributor:
             def out_fn(out: torch.Tensor) -> torch.Tensor:
                 idx = target.view(-1, 1)
@@ -70,7 +106,7 @@ def run(case: C.ModelCase, n: int, repeats: int, device: torch.device,
         z = zennit_fn(model, x, target, comp)
         if z is not None:
             cases[f"zennit_{comp}"] = z
-    times, _ = C.interleaved(cases, repeats, device)
+    times, outs = C.interleaved(cases, repeats, device)
     g_wall, g_cpu = C.median(times["gradient"]), C.median(times["gradient:cpu"])
     rows = []
     for comp in composites:
@@ -83,6 +119,8 @@ def run(case: C.ModelCase, n: int, repeats: int, device: torch.device,
         if f"zennit_{comp}" in times:
             row["zennit_cpu"] = C.median(times[f"zennit_{comp}:cpu"])
             row["lrp/zennit_cpu"] = row["lrp_cpu"] / row["zennit_cpu"]
+            ref = outs[f"zennit_{comp}"]
+            row["max_rel_diff"] = float((outs[key] - ref).abs().max() / ref.abs().max())
         rows.append(row)
     return rows
 
@@ -105,13 +143,14 @@ def main() -> None:
     comps = args.composites.split(",")
     rows = run(C.model_case("cnn"), args.n, repeats, device, comps)
     rows += run(C.model_case("resnet18", size), args.n, repeats, device, comps)
-    head = "| case | composite | gradient CPU s | LRP CPU s | LRP/gradient CPU (wall) | LRP/zennit CPU |"
-    print(head)
-    print("|---|---|---|---|---|---|")
+    print("| case | composite | gradient CPU s | LRP CPU s | LRP/gradient CPU (wall) | "
+          "LRP/zennit CPU | vs zennit |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         zen = f"{r['lrp/zennit_cpu']:.2f}" if "lrp/zennit_cpu" in r else "-"
+        diff = f"{r['max_rel_diff']:.1e}" if "max_rel_diff" in r else "-"
         print(f"| {r['case']} | {r['composite']} | {r['gradient_cpu']:.4f} | {r['lrp_cpu']:.4f} | "
-              f"{r['lrp/gradient_cpu']:.2f} ({r['lrp/gradient_wall']:.2f}) | {zen} |")
+              f"{r['lrp/gradient_cpu']:.2f} ({r['lrp/gradient_wall']:.2f}) | {zen} | {diff} |")
 
 
 if __name__ == "__main__":
