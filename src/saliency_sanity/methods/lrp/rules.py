@@ -40,11 +40,14 @@ LayerFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tens
 def stabilize(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     """``z`` moved away from zero by ``epsilon`` in the direction of its sign (+ for 0).
 
+    zennit's ``z + epsilon * (sign(z) + [z == 0])`` in two passes instead of six (the only
+    difference: -0.0 moves to -epsilon, where the relevance divided by it is 0 anyway).
+
     Example:
         >>> stabilize(torch.tensor([-2.0, 0.0, 3.0]), 0.5).tolist()
         [-2.5, 0.5, 3.5]
     """
-    return z + epsilon * ((z == 0).to(z) + z.sign())
+    return z + torch.copysign(torch.tensor(epsilon, dtype=z.dtype, device=z.device), z)
 
 
 @dataclass
@@ -84,7 +87,8 @@ class LayerCall:
         """The (merged) layer output, connected to ``xi`` by the forward pass's graph."""
         if self.scale is None:
             return self.z
-        return self.z * self._view(self.scale, self.z.ndim) + self._view(self.shift, self.z.ndim)
+        return torch.addcmul(self._view(self.shift, self.z.ndim), self.z,
+                             self._view(self.scale, self.z.ndim))
 
     def modified(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
         return self.fn(x, w, b)
@@ -264,8 +268,11 @@ class Gamma(_Terms):
         with torch.enable_grad():
             z, zp = call.output(), call.modified(xp, w.clamp(min=0), _clamp(b, lo=0))
         zd, zpd = z.detach(), zp.detach()
-        s_up = (zd > 0).to(R) * R / stabilize(zd + g * zpd, self.stabilizer)
-        s_down = (zd < 0).to(R) * R / stabilize(zd + g * (zd - zpd), self.stabilizer)
+        zero = R.new_zeros(())
+        s_up = torch.where(zd > 0, R, zero) / stabilize(torch.add(zd, zpd, alpha=g),
+                                                        self.stabilizer)
+        s_down = torch.where(zd < 0, R, zero) / stabilize(zd * (1 + g) - g * zpd,
+                                                          self.stabilizer)
         gz, gp = torch.autograd.grad([z, zp], [call.xi, xp],
                                      [s_up + (1 + g) * s_down, g * (s_up - s_down)])
         return xp.detach() * (gz + gp)
