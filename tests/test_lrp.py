@@ -27,9 +27,15 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
 
+NAMES = ["mnist_cnn", "resnet_mnist", "resnet", "mnist_cnn_signed", "tanh_mlp"]
+
+
 def _architecture(name: str) -> nn.Module:
-    if name == "mnist_cnn":
+    if name in ("mnist_cnn", "mnist_cnn_signed"):
         return models.get("mnist_cnn", width=0.125, seed=0)
+    if name == "tanh_mlp":
+        return nn.Sequential(nn.Linear(20, 16), nn.Tanh(), nn.Linear(16, 12), nn.Tanh(),
+                             nn.Linear(12, 4))
     if name == "resnet_mnist":
         return zoo.resnet_mnist(seed=0)
     return zoo.make("resnet")[0]
@@ -39,7 +45,7 @@ def _architecture(name: str) -> nn.Module:
 def reference():
     data = np.load(FIXTURE)
     out = {}
-    for name in ("mnist_cnn", "resnet_mnist", "resnet"):
+    for name in NAMES:
         model = _architecture(name)
         prefix = f"{name}/state/"
         state = {k[len(prefix):]: torch.from_numpy(data[k]) for k in data.files
@@ -58,7 +64,7 @@ def _method(spec: str, **kw) -> methods.Method:
     return methods.get("lrp", composite=spec, **BOUNDS, **kw)
 
 
-@pytest.mark.parametrize("name", ["mnist_cnn", "resnet_mnist", "resnet"])
+@pytest.mark.parametrize("name", NAMES)
 def test_equals_zennit_float64(reference, name):
     """Every composite and every single rule (on all linear layers) equals zennit 0.5.1's map
     (computed in float64 by tools/make_lrp_reference.py, stored in float32)."""
@@ -69,7 +75,7 @@ def test_equals_zennit_float64(reference, name):
         assert rel(ours, maps[spec]) <= 1e-5, (name, spec, rel(ours, maps[spec]))
 
 
-@pytest.mark.parametrize("name", ["mnist_cnn", "resnet_mnist", "resnet"])
+@pytest.mark.parametrize("name", NAMES)
 def test_composites_equal_zennit_float32(reference, name):
     model, x, target, maps = reference[name]
     for spec in COMPOSITES:

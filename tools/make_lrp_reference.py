@@ -47,8 +47,21 @@ def _with_bn_stats(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model.eval()
 
 
+def tanh_mlp(seed: int = 0) -> torch.nn.Module:
+    """An MLP with tanh activations: its hidden layers get inputs of both signs."""
+    g = torch.Generator().manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(20, 16), torch.nn.Tanh(), torch.nn.Linear(16, 12),
+                              torch.nn.Tanh(), torch.nn.Linear(12, 4))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return net.eval()
+
+
 def build() -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
-    """The models (by the names the test uses) and their inputs in [0, 1]."""
+    """The models (by the names the test uses) and their inputs: in [0, 1], and signed
+    (standard normal) for ``mnist_cnn_signed`` and ``tanh_mlp``, whose first (and, for the MLP,
+    hidden) layers then take the rules' branches for negative inputs."""
     g = torch.Generator().manual_seed(7)
     mnist = torch.rand(4, 1, 28, 28, generator=g)
     return {
@@ -56,6 +69,9 @@ def build() -> dict[str, tuple[torch.nn.Module, torch.Tensor]]:
         "resnet_mnist": (_with_bn_stats(zoo.resnet_mnist(seed=2), 5), mnist),
         "resnet": (_with_bn_stats(zoo.make("resnet")[0], 6),
                    torch.rand(4, 3, 16, 16, generator=g)),
+        "mnist_cnn_signed": (models.get("mnist_cnn", width=0.125, seed=4).eval(),
+                             torch.randn(4, 1, 28, 28, generator=g)),
+        "tanh_mlp": (tanh_mlp(1), torch.randn(4, 20, generator=g)),
     }
 
 
