@@ -272,6 +272,19 @@ def test_torchscript_refused():
         methods.get("lrp")(torch.jit.script(model), x)
 
 
+def test_composite_with_rule_overrides():
+    model, x = zoo.make("cnn")
+    t = torch.zeros(4, dtype=torch.long)
+    mixed = methods.get("lrp", composite="epsilon_plus_flat", rules={"linear": "zero"})
+    assert mixed.settings()["rules"] == {"first": "flat", "conv": "zplus", "linear": "zero"}
+    same = methods.get("lrp", rules={"first": "flat", "conv": "zplus", "linear": "zero"})
+    assert torch.equal(mixed(model, x, t), same(model, x, t))
+    assert methods.get("lrp").settings()["composite"] == "epsilon_plus_flat"
+    assert methods.get("lrp", rules="zero").settings()["composite"] is None
+    with pytest.raises(ValueError, match="uses the composite 'epsilon_plus'"):
+        methods.get("lrp_epsilon_plus", composite="epsilon_plus_flat")
+
+
 def test_settings_are_json():
     import json
 

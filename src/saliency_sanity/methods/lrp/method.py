@@ -60,9 +60,9 @@ class LRP(Method):
     """Layer-wise Relevance Propagation (Bach et al. 2015; composites as in zennit).
 
     Args:
-        composite: ``epsilon_plus_flat`` (default), ``epsilon_gamma_box``,
-            ``epsilon_alpha2_beta1`` or ``epsilon_plus`` (see ``lrp.composites``); None with
-            ``rules``.
+        composite: ``epsilon_plus_flat`` (the default when ``rules`` is not given either),
+            ``epsilon_gamma_box``, ``epsilon_alpha2_beta1`` or ``epsilon_plus`` (see
+            ``lrp.composites``).
         rules: one rule name for every linear layer (``"zero"`` = LRP-0, ``"epsilon"``,
             ``"gamma"``, ``"zplus"``, ``"alpha_beta"``, ``"flat"``, ``"w_square"``,
             ``"z_box"``), or ``{kind: rule}`` with kinds ``"conv"``, ``"linear"``, ``"first"``
@@ -89,18 +89,18 @@ class LRP(Method):
     #: the composite of the names registered for each composite
     fixed_composite: str | None = None
 
-    def __init__(self, composite: str | None = "epsilon_plus_flat",
+    def __init__(self, composite: str | None = None,
                  rules: str | Mapping[str, Any] | None = None, epsilon: float = 1e-6,
                  gamma: float = 0.25, alpha: float = 2.0, beta: float = 1.0,
                  stabilizer: float = 1e-6, low: Any = None, high: Any = None) -> None:
         super().__init__()
         if self.fixed_composite is not None:
-            if composite not in (self.fixed_composite, "epsilon_plus_flat"):
+            if composite not in (None, self.fixed_composite):
                 raise ValueError(f"{self.name} uses the composite {self.fixed_composite!r}; use "
                                  f"methods.get('lrp', composite={composite!r}) for another")
             composite = self.fixed_composite
-        elif rules is not None and composite == "epsilon_plus_flat":
-            composite = None  # explicit rules alone, unless a composite is asked for as well
+        elif composite is None and rules is None:
+            composite = "epsilon_plus_flat"
         names = rule_names(composite, rules)
         self.names = names
         self.stabilizer = float(stabilizer)
