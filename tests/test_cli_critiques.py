@@ -179,6 +179,8 @@ def test_report_has_every_section_and_valid_images(run):
                    "Kendall", "data randomization", "3 noisy copies", "20-bin"):
         assert phrase in text, phrase
     assert "The checks disagree" in text or "rank the methods alike" in text
+    if "The checks disagree" in text:  # the method whose rank moves most is named
+        assert "Largest rank change" in text
     assert any(w in text for w in ("PRESERVED", "do NOT preserve"))
 
 

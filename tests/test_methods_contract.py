@@ -15,13 +15,16 @@ from saliency_sanity import methods
 EXPECTED = sorted([
     "ablation_cam", "gradcam_plus_plus", "layercam", "occlusion", "rise", "score_cam",
     "constant", "deconvnet", "edge_sobel", "gradcam", "gradient", "gradient_x_input",
-    "guided_backprop", "guided_gradcam", "ig_smoothgrad", "integrated_gradients", "random_gaussian",
+    "guided_backprop", "guided_gradcam", "ig_smoothgrad", "integrated_gradients", "lrp",
+    "lrp_epsilon_alpha2_beta1", "lrp_epsilon_gamma_box", "lrp_epsilon_plus",
+    "lrp_epsilon_plus_flat", "random_gaussian",
     "random_uniform", "smoothgrad", "vargrad",
 ])
 # small settings so every method runs quickly; the defaults are checked separately
 FAST = {"smoothgrad": {"samples": 3}, "vargrad": {"samples": 3},
         "ig_smoothgrad": {"samples": 2, "steps": 3}, "integrated_gradients": {"steps": 5},
-        "rise": {"n_masks": 8, "s": 3, "p1": 0.5}, "occlusion": {"patch": 4, "stride": 2}}
+        "rise": {"n_masks": 8, "s": 3, "p1": 0.5}, "occlusion": {"patch": 4, "stride": 2},
+        "lrp_epsilon_gamma_box": {"low": -4.0, "high": 4.0}}
 CAM = {"gradcam", "guided_gradcam", "gradcam_plus_plus", "layercam", "ablation_cam", "score_cam",
        "occlusion", "rise"}  # image-only methods
 SPATIAL = CAM - {"guided_gradcam"}  # maps of shape (B, 1, H, W)
@@ -191,7 +194,8 @@ def test_model_untouched_after_an_injected_error(name, global_rng_guard):
     # fail on the last pass for one-pass methods, mid-way for batched ones
     fail_at = {"gradient": 2, "gradient_x_input": 2, "guided_backprop": 2, "deconvnet": 2,
                "gradcam": 3,
-               "guided_gradcam": 4, "score_cam": 5, "ablation_cam": 5}.get(name, 3)
+               "guided_gradcam": 4, "score_cam": 5, "ablation_cam": 5,
+               **{n: 2 for n in EXPECTED if n.startswith("lrp")}}.get(name, 3)
     model = Flaky(inner, fail_at)
     handles = _dirty(model)
     snap = zoo.snapshot(model)

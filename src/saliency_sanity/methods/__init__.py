@@ -19,7 +19,17 @@ from collections.abc import Callable
 from typing import Any
 
 # The method modules register themselves with METHODS when imported (explicitly, here).
-from . import cam, cam_family, controls, gradient, guided, noise, occlusion, rise  # noqa: F401
+from . import (  # noqa: F401
+    cam,
+    cam_family,
+    controls,
+    gradient,
+    guided,
+    lrp,
+    noise,
+    occlusion,
+    rise,
+)
 from .adapters import CaptumMethod, FunctionMethod, resolve
 from .base import Method, check_input, model_guard, predicted_targets
 from .cam import GradCAM, GuidedGradCAM, default_layer
@@ -27,6 +37,7 @@ from .cam_family import AblationCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
 from .controls import Constant, EdgeSobel, RandomGaussian, RandomUniform
 from .gradient import Gradient, GradientXInput, IntegratedGradients, quadrature
 from .guided import Deconvnet, GuidedBackprop, guided_relus
+from .lrp import LRP
 from .noise import NoiseWrapper, gaussian_noise, ig_smoothgrad, smoothgrad, vargrad
 from .occlusion import Occlusion
 from .registry import METHODS
@@ -81,8 +92,8 @@ def defaults(model: Any = None, x: Any = None, control: bool = False) -> builtin
 
 
 __all__ = [
-    "METHODS", "RISE", "AblationCAM", "CaptumMethod", "Constant", "Deconvnet", "EdgeSobel",
-    "FunctionMethod", "GradCAM", "GradCAMPlusPlus", "Gradient", "GradientXInput",
+    "LRP", "METHODS", "RISE", "AblationCAM", "CaptumMethod", "Constant", "Deconvnet",
+    "EdgeSobel", "FunctionMethod", "GradCAM", "GradCAMPlusPlus", "Gradient", "GradientXInput",
     "GuidedBackprop", "GuidedGradCAM", "IntegratedGradients", "LayerCAM", "Method",
     "NoiseWrapper", "Occlusion", "RandomGaussian", "RandomUniform", "ScoreCAM", "check_input",
     "default_layer", "gaussian_noise", "get", "guided_relus", "ig_smoothgrad", "list",

@@ -58,7 +58,8 @@ def ranking_section(art: CritiqueArtifacts) -> str:
            "<p>Each check ranks the methods (1 = best, ties share the average rank) by one "
            f"number per method: {what}. Controls are left out. Kendall's tau between two "
            "rankings is 1 when they agree, &minus;1 when reversed.</p>",
-           f"<p><b>{_e(disagreement_sentence(tau, n))}</b></p>"]
+           f"<p><b>{_e(disagreement_sentence(tau, n))}</b> "
+           f"{_e(movers_sentence(ranks, tau, n))}</p>"]
     groups = st.get("groups") or {}
     if any(g == "faithfulness" for g in groups.values()):
         out.insert(2, "<p>The faithfulness scores rank the methods by their own measure (AOPC, "
@@ -199,3 +200,34 @@ def disagreement_sentence(tau: pd.DataFrame, n: pd.DataFrame | None = None,
         return (f"All {agree} comparable pairs of checks rank the methods alike "
                 f"(tau >= {threshold:g}).{extra}")
     return extra.strip() or "No pair of checks to compare."
+
+
+def movers_sentence(ranks: pd.DataFrame, tau: pd.DataFrame, n: pd.DataFrame | None = None,
+                    threshold: float = DISAGREEMENT_TAU, min_methods: int = MIN_METHODS) -> str:
+    """For each pair of checks that disagree (as in :func:`disagreement_sentence`), the method
+    whose rank differs most between them, with both ranks (ties: every such method), e.g. an LRP
+    composite ranked low by MPRT and high by faithfulness (Binder et al.'s experimental gap).
+
+    Example:
+        >>> r = pd.DataFrame({"MPRT": [1.0, 2.0, 3.0], "faithfulness": [2.0, 3.0, 1.0]},
+        ...                  index=["gradient", "ig", "lrp"])
+        >>> t = pd.DataFrame([[1.0, -0.5], [-0.5, 1.0]], index=r.columns, columns=r.columns)
+        >>> movers_sentence(r, t)
+        'Largest rank change, MPRT vs faithfulness: lrp (3 vs 1).'
+    """
+    parts = []
+    keys = [k for k in tau.index if k in ranks.columns]
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            t = float(tau.loc[a, b])
+            cnt = int(n.loc[a, b]) if n is not None and not pd.isna(n.loc[a, b]) else None
+            if math.isnan(t) or t >= threshold or (cnt is not None and cnt < min_methods):
+                continue
+            both = ranks[[a, b]].dropna()
+            if both.empty:
+                continue
+            diff = (both[a] - both[b]).abs()
+            top = diff[diff == diff.max()].index
+            names = ", ".join(f"{m} ({both.loc[m, a]:g} vs {both.loc[m, b]:g})" for m in top)
+            parts.append(f"{a} vs {b}: {names}")
+    return f"Largest rank change, {'; '.join(parts)}." if parts else ""
