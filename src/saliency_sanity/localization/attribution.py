@@ -1,0 +1,90 @@
+"""ML-Att: every method at a layer, on every head of a setting.
+
+A method at a layer explains :class:`~saliency_sanity.grids.Head` -- the rest of the network
+from that layer -- on the layer's activations: the method's map is taken with respect to the
+activations, so gradient, guided backprop, Gradient x Input and IG at a layer are the paper's
+layer attributions, and any registered method works there. CAM methods (those with a ``layer``
+argument) get ``layer="at"``: the head's identity on the activations, so they weight the layer's
+channels as feature maps (at the input, the image channels, as in the paper).
+
+Methods whose map is a function of the input gradient (``Method.input_gradient_map``) share one
+gradient per head, as in the engine's evaluator.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+
+from ..engine import derive_seed
+from ..grids import Head, Setting
+from ..methods.base import input_gradient
+
+#: the name of the head's identity on its input, the layer CAM methods are given
+AT = "at"
+
+
+def at_layer(method: Any) -> Any:
+    """``method`` itself, or, for a method with a ``layer`` setting (the CAM family), a copy
+    explaining the head's input activations (``layer="at"``).
+
+    Example:
+        >>> from saliency_sanity import methods
+        >>> at_layer(methods.get("gradcam")).layer
+        'at'
+        >>> at_layer(methods.get("gradient")).name
+        'gradient'
+    """
+    try:
+        params = inspect.signature(type(method).__init__).parameters
+    except (TypeError, ValueError):
+        return method
+    if "layer" not in params:
+        return method
+    settings = getattr(method, "_settings", {})
+    kwargs = {k: v for k, v in settings.items() if k in params}
+    kwargs["layer"] = AT
+    try:
+        return type(method)(**kwargs)
+    except TypeError:
+        new = copy.copy(method)
+        new.layer = AT
+        return new
+
+
+def head_maps(head: Head, a: torch.Tensor, target: torch.Tensor, methods: Mapping[str, Any],
+              seed_parts: tuple[Any, ...]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(label, map) for every method on one head: maps (B, C', h, w) of the activations ``a``.
+
+    Seeded methods are reseeded from ``seed_parts`` and their label, so a unit's maps are the
+    same in every run and after a resume.
+    """
+    grad = None
+    for label, method in methods.items():
+        if getattr(method, "input_gradient_map", False):
+            if grad is None:
+                grad = input_gradient(head, a, target, who=label)
+            yield label, method.from_input_gradient(grad, a)
+            continue
+        m = method
+        if getattr(m, "seeded", False):
+            m = m.reseeded(derive_seed(*seed_parts, label))
+        yield label, m(head, a, target, checked_target=True)
+
+
+def setting_layer_maps(setting: Setting, layer: str | None, x: torch.Tensor,
+                       labels: torch.Tensor, heads: list[int], methods: Mapping[str, Any],
+                       seed_parts: tuple[Any, ...]
+                       ) -> Iterator[tuple[int, str, torch.Tensor]]:
+    """(head, label, map) for every head in ``heads`` and method, at ``layer`` of ``setting``
+    on the grids ``x`` whose cell classes are ``labels`` (B, n^2)."""
+    a = setting.front(layer, x)
+    for k in heads:
+        head = Head(setting, k, layer, x if layer is not None else None)
+        target = labels[:, k].to(x.device)
+        for label, m in head_maps(head, a, target, methods, (*seed_parts, k)):
+            yield k, label, m
