@@ -373,3 +373,29 @@ def test_crash_then_resume_equals_uninterrupted(tmp_path):
     assert calls["n"] == 4 + 1 + 4  # unit 0, the crash, unit 1 again: unit 0 not recomputed
     full = localization_test(net, g, {"gradient": grad}, **kw)
     np.testing.assert_array_equal(resumed.table["value"], full.table["value"])
+
+
+@pytest.mark.parametrize("setting", ["gridpg", "dipart", "difull"])
+def test_shared_passes_equal_the_methods_own_calls(setting):
+    """Gradient-type maps and Grad-CAM from one pass of all heads equal each method's own call
+    on each head (and all_heads equals the heads one by one)."""
+    from saliency_sanity import methods
+    from saliency_sanity.localization import at_layer, setting_layer_maps
+
+    net, g = _cnn(), _grids(2)
+    s = Setting(net, setting, 2, g.images[:, :, :28, :28])
+    objs = {"gradient": methods.get("gradient"), "gradient_x_input":
+            methods.get("gradient_x_input"), "gradcam": at_layer(methods.get("gradcam"))}
+    for layer in (None, "relu1", "pool2"):
+        a = s.front(layer, g.images)
+        if setting != "difull":
+            with torch.no_grad():
+                every = s.all_heads(a, layer, g.images)
+                for k in range(4):
+                    torch.testing.assert_close(every[:, k], Head(s, k, layer, g.images)(a))
+        shared = {(k, lab): m for k, lab, m in setting_layer_maps(
+            s, layer, g.images, g.labels, [0, 3], objs, ())}
+        for k in (0, 3):
+            for lab, m in objs.items():
+                want = m(Head(s, k, layer, g.images), a, g.labels[:, k])
+                torch.testing.assert_close(shared[(k, lab)], want, rtol=1e-5, atol=1e-7)

@@ -245,6 +245,42 @@ class Setting(nn.Module):
                              f"{a.shape[2]}x{a.shape[3]} on the grid, which does not split into "
                              f"{self.n}x{self.n} equal slices")
 
+    def all_heads(self, a: torch.Tensor, layer: str | None, x: torch.Tensor | None
+                  ) -> torch.Tensor:
+        """Every head's logits (B', n^2, classes) from the activations ``a`` of ``layer`` in
+        one pass (GridPG: one network; DiPart: the slices stacked into the batch after the split
+        point). DiFull heads are separate networks: use :class:`Head` per cell."""
+        n2 = self.n ** 2
+        if self.setting == "gridpg":
+            if layer is None:
+                return self.gridpg(a).unsqueeze(1).expand(-1, n2, -1)
+            head = Head(self, 0, layer, x)
+            x_t = head._tiled(a.shape[0])
+            with _hooked(dict(self.net.named_modules())[layer], _replacer(lambda o: a, layer)):
+                return self.gridpg(x_t).unsqueeze(1).expand(-1, n2, -1)
+        if self.setting != "dipart":
+            raise ValueError("all_heads: DiFull heads are separate networks")
+        mods, split, n = dict(self.net.named_modules()), self.lay.split, self.n
+
+        def stacked(t: torch.Tensor) -> torch.Tensor:
+            return torch.cat([cell_slice(t, k, n) for k in range(n2)])
+
+        b = a.shape[0]
+        with contextlib.ExitStack() as stack:
+            if layer is None:
+                inp = a
+                stack.enter_context(_hooked(mods[split], lambda _m, _i, o: stacked(o)))
+            else:
+                inp = Head(self, 0, layer, x)._tiled(b)
+                if layer == split:
+                    stack.enter_context(_hooked(mods[layer], _replacer(
+                        lambda o: stacked(a), layer, a)))
+                else:
+                    stack.enter_context(_hooked(mods[layer], _replacer(lambda o: a, layer)))
+                    stack.enter_context(_hooked(mods[split], lambda _m, _i, o: stacked(o)))
+            out = self.net(inp)
+        return out.view(n2, b, *out.shape[1:]).transpose(0, 1)
+
     def heads(self, layer: str | None, x: torch.Tensor) -> list[Head]:
         """One :class:`Head` per cell at ``layer``, for the grids ``x``."""
         return [Head(self, k, layer, x) for k in range(self.n ** 2)]
