@@ -399,3 +399,42 @@ def test_shared_passes_equal_the_methods_own_calls(setting):
             for lab, m in objs.items():
                 want = m(Head(s, k, layer, g.images), a, g.labels[:, k])
                 torch.testing.assert_close(shared[(k, lab)], want, rtol=1e-5, atol=1e-7)
+
+
+def test_difull_gradcam_at_final_by_hand():
+    """Grad-CAM in DiFull, written out: head k's gradient is zero outside cell k, so its channel
+    weights are cell k's gradient summed over the cell / the stitched map's size; the map then
+    weights every cell's activations with them (the paper's protocol), which marks other cells."""
+    net, g = _cnn(), _grids(2)
+    x = g.images
+    r = localization_test(net, GridSet(x, g.labels, g.sources), ["gradcam"],
+                          settings=["difull"], layers=["final"], aggatt_size=56, **KW)
+    cells = [cell_slice(x, k, 2) for k in range(4)]
+    acts = [net.relu2(net.conv2(net.pool1(net.relu1(net.conv1(c))))) for c in cells]
+    top = torch.cat([acts[0], acts[1]], dim=3)
+    stitched = torch.cat([top, torch.cat([acts[2], acts[3]], dim=3)], dim=2).detach()
+    for k in (0, 3):
+        a = acts[k].detach().requires_grad_(True)
+        score = net.fc2(net.relu3(net.fc1(net.pool2(a).flatten(1))))
+        (gk,) = torch.autograd.grad(score.gather(1, g.labels[:, k:k + 1]).sum(), a)
+        w = gk.sum(dim=(2, 3), keepdim=True) / (stitched.shape[2] * stitched.shape[3])
+        cam = torch.relu((w * stitched).sum(1, keepdim=True))
+        want = localization(F.interpolate(cam, size=(56, 56), mode="bilinear",
+                                          align_corners=False), k, 2)
+        got = r.table[r.table["head"] == k].sort_values("sample")["value"].to_numpy()
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-5)
+        assert (want < 1).all()  # activations of the other cells are weighted too
+
+
+@pytest.mark.slow
+def test_trained_demo_cnn_difull_input_is_exactly_one():
+    from saliency_sanity.demo import demo_model
+
+    trained, ds = demo_model(seed=0, progress=False)
+    grids = make_grids(trained.model, ds.x_test, ds.y_test, n=2, count=16, seed=0)
+    r = localization_test(trained.model, grids, ["gradient", "guided_backprop",
+                                                 "gradient_x_input",
+                                                 ("integrated_gradients", {"steps": 20})],
+                          settings=["difull"], layers=["input"], **KW)
+    assert len(r.table) == 4 * 16 * 2
+    assert (r.table["value"] == 1.0).all()
