@@ -11,7 +11,8 @@ layers called directly (no hooks, no wrappers, no scoring):
 - GridPG: one forward of the grid through the features and the convolutional head (fc1 as a
   7 x 7 convolution, fc2 as 1 x 1, averaged), one backward per head (4 heads);
 - DiFull: per scored head (2: top-left, bottom-right), that cell through the network, one
-  backward;
+  backward (Grad-CAM: first every cell to ``relu2``, the stitched map its channel weights
+  apply to, then per head the rest of the network from its cell's activations);
 - DiPart: one forward of the grid's features, the 2 scored slices through the classifier, one
   backward per head.
 
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from saliency_sanity import localization_test
-from saliency_sanity.grids import GridSet, cell_slice
+from saliency_sanity.grids import GridSet, cell_slice, stitch
 
 
 def _features(net: Any, x: torch.Tensor) -> torch.Tensor:  # up to relu2
@@ -55,6 +56,18 @@ def floor(net: Any, x: torch.Tensor, labels: torch.Tensor, setting: str, method:
     heads = [0, 1, 2, 3] if setting == "gridpg" else [0, 3]
     cam = method == "gradcam"
     out, acts = [], []
+    if setting == "difull" and cam:  # every cell's activations (the stitched map), then heads
+        b = x.shape[0]
+        with torch.no_grad():
+            cells = _features(net, torch.cat([cell_slice(x, k, 2) for k in range(4)]))
+        stitched = stitch(cells, 2)
+        for k in heads:
+            a = cells[k * b:(k + 1) * b].clone().requires_grad_(True)
+            logits = _classify(net, net.pool2(a))
+            (g,) = torch.autograd.grad(logits.gather(1, labels[:, k:k + 1]).sum(), a)
+            w = g.sum(dim=(2, 3), keepdim=True) / (stitched.shape[2] * stitched.shape[3])
+            out.append(torch.relu((w * stitched).sum(1)))
+        return out
     if setting == "difull":
         for k in heads:
             cell = cell_slice(x, k, 2).detach().requires_grad_(not cam)

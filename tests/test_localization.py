@@ -438,3 +438,32 @@ def test_trained_demo_cnn_difull_input_is_exactly_one():
                           settings=["difull"], layers=["input"], **KW)
     assert len(r.table) == 4 * 16 * 2
     assert (r.table["value"] == 1.0).all()
+
+
+@pytest.mark.parametrize("make, layers", [(_cnn, ("relu1", "relu2", "pool2")),
+                                          (_resnet, ("layer1", "layer2"))])
+def test_split_network_equals_the_hooked_network(make, layers):
+    """The rest of the network after a layer (a traced split) gives the heads' logits and
+    gradients of the full network with the layer's output replaced by hooks."""
+    net, g = make(), _grids(2)
+    for setting in ("gridpg", "difull", "dipart"):
+        s = Setting(net, setting, 2, g.images[:, :, :28, :28])
+        hooked = Setting(net, setting, 2, g.images[:, :, :28, :28])
+        for layer in layers:
+            if setting == "dipart" and layer not in ("relu1", "relu2", "pool2", "layer1",
+                                                     "layer2"):
+                continue
+            assert s.rest(layer) is not None
+            hooked._rest[layer] = None  # force the hook path
+            a = s.front(layer, g.images).requires_grad_(True)
+            for k in (0, 3):
+                out = Head(s, k, layer, g.images)(a)
+                ref = Head(hooked, k, layer, g.images)(a)
+                torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+                t = g.labels[:, k]
+                (ga,) = torch.autograd.grad(out.gather(1, t.view(-1, 1)).sum(), a)
+                (gb,) = torch.autograd.grad(ref.gather(1, t.view(-1, 1)).sum(), a)
+                torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-7)
+            if setting != "difull":
+                torch.testing.assert_close(s.all_heads(a, layer, g.images),
+                                           hooked.all_heads(a, layer, g.images))

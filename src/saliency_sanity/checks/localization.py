@@ -183,7 +183,9 @@ def localization_test(
                         out[f"{key}|localization_smoothed"] = localization(sm, k, n).cpu().numpy()
                     inside, _ = masses(up, k, n)
                     out[f"{key}|inside"] = inside.cpu().numpy()
-                    pos = F.adaptive_avg_pool2d(torch.relu(up), agg_hw)
+                    pos = torch.relu(up)
+                    if tuple(pos.shape[2:]) != agg_hw:
+                        pos = F.adaptive_avg_pool2d(pos, agg_hw)
                     out[f"{key}|agg"] = pos[:, 0].float().cpu().numpy()
         return out
 

@@ -2,9 +2,10 @@
 
 - **GridPG**: the whole grid through one network; every head is that network's logits (head k
   explains the class of cell k). A flatten -> linear head is converted into an equivalent
-  convolution slid over the grid's feature map and average-pooled: the first linear layer gets
-  the feature map's (h, w) patches as rows (``F.unfold``), so every later layer of the head
-  runs per position; the positions' logits are averaged. On one cell this is the model itself.
+  convolution slid over the grid's feature map and average-pooled: the first linear layer's
+  weights, viewed as a (h, w) kernel, are convolved with the grid's feature map and its
+  positions handed on as rows, so every later layer of the head runs per position; the
+  positions' logits are averaged. On one cell this is the model itself (to float rounding).
   A model with a global pool takes the grid as it is.
 - **DiFull**: cell k alone through the whole network gives head k: any attribution outside cell
   k is provably wrong.
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layout import Layout, layout, resolve_layer
+from .split import rest_after, same_as_hooks
 
 SETTINGS = ("gridpg", "difull", "dipart")
 
@@ -117,6 +119,9 @@ class Setting(nn.Module):
         self.net, self.setting, self.n = model, setting, int(n)
         self.cell_hw = (int(cell.shape[2]), int(cell.shape[3]))
         self.lay = lay if lay is not None else layout(model, cell[:1])
+        self._cell = cell[:1].detach()
+        self._rest: dict[str, nn.Module | None] = {}
+        self._grid_feat: tuple[int, ...] | None = None
         if split is not None:
             self.lay.split = resolve_layer(model, self.lay, split)
             self.lay.split_shape = self.lay.shapes[split]
@@ -170,18 +175,39 @@ class Setting(nn.Module):
             for h in handles:
                 h.remove()
 
-    def gridpg(self, x: torch.Tensor) -> torch.Tensor:
-        """The GridPG logits (B, classes) of a grid (or of one cell)."""
+    def rest(self, layer: str) -> nn.Module | None:
+        """The network after ``layer`` as a module (:func:`.split.rest_after`), checked once
+        against the hooked network on one cell; None: use forward hooks."""
+        if layer not in self._rest:
+            keep = [m for m in (self.lay.split, self.lay.head, *self.lay.identity_pools) if m]
+            r = rest_after(self.net, layer, keep)
+            if r is not None and not same_as_hooks(r, self.net, layer, self._cell):
+                r = None
+            self._rest[layer] = r
+        return self._rest[layer]
+
+    def gridpg(self, x: torch.Tensor, run: Any = None) -> torch.Tensor:
+        """The GridPG logits (B, classes) of a grid (or of one cell); ``run`` replaces the
+        network (the rest after a layer, given that layer's activations as ``x``)."""
         lay, mods = self.lay, dict(self.net.named_modules())
         rows = [1]
         handles = []
 
-        def unfold(_m: nn.Module, args: Any) -> Any:
-            feat_shape = shapes[-1]
-            feat = args[0].reshape(args[0].shape[0], *feat_shape)
-            patches = F.unfold(feat, lay.kernel)  # (B, K*h*w, L), channel-major like flatten
-            rows[0] = patches.shape[2]
-            return (patches.transpose(1, 2).reshape(-1, patches.shape[1]), *args[1:])
+        conv: list[torch.Tensor] = []
+
+        def take(_m: nn.Module, args: Any) -> Any:  # the linear layer sees one dummy row
+            feat_shape = shapes[-1] if shapes else self._grid_feat
+            if feat_shape is None:
+                raise ValueError("gridpg: the grid's feature map shape is unknown")
+            conv.append(args[0].reshape(args[0].shape[0], *feat_shape))
+            return (args[0].new_zeros(1, _m.in_features), *args[1:])
+
+        def slide(m: nn.Module, _i: Any, _o: Any) -> Any:  # ... and gives the conv's rows
+            feat = conv.pop()
+            w = m.weight.view(m.out_features, feat.shape[1], *lay.kernel)
+            out = F.conv2d(feat, w, m.bias)  # (B, out, P, Q): fc1 at every position
+            rows[0] = out.shape[2] * out.shape[3]
+            return out.permute(0, 2, 3, 1).reshape(-1, out.shape[1])
 
         shapes: list[tuple[int, ...]] = []
         try:
@@ -190,11 +216,14 @@ class Setting(nn.Module):
             if lay.head is not None and lay.kernel is not None:
                 handles.append(mods[lay.split].register_forward_hook(
                     lambda _m, _i, o: shapes.append(tuple(o.shape[1:]))))
-                handles.append(mods[lay.head].register_forward_pre_hook(unfold))
-            out = self.net(x)
+                handles.append(mods[lay.head].register_forward_pre_hook(take))
+                handles.append(mods[lay.head].register_forward_hook(slide))
+            out = (run or self.net)(x)
         finally:
             for h in handles:
                 h.remove()
+        if shapes and self._grid_feat is None and rows[0] > 1:
+            self._grid_feat = shapes[-1]
         if rows[0] > 1:
             out = out.view(x.shape[0], rows[0], *out.shape[1:]).mean(1)
         return out
@@ -251,9 +280,10 @@ class Setting(nn.Module):
         one pass (GridPG: one network; DiPart: the slices stacked into the batch after the split
         point). DiFull heads are separate networks: use :class:`Head` per cell."""
         n2 = self.n ** 2
+        rest = self.rest(layer) if layer is not None else None
         if self.setting == "gridpg":
-            if layer is None:
-                return self.gridpg(a).unsqueeze(1).expand(-1, n2, -1)
+            if layer is None or rest is not None:
+                return self.gridpg(a, run=rest).unsqueeze(1).expand(-1, n2, -1)
             head = Head(self, 0, layer, x)
             x_t = head._tiled(a.shape[0])
             with _hooked(dict(self.net.named_modules())[layer], _replacer(lambda o: a, layer)):
@@ -267,6 +297,13 @@ class Setting(nn.Module):
 
         b = a.shape[0]
         with contextlib.ExitStack() as stack:
+            if rest is not None and layer == split:
+                out = rest(stacked(a))
+                return out.view(n2, b, *out.shape[1:]).transpose(0, 1)
+            if rest is not None:
+                stack.enter_context(_hooked(mods[split], lambda _m, _i, o: stacked(o)))
+                out = rest(a)
+                return out.view(n2, b, *out.shape[1:]).transpose(0, 1)
             if layer is None:
                 inp = a
                 stack.enter_context(_hooked(mods[split], lambda _m, _i, o: stacked(o)))
@@ -319,8 +356,16 @@ class Head(nn.Module):
                 return self.net(cell_slice(a, k, n))
             with _hooked(mods[split], _slicer(k, n)):
                 return self.net(a)
-        x = self._tiled(a.shape[0])
         layer = self.layer
+        rest = s.rest(layer)
+        if rest is not None:
+            if s.setting == "gridpg":
+                return s.gridpg(a, run=rest)
+            if s.setting == "difull" or layer == split:
+                return rest(cell_slice(a, k, n))
+            with _hooked(mods[split], _slicer(k, n)):
+                return rest(a)
+        x = self._tiled(a.shape[0])
         if s.setting == "gridpg":
             with _hooked(mods[layer], _replacer(lambda o: a, layer)):
                 return s.gridpg(x)
