@@ -22,7 +22,7 @@ bypass the layer (a skip connection around it) come from the grid itself, tiled 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -274,12 +274,14 @@ class Setting(nn.Module):
                              f"{a.shape[2]}x{a.shape[3]} on the grid, which does not split into "
                              f"{self.n}x{self.n} equal slices")
 
-    def all_heads(self, a: torch.Tensor, layer: str | None, x: torch.Tensor | None
-                  ) -> torch.Tensor:
-        """Every head's logits (B', n^2, classes) from the activations ``a`` of ``layer`` in
-        one pass (GridPG: one network; DiPart: the slices stacked into the batch after the split
-        point). DiFull heads are separate networks: use :class:`Head` per cell."""
-        n2 = self.n ** 2
+    def all_heads(self, a: torch.Tensor, layer: str | None, x: torch.Tensor | None,
+                  heads: Sequence[int] | None = None) -> torch.Tensor:
+        """The logits of ``heads`` (default: all), (B', len(heads), classes), from the
+        activations ``a`` of ``layer`` in one pass (GridPG: one network; DiPart: the heads'
+        slices stacked into the batch after the split point). DiFull heads are separate
+        networks: use :class:`Head` per cell."""
+        ks = list(range(self.n ** 2)) if heads is None else list(heads)
+        n2 = len(ks)
         rest = self.rest(layer) if layer is not None else None
         if self.setting == "gridpg":
             if layer is None or rest is not None:
@@ -293,7 +295,7 @@ class Setting(nn.Module):
         mods, split, n = dict(self.net.named_modules()), self.lay.split, self.n
 
         def stacked(t: torch.Tensor) -> torch.Tensor:
-            return torch.cat([cell_slice(t, k, n) for k in range(n2)])
+            return torch.cat([cell_slice(t, k, n) for k in ks])
 
         b = a.shape[0]
         with contextlib.ExitStack() as stack:

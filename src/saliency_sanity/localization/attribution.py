@@ -103,10 +103,10 @@ def shared_gradients(setting: Setting, layer: str | None, a: torch.Tensor, x: to
     """The input gradient of every head's target logit from one forward pass of all heads
     (GridPG, DiPart) and one backward pass per head."""
     ag = a.detach().clone().requires_grad_(True)
-    logits = setting.all_heads(ag, layer, x)
+    logits = setting.all_heads(ag, layer, x, heads)
     out = {}
     for i, k in enumerate(heads):
-        score = logits[:, k].gather(1, labels[:, k].view(-1, 1).to(a.device)).sum()
+        score = logits[:, i].gather(1, labels[:, k].view(-1, 1).to(a.device)).sum()
         (g,) = torch.autograd.grad(score, ag, retain_graph=i < len(heads) - 1)
         out[k] = g.detach()
     return out
