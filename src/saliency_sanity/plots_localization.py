@@ -114,7 +114,7 @@ def aggatt_figure(result: CheckResult, setting: str, path: str | os.PathLike | N
             if r == 0:
                 ax.set_title(AGG_LABELS[c] if c < len(AGG_LABELS) else str(c), fontsize=8)
         axes[r, 0].set_ylabel(f"{method}\n{layer}", fontsize=7)
-    fig.suptitle(f"AggAtt, {setting}", fontsize=9)
+    fig.suptitle(f"AggAtt, {setting}", fontsize=9, y=1.01)
     fig.tight_layout()
     if path is not None:
         _save(fig, path)

@@ -179,8 +179,12 @@ class Setting(nn.Module):
         """The network after ``layer`` as a module (:func:`.split.rest_after`), checked once
         against the hooked network on one cell; None: use forward hooks."""
         if layer not in self._rest:
-            keep = [m for m in (self.lay.split, self.lay.head, *self.lay.identity_pools) if m]
-            r = rest_after(self.net, layer, keep)
+            mods = (self.lay.split, self.lay.head, *self.lay.identity_pools)
+            keep = [m for m in mods if m and not layer.startswith(f"{m}.")]
+            split_inside = bool(self.lay.split) and layer.startswith(f"{self.lay.split}.")
+            # DiPart slices the split module's output: it must stay one call in the graph
+            r = None if (split_inside and self.setting == "dipart") else rest_after(
+                self.net, layer, keep)
             if r is not None and not same_as_hooks(r, self.net, layer, self._cell):
                 r = None
             self._rest[layer] = r
