@@ -107,7 +107,8 @@ def floor(net: Any, x: torch.Tensor, labels: torch.Tensor, setting: str, method:
     return out
 
 
-def bench(n_grids: int, repeats: int) -> list[dict[str, Any]]:
+def bench(n_grids: int, repeats: int, settings: tuple[str, ...] = ("gridpg", "difull", "dipart")
+          ) -> list[dict[str, Any]]:
     net = C.demo_cnn(seed=0)
     for p in net.parameters():
         p.requires_grad_(False)
@@ -117,7 +118,7 @@ def bench(n_grids: int, repeats: int) -> list[dict[str, Any]]:
     grids = GridSet(x, labels, torch.zeros_like(labels))
     rows = []
     for method, layer in (("gradient", "input"), ("gradcam", "final")):
-        for setting in ("gridpg", "difull", "dipart"):
+        for setting in settings:
             def ours(method: str = method, layer: str = layer, setting: str = setting) -> Any:
                 return localization_test(net, grids, [method], settings=[setting],
                                          layers=[layer], controls=False, progress=False,
@@ -148,6 +149,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--grids", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--settings", default="gridpg,difull,dipart", help="comma-separated")
     p.add_argument("--json", default=None, help="write the rows here")
     a = p.parse_args()
     C.setup_threads(a.threads)
@@ -155,7 +157,7 @@ def main() -> None:
     repeats = a.repeats or (3 if a.quick else 9)
     C.print_machine(torch.device("cpu"))
     print(f"# grids {n}, repeats {repeats}, threads {a.threads}")
-    rows = bench(n, repeats)
+    rows = bench(n, repeats, tuple(v for v in a.settings.split(",") if v))
     if a.json:
         with open(a.json, "w") as fh:
             json.dump({"machine": C.machine(), "rows": rows}, fh, indent=1)

@@ -111,11 +111,14 @@ def cell_mask(size: tuple[int, int], k: int, n: int, device: Any = None) -> torc
 
 def masses(maps: torch.Tensor, k: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Positive mass inside and outside cell k of upsampled (B, 1, H, W) maps (float64)."""
-    pos = torch.relu(maps.double())[:, 0]
-    mask = cell_mask(tuple(pos.shape[1:]), k, n, pos.device)
-    inside = (pos * mask).sum(dim=(1, 2))
-    outside = (pos * ~mask).sum(dim=(1, 2))
-    return inside, outside
+    pos = torch.relu(maps[:, 0]).double()
+    h, w = pos.shape[1] // n, pos.shape[2] // n
+    r, q = divmod(k, n)
+    rows, cols = slice(r * h, (r + 1) * h), slice(q * w, (q + 1) * w)
+    inside = pos[:, rows, cols].sum(dim=(1, 2))
+    rest = pos.clone()
+    rest[:, rows, cols] = 0
+    return inside, rest.sum(dim=(1, 2))
 
 
 def localization(maps: torch.Tensor, k: int, n: int) -> torch.Tensor:
