@@ -176,7 +176,14 @@ LAYER_ALIASES = ("input", "middle", "final")
 
 def resolve_layer(model: nn.Module, lay: Layout, layer: str) -> str | None:
     """The module name for ``layer`` (None for ``"input"``); clear errors for unknown names,
-    layers that are not spatial or that run more than once."""
+    layers that are not spatial or that run more than once.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3))
+        >>> lay = layout(net, torch.zeros(1, 1, 4, 4))
+        >>> resolve_layer(net, lay, "final"), resolve_layer(net, lay, "input")
+        ('1', None)
+    """
     if not isinstance(layer, str) or not layer:
         raise ValueError(f"layer must be a name ('input', 'middle', 'final' or a module name), "
                          f"got {layer!r}")

@@ -40,14 +40,26 @@ class _Stop(Exception):
 
 
 def cell_slice(t: torch.Tensor, k: int, n: int) -> torch.Tensor:
-    """Cell k (row-major) of a (B, C, n*h, n*w) tensor."""
+    """Cell k (row-major) of a (B, C, n*h, n*w) tensor.
+
+    Example:
+        >>> cell_slice(torch.arange(16.0).view(1, 1, 4, 4), 3, 2).flatten().tolist()
+        [10.0, 11.0, 14.0, 15.0]
+    """
     h, w = t.shape[2] // n, t.shape[3] // n
     r, q = divmod(k, n)
     return t[:, :, r * h:(r + 1) * h, q * w:(q + 1) * w]
 
 
 def stitch(cells: torch.Tensor, n: int) -> torch.Tensor:
-    """(n^2 * B, C, h, w) cells (cell-major) -> (B, C, n*h, n*w)."""
+    """(n^2 * B, C, h, w) cells (cell-major) -> (B, C, n*h, n*w), the inverse of taking
+    :func:`cell_slice` of every cell.
+
+    Example:
+        >>> t = torch.arange(16.0).view(1, 1, 4, 4)
+        >>> torch.equal(stitch(torch.cat([cell_slice(t, k, 2) for k in range(4)]), 2), t)
+        True
+    """
     b = cells.shape[0] // (n * n)
     c, h, w = cells.shape[1:]
     t = cells.view(n, n, b, c, h, w).permute(2, 3, 0, 4, 1, 5)
@@ -323,10 +335,6 @@ class Setting(nn.Module):
                     stack.enter_context(_hooked(mods[split], lambda _m, _i, o: stacked(o)))
             out = self.net(inp)
         return out.view(n2, b, *out.shape[1:]).transpose(0, 1)
-
-    def heads(self, layer: str | None, x: torch.Tensor) -> list[Head]:
-        """One :class:`Head` per cell at ``layer``, for the grids ``x``."""
-        return [Head(self, k, layer, x) for k in range(self.n ** 2)]
 
 
 class Head(nn.Module):

@@ -64,7 +64,14 @@ def _is_gradcam_at_input(method: Any) -> bool:
 
 def gradcam_from_gradient(grad: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
     """Grad-CAM of activations ``a`` from the target's gradient ``grad`` with respect to them:
-    ReLU(sum_c mean_ij(grad_c) a_c), (B, 1, h, w)."""
+    ReLU(sum_c mean_ij(grad_c) a_c), (B, 1, h, w).
+
+    Example:
+        >>> a = torch.ones(1, 2, 2, 2)
+        >>> g = torch.stack([torch.ones(2, 2), -3 * torch.ones(2, 2)])[None]
+        >>> gradcam_from_gradient(g, a).flatten().tolist()  # ReLU(1 - 3)
+        [0.0, 0.0, 0.0, 0.0]
+    """
     return torch.relu((grad.mean(dim=(2, 3), keepdim=True) * a).sum(dim=1, keepdim=True))
 
 

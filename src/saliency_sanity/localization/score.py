@@ -46,7 +46,12 @@ def channel_sum(maps: torch.Tensor, absolute: bool) -> torch.Tensor:
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling (``align_corners=False``) of (B, 1, h, w) maps to ``size``."""
+    """Bilinear upsampling (``align_corners=False``) of (B, 1, h, w) maps to ``size``.
+
+    Example:
+        >>> upsample(torch.ones(1, 1, 2, 2), (4, 4)).shape
+        torch.Size([1, 1, 4, 4])
+    """
     if tuple(maps.shape[2:]) == tuple(size):
         return maps
     return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
@@ -101,7 +106,12 @@ def gaussian_smooth(maps: torch.Tensor, sigma: float, kernel_size: int) -> torch
 
 
 def cell_mask(size: tuple[int, int], k: int, n: int, device: Any = None) -> torch.Tensor:
-    """Boolean (H, W) mask of cell k (row-major) of an n x n grid."""
+    """Boolean (H, W) mask of cell k (row-major) of an n x n grid.
+
+    Example:
+        >>> cell_mask((4, 4), 1, 2).int().tolist()[0]
+        [0, 0, 1, 1]
+    """
     h, w = size[0] // n, size[1] // n
     r, q = divmod(k, n)
     mask = torch.zeros(size, dtype=torch.bool, device=device)
@@ -110,7 +120,13 @@ def cell_mask(size: tuple[int, int], k: int, n: int, device: Any = None) -> torc
 
 
 def masses(maps: torch.Tensor, k: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positive mass inside and outside cell k of upsampled (B, 1, H, W) maps (float64)."""
+    """Positive mass inside and outside cell k of upsampled (B, 1, H, W) maps (float64).
+
+    Example:
+        >>> m = torch.tensor([[[[1.0, -2.0], [3.0, 0.5]]]])
+        >>> [t.item() for t in masses(m, 0, 2)]
+        [1.0, 3.5]
+    """
     pos = torch.relu(maps[:, 0]).double()
     h, w = pos.shape[1] // n, pos.shape[2] // n
     r, q = divmod(k, n)
