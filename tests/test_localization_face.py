@@ -120,3 +120,17 @@ def test_cli_refuses_non_image_data(tmp_path, capsys):
     assert rc == 2
     assert "make_grids needs images (N, C, H, W)" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_demo_localization_part(tmp_path):
+    from saliency_sanity.demo import demo_localization, demo_model
+
+    trained, ds = demo_model(seed=0, progress=False)
+    lines = []
+    r = demo_localization(trained.model, ds, tmp_path / "loc", progress=False, log=lines.append)
+    assert (tmp_path / "loc" / "report.html").is_file() and (tmp_path / "loc" / "grids.npz")
+    t = r.table[(r.table.setting == "difull") & (r.table.layer == "input")
+                & (r.table.metric == "localization") & (r.table.method != "gradcam")]
+    assert (t["value"] == 1.0).all()
+    assert "DiFull gradient at the input 1.000" in lines[0]

@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-critiques", action="store_true",
                    help="skip the critiques (sMPRT, eMPRT, random logit, activation scales, "
                         "ranking)")
+    d.add_argument("--no-localization", action="store_true",
+                   help="skip the localization part (grids of MNIST digits, GridPG and DiFull; "
+                        "written to OUT/localization)")
     _add_common(d)
 
     m = sub.add_parser("model-randomization", help="run the model parameter randomization test")

@@ -61,10 +61,11 @@ def _cmd_demo(args: argparse.Namespace, argv: list[str]) -> int:
     from ..io_inputs import check_output_dir
 
     check_output_dir(args.out)
-    kw = {"critiques": None} if args.no_critiques else {}
+    kw: dict[str, Any] = {"critiques": None} if args.no_critiques else {}
     run = demo_run(args.out, n_samples=args.n_samples, seed=args.seed,
                    cache_dir=args.cache_dir, progress=not args.no_progress,
-                   log=lambda s: print(s, file=sys.stderr), **kw)
+                   log=lambda s: print(s, file=sys.stderr),
+                   localization=not args.no_localization, **kw)
     _print_outputs(run.out)
     print(_summary(run.result))
     return _critique_status(run.outcome, run.out)
