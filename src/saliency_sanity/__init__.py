@@ -18,13 +18,15 @@ _LAZY = {
     "data_randomization_test": ("saliency_sanity.checks", "data_randomization_test"),
     "compare_models": ("saliency_sanity.checks", "compare_models"),
     "faithfulness_test": ("saliency_sanity.checks", "faithfulness_test"),
+    "localization_test": ("saliency_sanity.checks", "localization_test"),
+    "make_grids": ("saliency_sanity.grids", "make_grids"),
     "CheckResult": ("saliency_sanity.checks", "CheckResult"),
     "randomized_models": ("saliency_sanity.randomization", "randomized_models"),
     "discover_blocks": ("saliency_sanity.randomization", "discover_blocks"),
 }
 _SUBMODULES = {"methods", "metrics", "postprocess", "scores", "randomization", "checks", "plots",
                "models", "data", "training", "performance",
-               "faithfulness", "verdicts", "engine", "results"}
+               "faithfulness", "verdicts", "engine", "results", "grids", "localization"}
 
 __all__ = sorted([*_LAZY, *_SUBMODULES, "__version__"])
 

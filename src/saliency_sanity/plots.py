@@ -351,6 +351,10 @@ def save_figures(result: CheckResult, directory: str | os.PathLike) -> list[Path
     """Write the check's figures into ``directory``: for model randomization the cascading grid
     and one similarity curve per metric; for data randomization the side-by-side maps and one bar
     chart per metric."""
+    if result.check == "localization":
+        from .plots_localization import save_localization_figures
+
+        return save_localization_figures(result, directory)
     plt = _plt()
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,8 @@
   Adebayo et al. 2018;
 - :func:`faithfulness_test`, :func:`faithfulness_scores`: perturbation curves (region
   perturbation, pixel flipping, insertion / deletion, ROAD) and their AOPC / ABPC / AUC;
+- :func:`localization_test`: localization on grid images in GridPG, DiFull and DiPart, at the
+  input and at layers (Rao et al. 2022);
 - :func:`smooth_model_randomization_test`, :func:`efficient_model_randomization_test`,
   :func:`random_logit_test`, :func:`activation_scale_analysis`, :func:`method_ranking`: the
   critiques and repairs of the randomization checks.
@@ -14,6 +16,7 @@ from .activation_scales import activation_scale_analysis
 from .data_randomization import compare_models, data_randomization_test
 from .emprt import efficient_model_randomization_test
 from .faithfulness import faithfulness_scores, faithfulness_test
+from .localization import localization_test
 from .model_randomization import model_randomization_test
 from .random_logit import random_logit_test
 from .ranking import method_ranking
@@ -28,6 +31,7 @@ __all__ = [
     "efficient_model_randomization_test",
     "faithfulness_scores",
     "faithfulness_test",
+    "localization_test",
     "method_ranking",
     "model_randomization_test",
     "random_logit_test",

@@ -50,7 +50,7 @@ def _probe(blocks: Sequence[Any]) -> Any:
     """A probe for the engine: per block, the per-channel sum of |a|, the element count per
     channel, and the per-position mean |a| (spatial activations) of one batch."""
 
-    def probe(model: nn.Module, xb: torch.Tensor) -> dict[str, np.ndarray]:
+    def probe(model: nn.Module, xb: torch.Tensor, _unit: Any = None) -> dict[str, np.ndarray]:
         modules = dict(model.named_modules())
         out: dict[str, np.ndarray] = {}
         handles = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..critiques import CritiqueOptions
@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-critiques", action="store_true",
                    help="skip the critiques (sMPRT, eMPRT, random logit, activation scales, "
                         "ranking)")
+    d.add_argument("--no-localization", action="store_true",
+                   help="skip the localization part (grids of MNIST digits, GridPG and DiFull; "
+                        "written to OUT/localization)")
     _add_common(d)
 
     m = sub.add_parser("model-randomization", help="run the model parameter randomization test")
@@ -237,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ._faithfulness import add_parser as _add_faithfulness
 
     _add_faithfulness(sub)
+    _add_localization(sub)
 
     sub.add_parser("list", help="list the methods, scores, init schemes and data sets")
 
@@ -248,3 +252,45 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--margin", type=float, default=0.1,
                     help="verdict margin as a fraction of (perfect - null) similarity (0.1)")
     return parser
+
+
+def _add_localization(sub: Any) -> None:
+    from .. import methods
+
+    p = sub.add_parser("localization",
+                       help="localization on grid images in GridPG, DiFull and DiPart "
+                            "(Rao et al. 2022)")
+    p.add_argument("--model", required=True,
+                   help="'package.module:factory', 'file.py:factory' or a TorchScript file")
+    p.add_argument("--model-kwargs", default=None, help="JSON keyword arguments for the factory")
+    p.add_argument("--weights", default=None, help="state_dict file (loaded weights_only)")
+    p.add_argument("--unsafe-load", action="store_true",
+                   help="allow pickled checkpoints (runs code from the file: trusted files only)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="labelled images to build grids from: a built-in data set "
+                                    "name, a folder of class folders, or an .npz with x and y")
+    src.add_argument("--grids", help="a saved grid set (.npz with images, labels, sources)")
+    p.add_argument("--grid", type=int, default=2, help="cells per side (2)")
+    p.add_argument("--count", type=int, default=32, help="grids to build (32)")
+    p.add_argument("--confidence", type=float, default=0.99,
+                   help="softmax probability every cell's image must reach (0.99)")
+    p.add_argument("--size", type=int, default=None, help="resize folder images to SIZE x SIZE")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                   help="convert folder images to 1 or 3 channels")
+    p.add_argument("--settings", default="gridpg,difull,dipart",
+                   help="comma-separated, from gridpg, difull, dipart")
+    p.add_argument("--layers", default="input,middle,final",
+                   help="comma-separated: input, middle, final or module names")
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated, from: {', '.join(methods.list())} (default: all that "
+                        "apply)")
+    p.add_argument("--controls", default="none",
+                   help="comma-separated controls, 'none' (default) or 'default'")
+    p.add_argument("--smoothing", default="none",
+                   help="'none', 'default' (Gaussian, sigma a tenth of the cell side) or a "
+                        "sigma in pixels: adds localization_smoothed")
+    p.add_argument("--split", default=None, help="DiPart's split module (default: automatic)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the model's)")
+    p.add_argument("--out", required=True, help="run directory to write")
+    _add_common(p)

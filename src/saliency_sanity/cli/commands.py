@@ -61,10 +61,11 @@ def _cmd_demo(args: argparse.Namespace, argv: list[str]) -> int:
     from ..io_inputs import check_output_dir
 
     check_output_dir(args.out)
-    kw = {"critiques": None} if args.no_critiques else {}
+    kw: dict[str, Any] = {"critiques": None} if args.no_critiques else {}
     run = demo_run(args.out, n_samples=args.n_samples, seed=args.seed,
                    cache_dir=args.cache_dir, progress=not args.no_progress,
-                   log=lambda s: print(s, file=sys.stderr), **kw)
+                   log=lambda s: print(s, file=sys.stderr),
+                   localization=not args.no_localization, **kw)
     _print_outputs(run.out)
     print(_summary(run.result))
     return _critique_status(run.outcome, run.out)
@@ -173,6 +174,59 @@ def _cmd_data_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _smoothing(text: str) -> object:
+    if text in ("none", ""):
+        return None
+    if text == "default":
+        return True
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--smoothing must be 'none', 'default' or a sigma in pixels, got "
+                         f"{text!r}") from None
+
+
+def _cmd_localization(args: argparse.Namespace, argv: list[str]) -> int:
+    from ..checks import localization_test
+    from ..grids import load_grids, make_grids
+    from ..io_inputs import check_output_dir, load_data, load_model, parse_kwargs
+    from ..report import write_run
+    from ..report.localization import summary_table
+
+    out = check_output_dir(args.out)
+    smoothing = _smoothing(args.smoothing)
+    _check_device(args.device)
+    model = load_model(args.model, weights=args.weights, unsafe_load=args.unsafe_load,
+                       kwargs=parse_kwargs(args.model_kwargs))
+    if args.grids:
+        grids, desc = load_grids(args.grids), f"grids from {args.grids}"
+    else:
+        x, y, desc = load_data(args.data, n=None, seed=args.seed, size=args.size,
+                               channels=args.channels, warn_if_fewer=False)
+        if y is None or bool((y < 0).any()):
+            raise ValueError(f"--data {args.data}: grids need labelled images (class folders "
+                             "or an .npz with y)")
+        grids = make_grids(model, x, y, n=args.grid, count=args.count,
+                           confidence=args.confidence, seed=args.seed)
+    result = localization_test(
+        model, grids, methods=_csv(args.methods), settings=_csv(args.settings) or [],
+        layers=_csv(args.layers) or [], smoothing=smoothing, seed=args.seed,
+        run_dir=args.out, split=args.split, batch_size=args.batch_size, device=args.device,
+        controls=_controls(args.controls), progress=not args.no_progress)
+    result.settings["model"] = {"spec": args.model, "weights": args.weights}
+    result.settings["data"] = desc
+    run = write_run(result, out, command=["saliency-sanity", *argv])
+    grids.save(run / "grids.npz")
+    _print_outputs(run)
+    print(f"  grids:   {run / 'grids.npz'}")
+    s = summary_table(result)
+    for metric, g in s.groupby("metric", sort=False):
+        print(f"mean {metric} (chance {result.settings['chance']:.3g}):")
+        print(g.pivot_table(index=["setting", "layer"], columns="method", values="mean")
+              .round(3).to_string())
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace, argv: list[str]) -> int:
     from .. import data, methods, scores
     from ..randomization import init_schemes, orders
@@ -241,6 +295,7 @@ _COMMANDS = {
     "faithfulness": _cmd_faithfulness,
     "model-randomization": _cmd_model_randomization,
     "data-randomization": _cmd_data_randomization,
+    "localization": _cmd_localization,
     "list": _cmd_list,
     "report": _cmd_report,
 }
@@ -255,6 +310,10 @@ def _summary(result: Any, margin: float = 0.1) -> str:
         from ..report.faithfulness import format_faithfulness_summary
 
         return format_faithfulness_summary(result)
+    if result.check == "localization":
+        from ..report.localization import summary_table
+
+        return summary_table(result).round(3).to_string(index=False)
     if result.check != "model_randomization":
         return format_summary(result, margin=margin)
     return format_stage_summary(result) + "\n\n" + format_summary(result, margin=margin)

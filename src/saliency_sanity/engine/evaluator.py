@@ -115,7 +115,9 @@ class RunOutput:
     peak_held: int = 0  # the most stage models the plan held at once
 
 
-Probe = Callable[[nn.Module, torch.Tensor], Mapping[str, np.ndarray]]
+#: ``probe(model, xb, unit)``: arrays measured on one batch (run without gradients; a probe that
+#: needs them enables them itself)
+Probe = Callable[[nn.Module, torch.Tensor, "Unit"], Mapping[str, np.ndarray]]
 #: ``curves(model, xb, targets, maps, unit)`` yields ``(method, metric, x_labels, values)``: a
 #: curve per sample, values (B, K), one row per sample and point k (``stage = k``, ``layer =
 #: x_labels[k]``), e.g. the model's score as a map's most relevant pixels are removed
@@ -227,7 +229,7 @@ class Evaluator:
                 tb_in = fixed if self.target_mode == "fixed" else None
             if self.probe is not None:
                 with torch.no_grad():
-                    for name, arr in self.probe(model, xb).items():
+                    for name, arr in self.probe(model, xb, unit).items():
                         chunk[f"probe|{view.key}|{name}"] = arr
                 on_step()
                 continue

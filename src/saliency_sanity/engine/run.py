@@ -41,6 +41,8 @@ def execute(
     desc: str | None = None,
     more_settings: Callable[[RunOutput], Mapping[str, Any]] | None = None,
     curves: Any = None,
+    probe: Any = None,
+    post: Callable[[RunOutput], RunOutput] | None = None,
 ) -> CheckResult:
     """Run a check's units through the evaluator and return its :class:`CheckResult`.
 
@@ -49,6 +51,11 @@ def execute(
     unit is written to the run directory's store, a run started again resumes from the units
     done, a finished identical run is loaded instead of recomputed, and the result is saved
     there at the end.
+
+    ``probe`` (arrays per unit, see :class:`~.evaluator.Evaluator`) and ``post`` (turns the
+    finished :class:`RunOutput` into the one the result is made of, e.g. a check whose table is
+    built from probe arrays) are for checks whose units measure something other than pairs of
+    maps.
     """
     runner = make_runner(config, x.device)  # before any file is written: a missing extra
     n_examples = max(0, min(config.n_examples, int(x.shape[0])))
@@ -78,9 +85,12 @@ def execute(
         out = evaluate(plan, views, pairs, x, target, target_mode, method_objs, score_objs,
                        units, config.seed, n_examples, on_step=lambda: bar.update(1),
                        store=store, targets=targets, reuse_bytes=reuse_bytes,
-                       curves=curves, runner=runner, dtype=config.autocast_dtype)
+                       curves=curves, probe=probe, runner=runner,
+                       dtype=config.autocast_dtype)
     finally:
         bar.close()
+    if post is not None:
+        out = post(out)
     full["fingerprint"] = fp
     full["engine"] = {"units": len(units), "stage_models_held_at_most": out.peak_held}
     if config.backend != "local":  # recorded outside the fingerprint: runs resume across

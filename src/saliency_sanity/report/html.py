@@ -282,6 +282,11 @@ def render_report(result: CheckResult, figures: list[tuple[str, bytes]] | None =
         figures = _figures_from_result(result)
     if result.check == "faithfulness":
         return _page(title or "Faithfulness", _faithfulness_body(result, figures, critiques))
+    if result.check == "localization":
+        from .localization import render_localization
+
+        return render_localization(result, figures, _CSS + _SUMMARY_CSS,
+                                   _settings_section(result), title)
     v = verdicts(result, margin=margin, min_samples=min_samples)
     name = title or {"model_randomization": "Model parameter randomization test",
                      "data_randomization": "Data randomization test"}.get(result.check,

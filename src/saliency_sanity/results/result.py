@@ -15,6 +15,21 @@ import pandas as pd
 from .._io import atomic_write, write_json
 
 COLUMNS = ["method", "stage", "layer", "sample", "metric", "value"]
+#: checks whose table has other key columns than ``COLUMNS`` (always with method, sample,
+#: metric and value): the localization check has a setting and a head instead of a stage
+CHECK_COLUMNS = {
+    "localization": ["method", "setting", "layer", "sample", "head", "metric", "value"],
+}
+
+
+def columns_for(check: str) -> list[str]:
+    """The table columns of a check's result.
+
+    Example:
+        >>> columns_for("model_randomization") == COLUMNS
+        True
+    """
+    return list(CHECK_COLUMNS.get(check, COLUMNS))
 
 
 @dataclass
@@ -23,7 +38,9 @@ class CheckResult:
 
     Attributes:
         table: one row per (method, stage, sample, metric) with exactly the columns
-            ``method, stage, layer, sample, metric, value``.
+            ``method, stage, layer, sample, metric, value`` (another check's columns:
+            :func:`columns_for`, e.g. localization's ``method, setting, layer, sample, head,
+            metric, value``).
         settings: everything needed to reproduce the run (JSON-able).
         stages: one dict per stage: index, block, layers, output_change, unchanged.
         examples: maps kept for figures: ``{"inputs": (n, ...), "targets": {stage: (n,)},
@@ -52,14 +69,13 @@ class CheckResult:
         ``null=True`` summarizes the null reference instead of the table."""
         from scipy import stats
 
-        cols = ["method", "stage", "layer", "metric", "mean", "std", "n", "n_nan", "lo", "hi"]
+        keys = [c for c in columns_for(self.check) if c not in ("sample", "value")]
+        cols = [*keys, "mean", "std", "n", "n_nan", "lo", "hi"]
         table = self.null if null else self.table
         if table is None or table.empty:
             return pd.DataFrame(columns=cols)
         rows = []
-        for (method, stage, layer, metric), g in table.groupby(
-            ["method", "stage", "layer", "metric"], sort=False
-        ):
+        for key, g in table.groupby(keys, sort=False):
             v = g["value"].to_numpy(dtype=float)
             ok = v[~np.isnan(v)]
             n = ok.size
@@ -68,10 +84,7 @@ class CheckResult:
             half = (
                 float(stats.t.ppf(0.5 + ci / 2, n - 1) * std / math.sqrt(n)) if n > 1 else math.nan
             )
-            rows.append(
-                [method, stage, layer, metric, mean, std, n, int(v.size - n), mean - half,
-                 mean + half]
-            )
+            rows.append([*key, mean, std, n, int(v.size - n), mean - half, mean + half])
         return pd.DataFrame(rows, columns=cols)
 
     # ----------------------------------------------------------------------------- persistence
@@ -84,7 +97,7 @@ class CheckResult:
         """
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        table = self.table[COLUMNS]
+        table = self.table[columns_for(self.check)]
         writes: list[tuple[str, Any]] = [
             ("results.csv", lambda p: table.to_csv(p, index=False)),
         ]
@@ -122,9 +135,10 @@ class CheckResult:
             raise FileNotFoundError(
                 f"{d} is not a saliency-sanity run directory: missing {', '.join(missing)}"
             )
-        table = _read_table(d / "results.csv")
-        null = _read_table(d / "null.csv") if (d / "null.csv").is_file() else None
         meta = json.loads((d / "run.json").read_text(encoding="utf-8"))
+        cols = columns_for(meta.get("check", ""))
+        table = _read_table(d / "results.csv", cols)
+        null = _read_table(d / "null.csv", cols) if (d / "null.csv").is_file() else None
         examples: dict[str, Any] = {}
         if (d / "examples.npz").is_file():
             with np.load(d / "examples.npz", allow_pickle=False) as z:
@@ -133,13 +147,14 @@ class CheckResult:
                    stages=meta.get("stages", []), examples=examples, null=null)
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_table(path: Path, columns: list[str] = COLUMNS) -> pd.DataFrame:
     try:
-        table = pd.read_csv(path, dtype={"method": str, "layer": str, "metric": str})
+        table = pd.read_csv(path, dtype={"method": str, "layer": str, "metric": str,
+                                         "setting": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not a readable results table: {err}") from err
-    if list(table.columns) != COLUMNS:
-        raise ValueError(f"{path} has columns {list(table.columns)}, expected {COLUMNS}")
+    if list(table.columns) != columns:
+        raise ValueError(f"{path} has columns {list(table.columns)}, expected {columns}")
     table["layer"] = table["layer"].fillna("")
     return table
 
