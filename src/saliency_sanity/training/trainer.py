@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import Dataset
+from .adversarial import PGD, robust_accuracy
 from .config import TrainConfig, TrainResult
 
 _FORMAT = 1  # bump when the training procedure changes: old cache entries are then not reused
@@ -138,6 +139,7 @@ def cache_key(
     config: TrainConfig,
     model_kwargs: dict[str, Any] | None = None,
     init_hash: str | None = None,
+    adversarial: PGD | None = None,
 ) -> str:
     """The cache key of a run: readable prefix + hash of architecture, data, labels, settings.
 
@@ -166,9 +168,13 @@ def cache_key(
         "config": dataclasses.asdict(config),
         "torch": torch.__version__.split("+")[0],
     }
+    if adversarial is not None:  # absent for standard training: earlier cache keys stay valid
+        payload["adversarial"] = adversarial.settings()
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=repr).encode())
     short = desc["name"].rsplit(".", 1)[-1].replace("<", "").replace(">", "")
     labels = "true" if config.label_seed is None else f"rand{config.label_seed}"
+    if adversarial is not None:
+        labels += f"-pgd{adversarial.norm}"
     return f"{short}-{dataset.name}-{labels}-{digest.hexdigest()[:16]}"
 
 
@@ -211,6 +217,7 @@ def train(
     progress: bool = True,
     *,
     model_kwargs: dict[str, Any] | None = None,
+    adversarial: PGD | None = None,
     _stop_after_epochs: int | None = None,
 ) -> TrainResult:
     """Train a model on ``dataset`` (true or seeded-permuted labels) with caching and resume.
@@ -221,6 +228,10 @@ def train(
     ``cache_dir``: where checkpoints go (``None`` = ``default_cache_dir()``, ``False`` = no
     checkpoints). A finished run found there is loaded (``from_cache=True``) instead of retrained;
     an unfinished one is resumed from its last epoch. ``progress`` shows a tqdm bar on stderr.
+    ``adversarial``: a :class:`~saliency_sanity.training.PGD` attack for adversarial training
+    (each batch replaced by its perturbation; random starts from a generator seeded from
+    ``config.seed`` and checkpointed); the result then has ``robust_test_acc`` (PGD on the test
+    set after the last epoch) next to ``test_acc``.
 
     Example:
         >>> from saliency_sanity import data
@@ -236,7 +247,10 @@ def train(
     if isinstance(factory_name_or_callable, str):
         kwargs.setdefault("num_classes", dataset.num_classes)
     model = _build(factory_name_or_callable, kwargs, config.seed)
-    key = cache_key(factory_name_or_callable, dataset, config, kwargs, _state_hash(model))
+    if adversarial is not None and not isinstance(adversarial, PGD):
+        raise TypeError(f"adversarial must be a training.PGD, got {type(adversarial).__name__}")
+    key = cache_key(factory_name_or_callable, dataset, config, kwargs, _state_hash(model),
+                    adversarial)
 
     y_train = dataset.y_train.long()
     if config.label_seed is not None:
@@ -245,6 +259,7 @@ def train(
 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     shuffle = torch.Generator().manual_seed(config.seed)
+    adv_gen = torch.Generator().manual_seed(config.seed + 7919)  # PGD random starts
     history: list[dict[str, Any]] = []
     start = 0
     rng_state: torch.Tensor | None = None
@@ -266,6 +281,7 @@ def train(
                     test_acc=float(state["test_acc"]),
                     epochs=int(state["epoch"]),
                     reached_target=bool(state["reached_target"]),
+                    robust_test_acc=state.get("robust_test_acc"),
                     from_cache=True,
                     key=key,
                     history=history,
@@ -273,6 +289,7 @@ def train(
                 )
             optimizer.load_state_dict(state["optimizer"])
             shuffle.set_state(state["shuffle_rng"])
+            adv_gen.set_state(state.get("adv_rng", adv_gen.get_state()))
             rng_state = state["global_rng"]
             start = int(state["epoch"])
 
@@ -284,6 +301,7 @@ def train(
     )
     n, bs = len(y_train), config.batch_size
     train_acc = test_acc = float("nan")
+    robust_acc: float | None = None
     reached = False
     try:
         with torch.random.fork_rng(devices=[]):  # model-internal randomness only, caller unaffected
@@ -298,7 +316,10 @@ def train(
                 total_loss = 0.0
                 for i in range(0, n, bs):
                     idx = perm[i : i + bs]
-                    loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+                    xb = x_train[idx]
+                    if adversarial is not None:
+                        xb = adversarial.perturb(model, xb, y_train[idx], adv_gen)
+                    loss = F.cross_entropy(model(xb), y_train[idx])
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -318,6 +339,9 @@ def train(
                 target = config.target_train_acc
                 reached = target is not None and train_acc >= target
                 done = reached or epoch + 1 == config.epochs
+                if done and adversarial is not None:
+                    robust_acc = robust_accuracy(model, adversarial, x_test, y_test, config.seed)
+                    history[-1]["robust_test_acc"] = robust_acc
                 if path is not None:
                     _save_atomic(
                         {
@@ -325,6 +349,8 @@ def train(
                             "model": model.state_dict(),
                             "optimizer": optimizer.state_dict(),
                             "shuffle_rng": shuffle.get_state(),
+                            "adv_rng": adv_gen.get_state(),
+                            "robust_test_acc": robust_acc,
                             "global_rng": torch.random.get_rng_state(),
                             "epoch": epoch + 1,
                             "history": history,
@@ -362,6 +388,7 @@ def train(
         test_acc=test_acc,
         epochs=len(history),
         reached_target=reached,
+        robust_test_acc=robust_acc,
         from_cache=False,
         key=key,
         history=history,
