@@ -21,7 +21,7 @@ LAYERS = {
     "metrics": 1, "postprocess": 1, "scores": 1, "methods": 1, "models": 1, "data": 1,
     "randomization": 1, "faithfulness": 1,
     "training": 2, "results": 2, "io_inputs": 2, "io_models": 2,
-    "plots": 3, "plots_critiques": 3, "engine": 3,
+    "plots": 3, "plots_critiques": 3, "plots_shah": 3, "engine": 3,
     "checks": 4,
     "critiques": 5, "verdicts": 5,
     "report": 6,
