@@ -241,8 +241,10 @@ def diffroar(
         original: the model that ranks the coordinates; ``None`` trains one on the original
             data with ``trainer`` (seed ``seed``) and ``adversarial`` (a ``training.PGD`` for a
             robust original; retrainings are always standard).
-        run_dir: where unit rows (``units/``) and trained models (``models/``) go; rerunning
-            with the same ``run_dir`` resumes. ``cache_dir``: where models go without run_dir.
+        run_dir: where unit rows (``units/``), attributions and trained models (``models/``,
+            unless ``cache_dir`` is given) go; rerunning with the same ``run_dir`` resumes.
+            ``cache_dir``: where trained models go (runs sharing it share the k = 1
+            retrainings); default ``run_dir/models``, or the user cache without a run_dir.
         per, fill: ``"coordinate"`` / ``"pixel"`` ranking; ``"scalar"`` / ``"channel"`` mean.
 
     The run is invalid (``settings["valid"] = False``, reason in ``settings["invalid_reason"]``)
@@ -270,7 +272,7 @@ def diffroar(
     if isinstance(model_factory, str):
         kw.setdefault("num_classes", ds.num_classes)
     rd = Path(run_dir) if run_dir is not None else None
-    models_dir: Any = rd / "models" if rd is not None else cache_dir
+    models_dir: Any = cache_dir if cache_dir is not None or rd is None else rd / "models"
     attr_dir = (rd / "attributions" if rd is not None else
                 None if cache_dir is False else
                 Path(cache_dir or training.default_cache_dir()) / "attributions")

@@ -61,7 +61,7 @@ def add_parsers(sub: Any) -> None:
                    help="removed coordinates get the training mean: one scalar or per channel")
     d.add_argument("--no-robust", action="store_true", help="skip the robust model")
     d.add_argument("--no-random-control", action="store_true", help="skip the random-map control")
-    _add_model(d, n_train=1000, n_test=500, epochs=3, width=0.25)
+    _add_model(d, n_train=1000, n_test=500, epochs=4, width=0.25)
     _add_attack(d, eps=0.2, steps=5)
 
     b = sub.add_parser("blockmnist", help="BlockMNIST: signal-block share of the gradient of a "
@@ -117,10 +117,11 @@ def _cmd_diffroar(args: argparse.Namespace, argv: list[str]) -> int:
         plan.append(("random", "random", None))
     from pathlib import Path
 
+    models = args.cache_dir or Path(args.out) / "models"  # shared: k = 1 runs are trained once
     for label, method, adv in plan:
         print(f"diffroar: {label} ({method})", file=sys.stderr)
         runs[label] = diffroar("mnist_cnn", ds, None, method, run_dir=Path(args.out) / label,
-                               adversarial=adv, **common)
+                               adversarial=adv, cache_dir=models, **common)
     seconds = time.perf_counter() - t0
     out = write_diffroar_run(runs, args.out, command=["saliency-sanity", *argv],
                              extra={"wall_seconds": seconds, "data": args.data})
