@@ -70,7 +70,7 @@ def blockmnist_experiment(
     p_top: float = 0.5,
     architecture: str = "mnist_cnn",
     width: float = 0.25,
-    epochs: int = 6,
+    epochs: int = 8,
     attack: Any = None,
     method: Any = "gradient",
     top_k: float = 0.1,
@@ -83,8 +83,8 @@ def blockmnist_experiment(
 
     Returns ``{"table": per-image shares (model, image, mass_share, topk_share, signal_top),
     "summary": per model mean / median shares with test and robust accuracy, "maps": {model:
-    tensor}, "x", "y", "mask", "settings"}``. ``attack``: a ``training.PGD`` (default l-inf,
-    eps 0.2, 5 steps of 0.1, no random start). Maps are ``|method|`` of the true label's logit.
+    tensor}, "x", "y", "mask", "settings"}``. ``attack``: a ``training.PGD`` (default l2,
+    eps 1.0, 5 steps of 0.5, no random start). Maps are ``|method|`` of the true label's logit.
     Both models train ``epochs`` epochs (Adam lr 1e-3, batch 64, seed ``seed``); with
     ``target_train_acc`` they stop there, and a model that never reaches it makes the outcome
     invalid (``settings["valid"]``).
@@ -96,8 +96,7 @@ def blockmnist_experiment(
     from .. import training
     from ..data import load_blockmnist
 
-    attack = attack if attack is not None else training.PGD("linf", eps=0.2, steps=5,
-                                                             step_size=0.1)
+    attack = attack if attack is not None else training.PGD("l2", eps=1.0, steps=5)
     ds = load_blockmnist(n_train, n_test, base, classes, p_top, seed)
     cfg = training.TrainConfig(epochs=epochs, target_train_acc=target_train_acc, seed=seed)
     kw = {"width": width, "input_size": (56, 28)}

@@ -14,10 +14,10 @@ from typing import Any
 EXIT_INVALID = 3
 
 
-def _add_attack(p: argparse.ArgumentParser, eps: float, steps: int) -> None:
+def _add_attack(p: argparse.ArgumentParser, norm: str, eps: float, steps: int) -> None:
     g = p.add_argument_group("robust model (PGD adversarial training)")
-    g.add_argument("--attack", choices=["linf", "l2"], default="linf",
-                   help="PGD norm of the robust model (linf)")
+    g.add_argument("--attack", choices=["linf", "l2"], default=norm,
+                   help=f"PGD norm of the robust model ({norm})")
     g.add_argument("--eps", type=float, default=eps, help=f"PGD radius ({eps})")
     g.add_argument("--pgd-steps", type=int, default=steps, help=f"PGD steps ({steps})")
     g.add_argument("--pgd-step-size", type=float, default=None,
@@ -62,7 +62,7 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("--no-robust", action="store_true", help="skip the robust model")
     d.add_argument("--no-random-control", action="store_true", help="skip the random-map control")
     _add_model(d, n_train=1000, n_test=500, epochs=4, width=0.25)
-    _add_attack(d, eps=0.2, steps=5)
+    _add_attack(d, "linf", eps=0.2, steps=5)
 
     b = sub.add_parser("blockmnist", help="BlockMNIST: signal-block share of the gradient of a "
                                           "standard and a robust model (Shah et al. 2021)")
@@ -74,8 +74,8 @@ def add_parsers(sub: Any) -> None:
     b.add_argument("--method", default="gradient", help="attribution method (gradient)")
     b.add_argument("--top-k", type=float, default=0.1,
                    help="fraction of pixels counted by the top-k share (0.1)")
-    _add_model(b, n_train=2000, n_test=500, epochs=5, width=0.25)
-    _add_attack(b, eps=0.2, steps=5)
+    _add_model(b, n_train=2000, n_test=500, epochs=8, width=0.25)
+    _add_attack(b, "l2", eps=1.0, steps=5)
 
 
 def _attack(args: argparse.Namespace) -> Any:
