@@ -20,7 +20,7 @@ from torch import nn
 
 from saliency_sanity import data, training
 from saliency_sanity.checks import _masking as mk
-from saliency_sanity.checks.diffroar import diffroar, plan_units, summarize
+from saliency_sanity.checks.roar import diffroar, plan_units, summarize
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -142,7 +142,7 @@ _SCRIPT = textwrap.dedent("""
     import json, sys, torch
     torch.set_num_threads(1)
     from saliency_sanity import data, training
-    from saliency_sanity.checks.diffroar import diffroar
+    from saliency_sanity.checks.roar import diffroar
     ds = data.load("mnist", n_train=600, n_test=200)
     r = diffroar("mnist_mlp", ds, None, "gradient", ks=(1.0, 0.5, 0.2), repeats=2,
                  trainer=training.TrainConfig(epochs=3, target_train_acc=None),

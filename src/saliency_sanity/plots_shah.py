@@ -19,7 +19,7 @@ _STYLES = {"standard": {"color": "C0", "marker": "o"}, "robust": {"color": "C3",
 def plot_diffroar(summaries: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """DiffROAR(k) per model (mean with a band of mean +- std over the pooled repeat pairs).
 
-    ``summaries``: label -> a summary table (``checks.diffroar`` ``summary``: columns ``k``,
+    ``summaries``: label -> a summary table (``checks.diffroar(...).summary``: columns ``k``,
     ``diffroar``, ``diffroar_lo``, ``diffroar_hi``).
 
     Example:

@@ -93,7 +93,7 @@ def _config(args: argparse.Namespace) -> Any:
 
 def _cmd_diffroar(args: argparse.Namespace, argv: list[str]) -> int:
     from .. import data
-    from ..checks.diffroar import diffroar
+    from ..checks.roar import diffroar
     from ..io_inputs import check_output_dir
     from ..report.shah import write_diffroar_run
 

@@ -68,7 +68,7 @@ def diffroar_section(summary: pd.DataFrame, settings: Mapping[str, Any]) -> str:
 def write_diffroar_run(results: Mapping[str, Any], out: str | os.PathLike,
                        command: Sequence[str] | None = None,
                        extra: Mapping[str, Any] | None = None) -> Path:
-    """Write the combined run directory of several :class:`~saliency_sanity.checks.diffroar`
+    """Write the combined run directory of several :func:`~saliency_sanity.checks.diffroar`
     results (label -> DiffRoarResult): tables, figures, report.
 
     Example:
