@@ -84,6 +84,9 @@ def test_wrong_attribution_shape_and_bad_arguments():
     ds = data.load("mnist", n_train=8, n_test=4)
     with pytest.raises(ValueError, match="k must be"):  # before any training
         diffroar("mnist_mlp", ds, None, "gradient", ks=(1.0, 0.0), cache_dir=False)
+    with pytest.raises(ValueError, match="not both"):
+        diffroar("mnist_mlp", ds, None, "gradient", original=nn.Linear(2, 2),
+                 adversarial=training.PGD(), cache_dir=False)
     with pytest.raises(TypeError, match="TrainConfig"):
         diffroar("mnist_mlp", ds, None, "gradient", trainer={"epochs": 1}, cache_dir=False)
 
@@ -235,3 +238,21 @@ def test_cli_bad_input_is_a_clear_error(tmp_path, capsys, args, message):
     assert main([*args, "--out", str(tmp_path / "x"), *_CLI_TINY]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x" / "results.csv").exists()
+
+
+def test_given_original_model_and_tensor_pairs_leave_the_model_untouched():
+    ds = data.load("mnist", n_train=48, n_test=24)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    net.train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    r = diffroar("mnist_mlp", (ds.x_train, ds.y_train), (ds.x_test, ds.y_test), "gradient",
+                 ks=(0.5,), repeats=1, original=net, model_kwargs={"width": 0.02},
+                 trainer=training.TrainConfig(epochs=1, target_train_acc=None),
+                 cache_dir=False, progress=False)
+    assert net.training and all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert r.settings["original_fingerprint"] == mk.model_fingerprint(net)
+    assert r.settings["original"] == {} and len(r.table) == 2
+    with pytest.raises(TypeError, match=r"\(x, y\) pairs"):
+        diffroar("mnist_mlp", ds.x_train, None, "gradient", cache_dir=False)

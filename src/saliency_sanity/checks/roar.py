@@ -263,6 +263,9 @@ def diffroar(
     from .. import training
 
     units = plan_units(ks, repeats, seed)  # validates ks and repeats first
+    if original is not None and adversarial is not None:
+        raise ValueError("give either original= (a trained model) or adversarial= (to train a "
+                         "robust original), not both: the attack would not be used")
     ds = _as_dataset(train, test)
     cfg = trainer if trainer is not None else training.TrainConfig(epochs=4,
                                                                   target_train_acc=None)
