@@ -46,10 +46,12 @@ def diffroar_section(summary: pd.DataFrame, settings: Mapping[str, Any]) -> str:
         True
     """
     rows = [[e(r["model"]), _num(r["k"], 2), _num(r["diffroar"]), _num(r["diffroar_std"]),
-             _num(r["repeat_spread"]), _num(r["kar"]), _num(r["roar"])]
+             _num(r["repeat_spread"]), "yes" if r["within_spread"] else "no",
+             _num(r["kar"]), _num(r["roar"])]
             for _, r in summary.iterrows()]
-    table = _table(["model", "k", "DiffROAR", "std (pairs)", "repeat spread", "KAR acc(top-k)",
-                    "acc(bottom-k)"], rows, numeric=[False] + [True] * 6)
+    table = _table(["model", "k", "DiffROAR", "std (pairs)", "repeat spread",
+                    "|DiffROAR| &le; spread", "KAR acc(top-k)", "acc(bottom-k)"], rows,
+                   numeric=[False] + [True] * 4 + [False] + [True] * 2)
     notes = []
     for label, run in settings.get("runs", {}).items():
         orig = run.get("original") or {}
