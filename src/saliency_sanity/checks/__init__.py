@@ -8,11 +8,14 @@
   input and at layers (Rao et al. 2022);
 - :func:`smooth_model_randomization_test`, :func:`efficient_model_randomization_test`,
   :func:`random_logit_test`, :func:`activation_scale_analysis`, :func:`method_ranking`: the
-  critiques and repairs of the randomization checks.
+  critiques and repairs of the randomization checks;
+- :func:`diffroar` (ROAR / KAR / DiffROAR with retraining) and :func:`signal_share`
+  (BlockMNIST): Shah, Jain, Netrapalli 2021.
 """
 
 from ..results import COLUMNS, CheckResult
 from .activation_scales import activation_scale_analysis
+from .blockmnist import blockmnist_experiment, signal_share
 from .data_randomization import compare_models, data_randomization_test
 from .emprt import efficient_model_randomization_test
 from .faithfulness import faithfulness_scores, faithfulness_test
@@ -20,14 +23,18 @@ from .localization import localization_test
 from .model_randomization import model_randomization_test
 from .random_logit import random_logit_test
 from .ranking import method_ranking
+from .roar import DiffRoarResult, diffroar
 from .smprt import smooth_model_randomization_test
 
 __all__ = [
     "COLUMNS",
     "CheckResult",
+    "DiffRoarResult",
     "activation_scale_analysis",
+    "blockmnist_experiment",
     "compare_models",
     "data_randomization_test",
+    "diffroar",
     "efficient_model_randomization_test",
     "faithfulness_scores",
     "faithfulness_test",
@@ -35,5 +42,6 @@ __all__ = [
     "method_ranking",
     "model_randomization_test",
     "random_logit_test",
+    "signal_share",
     "smooth_model_randomization_test",
 ]

@@ -55,7 +55,8 @@ def interrupted_message(args: argparse.Namespace) -> str:
     """
     out = getattr(args, "out", None)
     if out is None or args.command not in ("demo", "model-randomization", "data-randomization",
-                                           "faithfulness", "localization"):
+                                           "faithfulness", "localization", "diffroar",
+                                           "blockmnist"):
         return "saliency-sanity: interrupted"
     return (f"saliency-sanity: interrupted; finished work is kept in {out}: run the same command "
             "again to continue where it stopped")

@@ -241,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_faithfulness(sub)
     _add_localization(sub)
+    from .shah import add_parsers
 
+    add_parsers(sub)  # diffroar, blockmnist
     sub.add_parser("list", help="list the methods, scores, init schemes and data sets")
 
     rp = sub.add_parser("report", help="(re)build report.html of a run directory from its saved "

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._args import _as_flags, _controls, _csv, backend_settings, critique_options
+from .shah import COMMANDS as _SHAH_COMMANDS
 
 if TYPE_CHECKING:
     from ..critiques import CritiqueOutcome
@@ -298,6 +299,7 @@ _COMMANDS = {
     "localization": _cmd_localization,
     "list": _cmd_list,
     "report": _cmd_report,
+    **_SHAH_COMMANDS,
 }
 
 

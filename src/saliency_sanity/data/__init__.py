@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._registry import Registry
+from .blockmnist import BlockDataset, blockmnist, load_blockmnist, null_block
 from .loaders import (
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_ROOT,
@@ -57,16 +58,20 @@ def list() -> list[str]:
 
 __all__ = [
     "DATASETS",
+    "BlockDataset",
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_ROOT",
     "MNIST_CLASSES",
     "Dataset",
+    "blockmnist",
     "list",
     "load",
+    "load_blockmnist",
     "load_fashion_mnist",
     "load_idx_dir",
     "load_mnist",
     "mnist_5k_path",
+    "null_block",
     "read_idx",
     "write_idx",
 ]

@@ -27,7 +27,8 @@ MODELS: Registry[nn.Module] = Registry("model")
 
 
 @MODELS.register("mnist_cnn")
-def mnist_cnn(width: float = 1.0, num_classes: int = 10, seed: int = 0) -> nn.Module:
+def mnist_cnn(width: float = 1.0, num_classes: int = 10, seed: int = 0,
+              input_size: tuple[int, int] = (28, 28)) -> nn.Module:
     """The paper's MNIST CNN: conv5x5x32-pool-conv5x5x64-pool-fc1024-fc10 (channels x ``width``).
 
     Example:
@@ -35,7 +36,7 @@ def mnist_cnn(width: float = 1.0, num_classes: int = 10, seed: int = 0) -> nn.Mo
         >>> [net.conv1.out_channels, net.conv2.out_channels, net.fc1.out_features]
         [16, 32, 512]
     """
-    return MnistCNN(width=width, num_classes=num_classes, seed=seed)
+    return MnistCNN(width=width, num_classes=num_classes, seed=seed, input_size=input_size)
 
 
 @MODELS.register("mnist_mlp")

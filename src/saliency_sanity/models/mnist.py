@@ -54,6 +54,7 @@ class MnistCNN(nn.Module):
 
     'Same' padding as in the TensorFlow MNIST tutorial the paper used: 28 -> 14 -> 7, so fc1
     sees 7 * 7 * 64 features. Every size except the input and output is scaled by ``width``.
+    ``input_size`` (H, W) sizes fc1 for other images (BlockMNIST: (56, 28)).
 
     Example:
         >>> net = MnistCNN(width=0.25, seed=0)
@@ -61,10 +62,12 @@ class MnistCNN(nn.Module):
         torch.Size([3, 10])
     """
 
-    def __init__(self, width: float = 1.0, num_classes: int = 10, seed: int = 0) -> None:
+    def __init__(self, width: float = 1.0, num_classes: int = 10, seed: int = 0,
+                 input_size: tuple[int, int] = (28, 28)) -> None:
         super().__init__()
         c1, c2, h = scaled(32, width), scaled(64, width), scaled(1024, width)
         self.width, self.num_classes = float(width), int(num_classes)
+        rows, cols = (int(s) // 4 for s in input_size)  # two 2x2 poolings (56 x 28 -> 14 x 7)
         with torch.device("meta"):  # no RNG use: real init below from a seeded generator
             self.conv1 = nn.Conv2d(1, c1, 5, padding=2)
             self.relu1 = nn.ReLU()
@@ -72,7 +75,7 @@ class MnistCNN(nn.Module):
             self.conv2 = nn.Conv2d(c1, c2, 5, padding=2)
             self.relu2 = nn.ReLU()
             self.pool2 = nn.MaxPool2d(2)
-            self.fc1 = nn.Linear(c2 * 7 * 7, h)
+            self.fc1 = nn.Linear(c2 * rows * cols, h)
             self.relu3 = nn.ReLU()
             self.fc2 = nn.Linear(h, num_classes)
         _materialize(self, seed)

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+from .adversarial import PGD, robust_accuracy
 from .config import TrainConfig, TrainResult
 from .trainer import (
     accuracy,
@@ -22,11 +23,13 @@ from .trainer import (
 )
 
 __all__ = [
+    "PGD",
     "TrainConfig",
     "TrainResult",
     "accuracy",
     "cache_key",
     "default_cache_dir",
     "permuted_labels",
+    "robust_accuracy",
     "train",
 ]

@@ -84,3 +84,5 @@ class TrainResult:
     key: str
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: Path | None = None
+    #: accuracy on PGD-perturbed test images (adversarial training only), else None
+    robust_test_acc: float | None = None

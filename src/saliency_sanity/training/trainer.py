@@ -18,7 +18,6 @@ import json
 import os
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +28,8 @@ from torch import nn
 
 from .._arch import logits_of
 from ..data import Dataset
+from ._checkpoint import _load_checkpoint, _save_atomic, _write_json
+from .adversarial import PGD, robust_accuracy
 from .config import TrainConfig, TrainResult
 
 _FORMAT = 1  # bump when the training procedure changes: old cache entries are then not reused
@@ -141,6 +142,7 @@ def cache_key(
     model_kwargs: dict[str, Any] | None = None,
     init_hash: str | None = None,
     device: str | torch.device | None = None,
+    adversarial: PGD | None = None,
 ) -> str:
     """The cache key of a run: readable prefix + hash of architecture, data, labels, settings.
 
@@ -171,41 +173,17 @@ def cache_key(
     }
     if device is not None and torch.device(device).type != "cpu":  # other kernels, other bits
         payload["device"] = torch.device(device).type
+    if adversarial is not None:  # absent for standard training: earlier cache keys stay valid
+        payload["adversarial"] = adversarial.settings()
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=repr).encode())
     short = desc["name"].rsplit(".", 1)[-1].replace("<", "").replace(">", "")
     labels = "true" if config.label_seed is None else f"rand{config.label_seed}"
+    if adversarial is not None:
+        labels += f"-pgd{adversarial.norm}"
     return f"{short}-{dataset.name}-{labels}-{digest.hexdigest()[:16]}"
 
 
 # ------------------------------------------------------------------------------------ training
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(meta: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=repr))
-    os.replace(tmp, path)
-
-
-def _load_checkpoint(path: Path, key: str) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` if it exists and belongs to ``key``; unreadable ones are ignored
-    with a warning (training then starts afresh and overwrites them)."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - a broken cache entry must not block training
-        warnings.warn(f"ignoring unreadable checkpoint {path}: {err}", stacklevel=3)
-        return None
-    if not isinstance(state, dict) or state.get("key") != key:
-        warnings.warn(f"ignoring checkpoint {path}: it belongs to another run", stacklevel=3)
-        return None
-    return state
 
 
 def train(
@@ -217,6 +195,7 @@ def train(
     *,
     model_kwargs: dict[str, Any] | None = None,
     device: str | torch.device | None = None,
+    adversarial: PGD | None = None,
     _stop_after_epochs: int | None = None,
 ) -> TrainResult:
     """Train a model on ``dataset`` (true or seeded-permuted labels) with caching and resume.
@@ -229,6 +208,10 @@ def train(
     an unfinished one is resumed from its last epoch. ``progress`` shows a tqdm bar on stderr.
     ``device``: where to train (default the CPU); the model is built and its initial weights
     hashed on the CPU, then moved; runs on an accelerator are cached apart from CPU runs.
+    ``adversarial``: a :class:`~saliency_sanity.training.PGD` attack for adversarial training
+    (each batch replaced by its perturbation; random starts from a generator seeded from
+    ``config.seed`` and checkpointed); the result then has ``robust_test_acc`` (PGD on the test
+    set after the last epoch) next to ``test_acc``.
 
     Example:
         >>> from saliency_sanity import data
@@ -244,8 +227,10 @@ def train(
     if isinstance(factory_name_or_callable, str):
         kwargs.setdefault("num_classes", dataset.num_classes)
     model = _build(factory_name_or_callable, kwargs, config.seed)
+    if adversarial is not None and not isinstance(adversarial, PGD):
+        raise TypeError(f"adversarial must be a training.PGD, got {type(adversarial).__name__}")
     key = cache_key(factory_name_or_callable, dataset, config, kwargs, _state_hash(model),
-                    device=device)
+                    device=device, adversarial=adversarial)
     dev = torch.device(device) if device is not None else torch.device("cpu")
     model.to(dev)
 
@@ -257,6 +242,7 @@ def train(
 
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     shuffle = torch.Generator().manual_seed(config.seed)
+    adv_gen = torch.Generator().manual_seed(config.seed + 7919)  # PGD random starts
     history: list[dict[str, Any]] = []
     start = 0
     rng_state: torch.Tensor | None = None
@@ -278,6 +264,7 @@ def train(
                     test_acc=float(state["test_acc"]),
                     epochs=int(state["epoch"]),
                     reached_target=bool(state["reached_target"]),
+                    robust_test_acc=state.get("robust_test_acc"),
                     from_cache=True,
                     key=key,
                     history=history,
@@ -285,6 +272,7 @@ def train(
                 )
             optimizer.load_state_dict(state["optimizer"])
             shuffle.set_state(state["shuffle_rng"])
+            adv_gen.set_state(state.get("adv_rng", adv_gen.get_state()))
             rng_state = state["global_rng"]
             start = int(state["epoch"])
 
@@ -296,6 +284,7 @@ def train(
     )
     n, bs = len(y_train), config.batch_size
     train_acc = test_acc = float("nan")
+    robust_acc: float | None = None
     reached = False
     try:
         rng_devices = [dev] if dev.type == "cuda" else []
@@ -311,7 +300,10 @@ def train(
                 total_loss = 0.0
                 for i in range(0, n, bs):
                     idx = perm[i : i + bs].to(dev)
-                    loss = F.cross_entropy(logits_of(model(x_train[idx])), y_train[idx])
+                    xb = x_train[idx]
+                    if adversarial is not None:
+                        xb = adversarial.perturb(model, xb, y_train[idx], adv_gen)
+                    loss = F.cross_entropy(logits_of(model(xb)), y_train[idx])
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
@@ -331,6 +323,9 @@ def train(
                 target = config.target_train_acc
                 reached = target is not None and train_acc >= target
                 done = reached or epoch + 1 == config.epochs
+                if done and adversarial is not None:
+                    robust_acc = robust_accuracy(model, adversarial, x_test, y_test, config.seed)
+                    history[-1]["robust_test_acc"] = robust_acc
                 if path is not None:
                     _save_atomic(
                         {
@@ -338,6 +333,8 @@ def train(
                             "model": model.state_dict(),
                             "optimizer": optimizer.state_dict(),
                             "shuffle_rng": shuffle.get_state(),
+                            "adv_rng": adv_gen.get_state(),
+                            "robust_test_acc": robust_acc,
                             "global_rng": torch.random.get_rng_state(),
                             "epoch": epoch + 1,
                             "history": history,
@@ -375,6 +372,7 @@ def train(
         test_acc=test_acc,
         epochs=len(history),
         reached_target=reached,
+        robust_test_acc=robust_acc,
         from_cache=False,
         key=key,
         history=history,

@@ -1,0 +1,334 @@
+"""ROAR / KAR / DiffROAR with retraining (Hooker et al. 2019; Shah, Jain, Netrapalli 2021).
+
+For each fraction k and side (``top``: keep the top-k attributed coordinates, ``bottom``: keep
+the bottom-k) and repeat, a fresh model is trained on the masked training set and tested on the
+masked test set. DiffROAR(k) = acc(top-k) - acc(bottom-k), pooled over all top x bottom repeat
+pairs (mean, std, interval mean +- std, as Shah et al. plot it). KAR(k) = acc(top-k);
+ROAR at removed fraction r = acc(bottom-(1 - r)) (removing the top r keeps the bottom 1 - r):
+both curves come from the same runs.
+
+Every retraining is an independent :class:`RetrainUnit` with a stable key; :func:`run_unit`
+runs one (a scheduler may run them in parallel, in any order) and writes its row atomically to
+``run_dir/units/<key>.json``; the trained model is cached by the trainer (per-epoch
+checkpoints), so a killed run resumes without retraining what finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .._io import write_json
+from ..data import Dataset
+from ..engine import derive_seed
+from ._masking import RANDOM, cached_attributions, check_k, masked_dataset, model_fingerprint
+
+KS = (1.0, 0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05)
+SIDES = ("top", "bottom")
+TABLE_COLUMNS = ["method", "k", "side", "repeat", "seed", "test_acc", "train_acc", "epochs",
+                 "reached_target", "cache_key"]
+
+
+@dataclass(frozen=True)
+class RetrainUnit:
+    """One retraining: fraction ``k``, ``side``, ``repeat`` and the training seed; ``key`` is
+    stable across processes (it names the unit's file).
+
+    Example:
+        >>> u = RetrainUnit(k=0.1, side="top", repeat=1, seed=5)
+        >>> u.key
+        'k0.1-top-r1'
+    """
+
+    k: float
+    side: str
+    repeat: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"k{self.k:g}-{self.side}-r{self.repeat}"
+
+
+def plan_units(ks: Sequence[float] = KS, repeats: int = 2, seed: int = 0) -> list[RetrainUnit]:
+    """The retraining units of a run; each (side, repeat) has its own training seed, the same
+    for every k and every method (so k = 1 runs are shared through the trainer's cache).
+
+    Example:
+        >>> [u.key for u in plan_units(ks=(1.0, 0.5), repeats=1)]
+        ['k1-top-r0', 'k1-bottom-r0', 'k0.5-top-r0', 'k0.5-bottom-r0']
+    """
+    if int(repeats) != repeats or repeats < 1:
+        raise ValueError(f"repeats must be an integer >= 1, got {repeats}")
+    ks = [check_k(k) for k in ks]
+    if not ks or len(set(ks)) != len(ks):
+        raise ValueError(f"ks must be distinct fractions in (0, 1], got {list(ks)}")
+    return [RetrainUnit(k, side, r, derive_seed(seed, "retrain", side, r) % 2**31)
+            for k in ks for r in range(int(repeats)) for side in SIDES]
+
+
+@dataclass
+class RetrainSetup:
+    """What every unit of one run shares (picklable when the factory is a name or a module-level
+    function): the data, the attributions ranking it, the trainer settings."""
+
+    factory: Any
+    data: Dataset
+    attr_train: torch.Tensor
+    attr_test: torch.Tensor
+    method: str
+    config: Any
+    model_kwargs: dict[str, Any]
+    per: str = "coordinate"
+    fill: str = "scalar"
+    cache_dir: Any = None
+    progress: bool = False
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        h.update(json.dumps([repr(self.factory), self.data.fingerprint(), self.method,
+                             dataclasses.asdict(self.config), self.model_kwargs, self.per,
+                             self.fill], sort_keys=True, default=repr).encode())
+        for t in (self.attr_train, self.attr_test):
+            h.update(t.contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def run_unit(unit: RetrainUnit, setup: RetrainSetup, run_dir: str | os.PathLike | None = None
+             ) -> dict[str, Any]:
+    """Train one unit (or load its finished row from ``run_dir``) and return its table row.
+
+    Example:
+        >>> # rows = [run_unit(u, setup, "runs/x") for u in plan_units()]  # any order, any worker
+    """
+    from .. import training
+
+    fp = setup.fingerprint()
+    path = Path(run_dir) / "units" / f"{unit.key}.json" if run_dir is not None else None
+    if path is not None and path.is_file():
+        try:
+            row = json.loads(path.read_text())
+            if row.get("setup") == fp:
+                return {**row, "from_cache": True}
+        except (OSError, ValueError):
+            pass  # a damaged row is recomputed (the model itself comes from the trainer cache)
+    ds = masked_dataset(setup.data, setup.attr_train, setup.attr_test, unit.k, unit.side,
+                        setup.per, setup.fill)
+    cfg = dataclasses.replace(setup.config, seed=unit.seed, label_seed=None)
+    t0 = time.perf_counter()
+    res = training.train(setup.factory, ds, cfg, cache_dir=setup.cache_dir,
+                         progress=setup.progress, model_kwargs=dict(setup.model_kwargs))
+    row = {"method": setup.method, "k": unit.k, "side": unit.side, "repeat": unit.repeat,
+           "seed": unit.seed, "test_acc": float(res.test_acc), "train_acc": float(res.train_acc),
+           "epochs": int(res.epochs),
+           "reached_target": (bool(res.reached_target)
+                              if cfg.target_train_acc is not None else None),
+           "cache_key": res.key, "seconds": time.perf_counter() - t0, "setup": fp}
+    if path is not None:
+        write_json(path, row)
+    return {**row, "from_cache": False}
+
+
+def summarize(table: pd.DataFrame) -> pd.DataFrame:
+    """DiffROAR(k) per method and k from a tidy table: every top x bottom repeat pair pooled
+    (mean, std with ddof 0, interval mean +- std), KAR = mean acc(top-k), ROAR at removed
+    fraction 1 - k = mean acc(bottom-k), and the repeat-to-repeat spread (the largest range of
+    accuracies over repeats within one side).
+
+    Example:
+        >>> t = pd.DataFrame({"method": "g", "k": 0.5, "side": ["top", "top", "bottom", "bottom"],
+        ...                   "repeat": [0, 1, 0, 1], "test_acc": [0.9, 0.8, 0.5, 0.6]})
+        >>> s = summarize(t).iloc[0]
+        >>> [round(float(s[c]), 3) for c in ("diffroar", "diffroar_std", "repeat_spread")]
+        [0.3, 0.071, 0.1]
+    """
+    rows = []
+    for (method, k), g in table.groupby(["method", "k"], sort=False):
+        top = g.loc[g["side"] == "top", "test_acc"].to_numpy(float)
+        bot = g.loc[g["side"] == "bottom", "test_acc"].to_numpy(float)
+        diffs = (top[:, None] - bot[None, :]).ravel()
+        mean, std = float(diffs.mean()), float(diffs.std())
+        spread = max(float(top.max() - top.min()), float(bot.max() - bot.min()))
+        rows.append({"method": method, "k": float(k), "diffroar": mean, "diffroar_std": std,
+                     "diffroar_lo": mean - std, "diffroar_hi": mean + std,
+                     "n_pairs": len(diffs), "kar": float(top.mean()),
+                     "roar_removed": 1.0 - float(k), "roar": float(bot.mean()),
+                     "repeat_spread": spread,
+                     "within_spread": bool(abs(mean) <= spread)})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class DiffRoarResult:
+    """The tidy table (one row per retraining), the DiffROAR summary, settings, validity."""
+
+    table: pd.DataFrame
+    summary: pd.DataFrame
+    settings: dict[str, Any]
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.settings.get("valid", True))
+
+    def save(self, out: str | os.PathLike) -> Path:
+        """``results.csv`` (the table), ``diffroar.csv`` (the summary), ``run.json``."""
+        from .._io import atomic_write
+
+        d = Path(out)
+        atomic_write(d / "results.csv", lambda p: self.table.to_csv(p, index=False))
+        atomic_write(d / "diffroar.csv", lambda p: self.summary.to_csv(p, index=False))
+        write_json(d / "run.json", {"check": "diffroar", "settings": self.settings})
+        return d
+
+
+def _as_dataset(train: Any, test: Any) -> Dataset:
+    if isinstance(train, Dataset):
+        if test is not None:
+            raise ValueError("give test=None when train is a Dataset (it holds the test split)")
+        return train
+    try:
+        (x_tr, y_tr), (x_te, y_te) = train, test
+    except (TypeError, ValueError):
+        raise TypeError("train and test must be (x, y) pairs of tensors, or train a Dataset "
+                        "and test None") from None
+    n_cls = int(max(int(y_tr.max()), int(y_te.max()))) + 1
+    return Dataset("data", x_tr.float(), y_tr.long(), x_te.float(), y_te.long(),
+                   [str(i) for i in range(n_cls)])
+
+
+def diffroar(
+    model_factory: Any,
+    train: Any,
+    test: Any,
+    method: Any = "gradient",
+    ks: Sequence[float] = KS,
+    repeats: int = 2,
+    trainer: Any = None,
+    seed: int = 0,
+    run_dir: str | os.PathLike | None = None,
+    *,
+    original: nn.Module | None = None,
+    adversarial: Any = None,
+    model_kwargs: dict[str, Any] | None = None,
+    per: str = "coordinate",
+    fill: str = "scalar",
+    cache_dir: str | os.PathLike | None = None,
+    batch_size: int = 250,
+    progress: bool = True,
+) -> DiffRoarResult:
+    """DiffROAR / ROAR / KAR of ``method`` on ``train`` / ``test`` with retraining.
+
+    Args:
+        model_factory: a registered model name or a callable (as for ``training.train``).
+        train, test: ``(x, y)`` tensor pairs, or a ``Dataset`` and ``None``.
+        method: a method name or Method whose maps (of the true label) rank the coordinates,
+            or ``"random"``: the random-map control (seeded uniform maps, model unused).
+        trainer: a ``training.TrainConfig`` for the original model and every retraining
+            (default ``TrainConfig(epochs=4, target_train_acc=None)``); its seed is replaced
+            by each unit's.
+        original: the model that ranks the coordinates; ``None`` trains one on the original
+            data with ``trainer`` (seed ``seed``) and ``adversarial`` (a ``training.PGD`` for a
+            robust original; retrainings are always standard).
+        run_dir: where unit rows (``units/``), attributions and trained models (``models/``,
+            unless ``cache_dir`` is given) go; rerunning with the same ``run_dir`` resumes.
+            ``cache_dir``: where trained models go (runs sharing it share the k = 1
+            retrainings); default ``run_dir/models``, or the user cache without a run_dir.
+        per, fill: ``"coordinate"`` / ``"pixel"`` ranking; ``"scalar"`` / ``"channel"`` mean.
+
+    The run is invalid (``settings["valid"] = False``, reason in ``settings["invalid_reason"]``)
+    when the trainer has a target accuracy and the original model, or a retraining on the full
+    data (k = 1), does not reach it.
+
+    Example:
+        >>> from saliency_sanity import data, training
+        >>> ds = data.load("mnist", n_train=48, n_test=24)
+        >>> r = diffroar("mnist_mlp", ds, None, "random", ks=(1.0, 0.5), repeats=1,
+        ...              trainer=training.TrainConfig(epochs=1, target_train_acc=None),
+        ...              model_kwargs={"width": 0.02}, cache_dir=False, progress=False)
+        >>> len(r.table), list(r.summary["k"])
+        (4, [1.0, 0.5])
+    """
+    from .. import training
+
+    units = plan_units(ks, repeats, seed)  # validates ks and repeats first
+    if original is not None and adversarial is not None:
+        raise ValueError("give either original= (a trained model) or adversarial= (to train a "
+                         "robust original), not both: the attack would not be used")
+    ds = _as_dataset(train, test)
+    cfg = trainer if trainer is not None else training.TrainConfig(epochs=4,
+                                                                  target_train_acc=None)
+    if not isinstance(cfg, training.TrainConfig):
+        raise TypeError(f"trainer must be a training.TrainConfig, got {type(cfg).__name__}")
+    kw = dict(model_kwargs or {})
+    if isinstance(model_factory, str):
+        kw.setdefault("num_classes", ds.num_classes)
+    rd = Path(run_dir) if run_dir is not None else None
+    models_dir: Any = cache_dir if cache_dir is not None or rd is None else rd / "models"
+    attr_dir = (rd / "attributions" if rd is not None else
+                None if cache_dir is False else
+                Path(cache_dir or training.default_cache_dir()) / "attributions")
+    is_random = isinstance(method, str) and method == RANDOM
+    orig_info: dict[str, Any] = {}
+    problems: list[str] = []
+    if original is None and not is_random:
+        res = training.train(model_factory, ds, dataclasses.replace(cfg, seed=seed),
+                             cache_dir=models_dir, progress=progress, model_kwargs=kw,
+                             adversarial=adversarial)
+        original = res.model
+        orig_info = {"train_acc": res.train_acc, "test_acc": res.test_acc,
+                     "robust_test_acc": res.robust_test_acc, "epochs": res.epochs,
+                     "reached_target": res.reached_target, "cache_key": res.key}
+        if cfg.target_train_acc is not None and not res.reached_target:
+            problems.append(f"the original model reached {res.train_acc:.1%} training accuracy, "
+                            f"below the target {cfg.target_train_acc:.0%}")
+    fp = model_fingerprint(original) if original is not None else None
+    a_tr = cached_attributions(original, ds.x_train, ds.y_train, method, attr_dir, batch_size,
+                               derive_seed(seed, "random-map", "train") % 2**31)
+    a_te = cached_attributions(original, ds.x_test, ds.y_test, method, attr_dir, batch_size,
+                               derive_seed(seed, "random-map", "test") % 2**31)
+    label = method if isinstance(method, str) else getattr(method, "name", repr(method))
+    setup = RetrainSetup(model_factory, ds, a_tr, a_te, label, cfg, kw, per, fill,
+                         models_dir, False)
+    from tqdm.auto import tqdm
+
+    rows = []
+    for unit in tqdm(units, desc=f"diffroar {label}", disable=not progress, leave=False):
+        rows.append(run_unit(unit, setup, rd))
+    table = pd.DataFrame(rows)
+    full = table[(table["k"] == 1.0) & (table["reached_target"] == False)]  # noqa: E712
+    if len(full):
+        problems.append(f"{len(full)} retraining(s) on the full data (k = 1) did not reach the "
+                        f"target training accuracy {cfg.target_train_acc}")
+    reason = "; ".join(problems)
+    if reason:
+        reason += ": train longer (more epochs) or lower the target, then rerun"
+        warnings.warn(f"DiffROAR run is INVALID: {reason}", RuntimeWarning, stacklevel=2)
+    settings = {
+        "method": label, "ks": [u.k for u in units[:: 2 * repeats]], "repeats": repeats,
+        "seed": seed, "per": per, "fill": fill, "fill_value": float(ds.x_train.double().mean())
+        if fill == "scalar" else None, "trainer": dataclasses.asdict(cfg),
+        "model_factory": model_factory if isinstance(model_factory, str) else repr(model_factory),
+        "model_kwargs": {k: v if isinstance(v, (int, float, str)) else repr(v)
+                         for k, v in kw.items()},
+        "adversarial": adversarial.settings() if adversarial is not None else None,
+        "original": orig_info, "original_fingerprint": fp, "dataset": ds.name,
+        "n_train": ds.n_train, "n_test": ds.n_test, "dataset_fingerprint": ds.fingerprint(),
+        "setup_fingerprint": setup.fingerprint(), "valid": not problems,
+        "invalid_reason": reason,
+        "units_loaded": [u.key for u, r in zip(units, rows, strict=True) if r["from_cache"]],
+        "units_trained": [u.key for u, r in zip(units, rows, strict=True) if not r["from_cache"]],
+    }
+    cols = [*TABLE_COLUMNS, "seconds", "from_cache"]
+    return DiffRoarResult(table[cols], summarize(table), settings)
