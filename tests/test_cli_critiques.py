@@ -307,7 +307,7 @@ def test_demo_runs_its_critiques(tmp_path, monkeypatch):
     opts = demo.CritiqueOptions(**{**demo.DEMO_CRITIQUES.settings(), "smprt_samples": 2,
                                    "methods": None})
     run = demo.demo_run(tmp_path / "demo", n_samples=4, progress=False, log=lambda s: None,
-                        critiques=opts)
+                        critiques=opts, localization=False)  # its own test: test_localization_face
     assert run.outcome is not None and not run.outcome.failed
     for f in ("smprt/results.csv", "emprt/results.csv", "random_logit/results.csv",
               "activation_scales.csv", "ranking.csv"):
