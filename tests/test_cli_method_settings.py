@@ -8,16 +8,23 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import zoo
 
-from saliency_sanity import methods
+from saliency_sanity import localization_test, methods
 from saliency_sanity.checks import faithfulness_test, model_randomization_test
 from saliency_sanity.cli import main
 from saliency_sanity.cli._method_settings import parse
+from saliency_sanity.grids import GridSet
+from saliency_sanity.models import MnistCNN
 
 
 def cnn_factory():
     return zoo.make("cnn")[0]
+
+
+def small_cnn():
+    return MnistCNN(width=0.25, seed=0).eval()
 
 
 @pytest.fixture
@@ -53,7 +60,7 @@ def test_settings_reach_the_method_as_through_the_api(tmp_path, npz):
     run = json.loads((out / "run.json").read_text())
     assert run["settings"]["method_settings"] == {"occlusion": {"patch": 4, "stride": 4}}
     occ = run["settings"]["methods"]["occlusion"]
-    assert (occ["patch"], occ["stride"]) == (4, 4)
+    assert (occ["patch"], occ["stride"]) == ([4, 4], [4, 4])
     model, x = zoo.make("cnn")
     api = model_randomization_test(
         model, x, methods={"occlusion": ("occlusion", {"patch": 4, "stride": 4}),
@@ -62,8 +69,10 @@ def test_settings_reach_the_method_as_through_the_api(tmp_path, npz):
     t = pd.read_csv(out / "results.csv")
     np.testing.assert_allclose(_values(out), _sorted(api.table), rtol=0, atol=1e-12)
     # the default occlusion (one 16 x 16 patch) gives other maps: the settings mattered
-    default = model_randomization_test(model, x, methods=["occlusion"], scores=["spearman"],
-                                       controls=[], seed=0, progress=False).table
+    with pytest.warns(RuntimeWarning, match="constant maps"):  # one patch: constant maps
+        default = model_randomization_test(model, x, methods=["occlusion"],
+                                           scores=["spearman"], controls=[], seed=0,
+                                           progress=False).table
     mine = _sorted(t[t["method"] == "occlusion"].reset_index(drop=True))
     assert mine.shape == _sorted(default).shape
     assert not np.allclose(mine, _sorted(default), equal_nan=True)
@@ -88,7 +97,7 @@ def test_json_file_and_faithfulness_map(tmp_path, npz):
 
 
 @pytest.mark.parametrize("settings, message", [
-    ('rise={"n_masks": 10}', "'rise', which --methods (gradient,occlusion) does not list"),
+    ('rise={"n_masks": 10}', "'rise', which --methods (gradient, occlusion) does not list"),
     ('occlusion={"patchh": 4}', "patchh"),
     ('occlusion={"patch": 4,}', "character 23"),
     ('occlusion=[4]', "must be a JSON object"),
@@ -163,3 +172,27 @@ def test_lrp_explicit_bound_wins_and_composite(tmp_path, npz):
     assert run["methods"]["lrp"]["high"] == float(x.max())
     assert run["box_bounds_from_data"] == {"lrp": {"high": float(x.max()),
                                                    "from": "data range"}}
+
+
+def test_localization_settings_and_box_bounds_from_the_grids(tmp_path, capsys):
+    g = torch.Generator().manual_seed(0)
+    labels = torch.stack([torch.randperm(10, generator=g)[:4] for _ in range(2)])
+    grids = GridSet(torch.rand(2, 1, 56, 56, generator=g) * 2 - 0.5, labels,
+                    torch.zeros(2, 4, dtype=torch.long))
+    grids.save(tmp_path / "g.npz")
+    out = tmp_path / "loc"
+    rc = main(["localization", "--model", "test_cli_method_settings:small_cnn", "--grids",
+               str(tmp_path / "g.npz"), "--settings", "difull", "--layers", "input",
+               "--methods", "occlusion,lrp_epsilon_gamma_box", "--method-settings",
+               'occlusion={"patch": 7, "stride": 7}', "--out", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    lo, hi = float(grids.images.min()), float(grids.images.max())
+    assert "box bounds from the data's range" in capsys.readouterr().err
+    api = localization_test(
+        small_cnn(), grids, {"occlusion": ("occlusion", {"patch": 7, "stride": 7}),
+                             "lrp_epsilon_gamma_box": ("lrp_epsilon_gamma_box",
+                                                       {"low": lo, "high": hi})},
+        settings=["difull"], layers=["input"], controls=False, seed=0, progress=False)
+    np.testing.assert_allclose(_values(out), _sorted(api.table), rtol=0, atol=1e-12)
+    run = json.loads((out / "run.json").read_text())["settings"]
+    assert run["box_bounds_from_data"]["lrp_epsilon_gamma_box"]["low"] == lo
