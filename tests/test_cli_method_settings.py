@@ -196,3 +196,21 @@ def test_localization_settings_and_box_bounds_from_the_grids(tmp_path, capsys):
     np.testing.assert_allclose(_values(out), _sorted(api.table), rtol=0, atol=1e-12)
     run = json.loads((out / "run.json").read_text())["settings"]
     assert run["box_bounds_from_data"]["lrp_epsilon_gamma_box"]["low"] == lo
+
+
+def test_data_randomization_box_bounds_from_the_test_images(tmp_path, capsys):
+    from saliency_sanity import data
+
+    out = tmp_path / "drt"
+    rc = main(["data-randomization", "--architecture", "mnist_mlp", "--width", "0.05",
+               "--subset", "40", "--epochs", "1", "--n-samples", "2", "--methods",
+               "gradient,lrp_epsilon_gamma_box", "--method-settings",
+               'lrp_epsilon_gamma_box={"epsilon": 0.01}', "--scores", "spearman",
+               "--controls", "none", "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
+               "--no-progress"])
+    assert rc in (0, 3)  # 3: one epoch does not memorize the labels (the run is kept)
+    assert "box bounds from the data's range" in capsys.readouterr().err
+    x = data.load("mnist", n_train=40, n_test=1000, seed=0).x_test[:2]
+    run = json.loads((out / "run.json").read_text())["settings"]
+    lrp = run["methods"]["lrp_epsilon_gamma_box"]
+    assert (lrp["low"], lrp["high"], lrp["epsilon"]) == (float(x.min()), float(x.max()), 0.01)
