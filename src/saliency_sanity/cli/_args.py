@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from . import _method_settings
+
 if TYPE_CHECKING:
     from ..critiques import CritiqueOptions
 
@@ -191,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--methods", default=None,
                    help=f"comma-separated, from: {', '.join(methods.list())} (default: all that "
                         "apply)")
+    _method_settings.add_option(m)
     m.add_argument("--scores", default=None,
                    help=f"comma-separated, from: {', '.join(scores.list())} (default: all)")
     m.add_argument("--controls", default="default",
@@ -226,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--n-samples", type=int, default=16, help="test images to explain (16)")
     r.add_argument("--epochs", type=int, default=100, help="epoch budget per model (100)")
     r.add_argument("--methods", default=None, help="comma-separated method names (default: all)")
+    _method_settings.add_option(r)
     r.add_argument("--scores", default=None, help="comma-separated score names (default: all)")
     r.add_argument("--controls", default="default",
                    help="comma-separated controls, 'none', or 'default' (every default control "
@@ -286,6 +290,7 @@ def _add_localization(sub: Any) -> None:
     p.add_argument("--methods", default=None,
                    help=f"comma-separated, from: {', '.join(methods.list())} (default: all that "
                         "apply)")
+    _method_settings.add_option(p)
     p.add_argument("--controls", default="none",
                    help="comma-separated controls, 'none' (default) or 'default'")
     p.add_argument("--smoothing", default="none",

@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Any
 
+from . import _method_settings
 from ._args import _add_common, _controls, _csv
 
 #: Metric settings on the command line: flag -> (setting, metrics it applies to).
@@ -46,6 +47,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     f.add_argument("--methods", default=None,
                    help=f"comma-separated, from: {', '.join(methods.list())} (default: all that "
                         "apply)")
+    _method_settings.add_option(f)
     f.add_argument("--controls", default="default",
                    help="comma-separated controls, 'none', or 'default' (random maps and the "
                         "edge detector: a random map should sit on the random-order curve)")
@@ -147,6 +149,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     check_output_dir(args.out)
     metrics = check_faithfulness_metrics(args.metrics, "--metrics")
     settings = metric_settings(args, metrics)
+    given = _method_settings.check(args.method_settings, _csv(args.methods))
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
     check_device(args.device)
@@ -164,8 +167,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         raise ValueError("--target-mode fixed needs labels 0 .. classes - 1 with the data; "
                          f"{args.data} has none: use --target-mode predicted")
     check_model_on_inputs(model, x, target)
+    boxes: dict[str, Any] = {}
+    methods = _method_settings.specs(_csv(args.methods), given, x, args.normalize,
+                                     lambda s: print(s, file=sys.stderr), boxes)
     result = faithfulness_test(
-        model, x, target=target, methods=_csv(args.methods), metrics=metrics,
+        model, x, target=target, methods=methods, metrics=metrics,
         settings=settings, score=args.score, random_order=not args.no_random_order,
         seed=args.seed, batch_size=args.batch_size, device=args.device,
         controls=_controls(args.controls), progress=not args.no_progress, run_dir=args.out)
@@ -173,6 +179,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.normalize:
         result.settings["model"]["normalize"] = args.normalize
     result.settings["data"] = desc
+    _method_settings.record(result, given, boxes)
     record_accuracy(result, model, x, y)
     out = write_run(result, args.out, command=["saliency-sanity", *argv])
     _print_outputs(out)

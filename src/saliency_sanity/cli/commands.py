@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import _method_settings
 from ._args import _as_flags, _controls, _csv, backend_settings, critique_options
 from .shah import COMMANDS as _SHAH_COMMANDS
 
@@ -84,6 +85,7 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     from ..report import write_run
 
     check_output_dir(args.out)
+    given = _method_settings.check(args.method_settings, _csv(args.methods))
     scaling = backend_settings(args)
     options = critique_options(args)
     try:
@@ -96,6 +98,8 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     x, y, desc = load_data(args.data, n=16 if args.n_samples is None else args.n_samples,
                            seed=args.seed, size=args.size, channels=args.channels,
                            warn_if_fewer=args.n_samples is not None)
+    boxes: dict[str, Any] = {}
+    methods = _method_settings.specs(_csv(args.methods), given, x, args.normalize, _log, boxes)
     controls = _controls(args.controls)
     group_by = args.group_by
     if group_by and group_by != "children":
@@ -104,7 +108,7 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     target = y if (args.target_mode == "fixed" and y is not None and (y >= 0).all()) else None
     check_model_on_inputs(model, x, target)
     result = model_randomization_test(
-        model, x, target=target, methods=_csv(args.methods), scores=_csv(args.scores),
+        model, x, target=target, methods=methods, scores=_csv(args.scores),
         order=args.order, init=args.init, seed=args.seed, target_mode=args.target_mode,
         batch_size=args.batch_size, device=args.device, controls=controls, group_by=group_by,
         progress=not args.no_progress, run_dir=args.out, **scaling,
@@ -113,6 +117,7 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     if args.normalize:
         result.settings["model"]["normalize"] = args.normalize
     result.settings["data"] = desc
+    _method_settings.record(result, given, boxes)
     from ..demo import record_accuracy
 
     record_accuracy(result, model, x, y)
@@ -125,7 +130,7 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
         from ..report import build_report
 
         outcome = run_critiques(
-            result, out, options, model=model, x=x, target=target, methods=_csv(args.methods),
+            result, out, options, model=model, x=x, target=target, methods=methods,
             scores=_csv(args.scores), controls=controls, group_by=group_by, device=args.device,
             progress=not args.no_progress, log=lambda s: print(s, file=sys.stderr),
             scaling=scaling)
@@ -133,6 +138,10 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     _print_outputs(out)
     print(_summary(result))
     return _critique_status(outcome, out)
+
+
+def _log(text: str) -> None:
+    print(text, file=sys.stderr)
 
 
 def _check_device(device: str | None) -> None:
@@ -149,19 +158,22 @@ def _cmd_data_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     from ..report import write_run
 
     check_output_dir(args.out)
+    given = _method_settings.check(args.method_settings, _csv(args.methods))
     scaling = backend_settings(args)
     controls = _controls(args.controls)
+    dataset, methods, boxes = _method_settings.data_randomization_specs(args, given, _log)
     result = data_randomization_test(
-        dataset=args.data, architecture=args.architecture, n_train=args.subset,
+        dataset=dataset, architecture=args.architecture, n_train=args.subset,
         n_samples=args.n_samples, label_seed=args.label_seed,
         true_config=training.TrainConfig.true_labels(seed=args.seed, epochs=min(args.epochs, 30)),
         random_config=training.TrainConfig.random_labels(
             args.label_seed, seed=random_label_init_seed(args.seed), epochs=args.epochs),
-        model_kwargs={"width": args.width}, methods=_csv(args.methods),
+        model_kwargs={"width": args.width}, methods=methods,
         scores=_csv(args.scores), seed=args.seed, batch_size=args.batch_size,
         controls=controls, cache_dir=args.cache_dir, progress=not args.no_progress,
         **scaling,
     )
+    _method_settings.record(result, given, boxes)
     out = write_run(result, args.out, command=["saliency-sanity", *argv])
     acc = result.settings["accuracies"]
     print(f"true-label model:   train acc {acc['true']['train_acc']:.3f}, "
@@ -195,6 +207,7 @@ def _cmd_localization(args: argparse.Namespace, argv: list[str]) -> int:
     from ..report.localization import summary_table
 
     out = check_output_dir(args.out)
+    given = _method_settings.check(args.method_settings, _csv(args.methods))
     smoothing = _smoothing(args.smoothing)
     _check_device(args.device)
     model = load_model(args.model, weights=args.weights, unsafe_load=args.unsafe_load,
@@ -209,13 +222,16 @@ def _cmd_localization(args: argparse.Namespace, argv: list[str]) -> int:
                              "or an .npz with y)")
         grids = make_grids(model, x, y, n=args.grid, count=args.count,
                            confidence=args.confidence, seed=args.seed)
+    boxes: dict[str, Any] = {}
+    methods = _method_settings.specs(_csv(args.methods), given, grids.images, None, _log, boxes)
     result = localization_test(
-        model, grids, methods=_csv(args.methods), settings=_csv(args.settings) or [],
+        model, grids, methods=methods, settings=_csv(args.settings) or [],
         layers=_csv(args.layers) or [], smoothing=smoothing, seed=args.seed,
         run_dir=args.out, split=args.split, batch_size=args.batch_size, device=args.device,
         controls=_controls(args.controls), progress=not args.no_progress)
     result.settings["model"] = {"spec": args.model, "weights": args.weights}
     result.settings["data"] = desc
+    _method_settings.record(result, given, boxes)
     run = write_run(result, out, command=["saliency-sanity", *argv])
     grids.save(run / "grids.npz")
     _print_outputs(run)
