@@ -45,7 +45,7 @@ def check_backend(backend: str, ray_address: str | None = None,
         >>> try:
         ...     check_backend("local", "auto")
         ... except ValueError as err:
-        ...     print(str(err)[:45])
+        ...     print(str(err)[:44])
         ray_address and ray_options apply to the Ray
     """
     if backend not in BACKENDS:
