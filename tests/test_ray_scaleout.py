@@ -92,7 +92,6 @@ def test_diffroar_on_ray_equals_local_and_resumes_across_backends(cluster, tmp_p
 
 
 @pytest.mark.ray
-@pytest.mark.slow
 def test_blockmnist_on_ray_equals_local(cluster, tmp_path):
     kw = dict(n_train=32, n_test=16, n_maps=4, classes=2, epochs=1, width=0.05,
               attack=training.PGD("l2", eps=1.0, steps=1), progress=False)
@@ -153,3 +152,20 @@ def test_diffroar_and_blockmnist_check_the_backend(monkeypatch, tmp_path, capsys
     assert main([*args, "--out", str(tmp_path / "b"), "--backend", "ray"]) == 2
     assert "pip install 'saliency-sanity[ray]'" in capsys.readouterr().err
     assert not (tmp_path / "b" / "results.csv").exists()
+
+
+@pytest.mark.ray
+def test_cli_diffroar_backend_ray_equals_local(cluster, tmp_path):
+    from saliency_sanity.cli import main
+
+    args = ["diffroar", "--ks", "1,0.5", "--repeats", "1", "--n-train", "64", "--n-test", "32",
+            "--width", "0.05", "--epochs", "1", "--pgd-steps", "1", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "local")]) == 0
+    assert main([*args, "--out", str(tmp_path / "ray"), "--backend", "ray",
+                 "--ray-address", cluster]) == 0
+    a, b = (pd.read_csv(tmp_path / d / "results.csv") for d in ("local", "ray"))
+    cols = [c for c in a.columns if c != "seconds"]
+    assert len(a) == 12
+    pd.testing.assert_frame_equal(a[cols], b[cols], check_exact=True)
+    for name in ("diffroar.csv",):
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes()
