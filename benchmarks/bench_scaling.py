@@ -12,7 +12,10 @@ Cases (one process; each Ray cluster started here, ``ray.init(num_cpus=k)``, shu
    unit), 1 worker: (Ray wall - local wall) / units.
 3. **mixed precision** (``dtype="bfloat16"``) against float32 on the demo CNN: the error of the
    maps (relative L2) and of the table's scores (max and mean absolute difference), and the time.
-4. **cost per unit at paper-like scale** (``--paper``): one unit of the ResNet-18-shaped network
+4. **retrainings** (DiffROAR): the random-map control on MNIST (1000 training, 200 test
+   images), ks 1 and 0.5, 2 repeats: 8 retrainings of the MNIST CNN (width 0.25, 2 epochs) as
+   8 units; local (1 thread) vs Ray with 1 and 2 workers, interleaved; tables checked equal.
+5. **cost per unit at paper-like scale** (``--paper``): one unit of the ResNet-18-shaped network
    (``_common.resnet18``) at 3x224x224, 2 images, gradient, every cascading stage, no null
    reference: seconds per unit on this machine.
 
@@ -73,6 +76,45 @@ def wall_times(device: str, repeats: int, n: int, batch: int) -> dict[str, objec
             ray.shutdown()
     out["speedup_2w_vs_local_1_thread"] = (out["local_1_thread_s_vs_2w"]
                                            / out["ray_2_workers_s"])
+    out["speedup_2w_vs_1w"] = out["ray_1_workers_s"] / out["ray_2_workers_s"]
+    return out
+
+
+def retrainings(repeats: int, n_train: int) -> dict[str, object]:
+    import ray
+
+    from saliency_sanity import data, training
+    from saliency_sanity.checks.roar import diffroar
+
+    ds = data.load("mnist", n_train=n_train, n_test=200)
+    kw = dict(ks=(1.0, 0.5), repeats=2, model_kwargs={"width": 0.25}, cache_dir=False,
+              progress=False, trainer=training.TrainConfig(epochs=2, target_train_acc=None))
+    cols = ["k", "side", "repeat", "seed", "test_acc", "train_acc", "epochs"]
+
+    def run(**extra: object) -> tuple[float, pd.DataFrame]:
+        t0 = time.perf_counter()
+        r = diffroar("mnist_cnn", ds, None, "random", **kw, **extra)
+        return time.perf_counter() - t0, r.table[cols]
+
+    torch.set_num_threads(1)
+    _, ref = run()
+    out: dict[str, object] = {"units": 8, "n_train": n_train, "epochs": 2}
+    for workers in (1, 2):
+        ray.init(num_cpus=workers, include_dashboard=False, object_store_memory=100 * 2**20,
+                 logging_level="warning")
+        try:
+            run(backend="ray")  # starts the workers (not timed)
+            loc, on_ray = [], []
+            for _ in range(repeats):
+                loc.append(run()[0])
+                t, table = run(backend="ray")
+                on_ray.append(t)
+                assert table.equals(ref), "Ray table differs from the local one"
+            out[f"local_s_vs_{workers}w"] = C.median(loc)
+            out[f"ray_{workers}_workers_s"] = C.median(on_ray)
+        finally:
+            ray.shutdown()
+    out["speedup_2w_vs_local"] = out["local_s_vs_2w"] / out["ray_2_workers_s"]
     out["speedup_2w_vs_1w"] = out["ray_1_workers_s"] / out["ray_2_workers_s"]
     return out
 
@@ -166,6 +208,9 @@ def main() -> None:
     res = {"machine": C.machine()}
     res["wall"] = wall_times(args.device, reps, 16 if args.quick else 32, 4)
     print("wall:", json.dumps(res["wall"], indent=1))
+    if args.device == "cpu":
+        res["retrain"] = retrainings(reps, 300 if args.quick else 1000)
+        print("retrain:", json.dumps(res["retrain"], indent=1))
     res["overhead"] = overhead(args.device, reps, 32 if args.quick else 64)
     print("overhead:", json.dumps(res["overhead"], indent=1))
     res["precision"] = precision(args.device, 8)

@@ -106,6 +106,43 @@ class RetrainSetup:
         return h.hexdigest()[:16]
 
 
+def unit_path(unit: RetrainUnit, run_dir: str | os.PathLike | None) -> Path | None:
+    """Where a unit's finished row is written (None without a run directory)."""
+    return Path(run_dir) / "units" / f"{unit.key}.json" if run_dir is not None else None
+
+
+def saved_row(unit: RetrainUnit, setup_fp: str, run_dir: str | os.PathLike | None
+              ) -> dict[str, Any] | None:
+    """The unit's row written by an earlier run of the same setup, else None (a damaged row is
+    recomputed; the model itself comes from the trainer cache)."""
+    path = unit_path(unit, run_dir)
+    if path is None or not path.is_file():
+        return None
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return {**row, "from_cache": True} if row.get("setup") == setup_fp else None
+
+
+def unit_training(unit: RetrainUnit, setup: RetrainSetup) -> tuple[Dataset, Any]:
+    """The masked data set and the trainer settings of one unit."""
+    ds = masked_dataset(setup.data, setup.attr_train, setup.attr_test, unit.k, unit.side,
+                        setup.per, setup.fill)
+    return ds, dataclasses.replace(setup.config, seed=unit.seed, label_seed=None)
+
+
+def unit_row(unit: RetrainUnit, setup: RetrainSetup, res: Any, seconds: float, setup_fp: str
+             ) -> dict[str, Any]:
+    """The table row of a unit's finished training ``res`` (as written to its file)."""
+    return {"method": setup.method, "k": unit.k, "side": unit.side, "repeat": unit.repeat,
+            "seed": unit.seed, "test_acc": float(res.test_acc),
+            "train_acc": float(res.train_acc), "epochs": int(res.epochs),
+            "reached_target": (bool(res.reached_target)
+                               if setup.config.target_train_acc is not None else None),
+            "cache_key": res.key, "seconds": seconds, "setup": setup_fp}
+
+
 def run_unit(unit: RetrainUnit, setup: RetrainSetup, run_dir: str | os.PathLike | None = None
              ) -> dict[str, Any]:
     """Train one unit (or load its finished row from ``run_dir``) and return its table row.
@@ -116,26 +153,15 @@ def run_unit(unit: RetrainUnit, setup: RetrainSetup, run_dir: str | os.PathLike 
     from .. import training
 
     fp = setup.fingerprint()
-    path = Path(run_dir) / "units" / f"{unit.key}.json" if run_dir is not None else None
-    if path is not None and path.is_file():
-        try:
-            row = json.loads(path.read_text())
-            if row.get("setup") == fp:
-                return {**row, "from_cache": True}
-        except (OSError, ValueError):
-            pass  # a damaged row is recomputed (the model itself comes from the trainer cache)
-    ds = masked_dataset(setup.data, setup.attr_train, setup.attr_test, unit.k, unit.side,
-                        setup.per, setup.fill)
-    cfg = dataclasses.replace(setup.config, seed=unit.seed, label_seed=None)
+    row = saved_row(unit, fp, run_dir)
+    if row is not None:
+        return row
+    ds, cfg = unit_training(unit, setup)
     t0 = time.perf_counter()
     res = training.train(setup.factory, ds, cfg, cache_dir=setup.cache_dir,
                          progress=setup.progress, model_kwargs=dict(setup.model_kwargs))
-    row = {"method": setup.method, "k": unit.k, "side": unit.side, "repeat": unit.repeat,
-           "seed": unit.seed, "test_acc": float(res.test_acc), "train_acc": float(res.train_acc),
-           "epochs": int(res.epochs),
-           "reached_target": (bool(res.reached_target)
-                              if cfg.target_train_acc is not None else None),
-           "cache_key": res.key, "seconds": time.perf_counter() - t0, "setup": fp}
+    row = unit_row(unit, setup, res, time.perf_counter() - t0, fp)
+    path = unit_path(unit, run_dir)
     if path is not None:
         write_json(path, row)
     return {**row, "from_cache": False}
@@ -227,6 +253,9 @@ def diffroar(
     cache_dir: str | os.PathLike | None = None,
     batch_size: int = 250,
     progress: bool = True,
+    backend: str = "local",
+    ray_address: str | None = None,
+    ray_options: dict[str, Any] | None = None,
 ) -> DiffRoarResult:
     """DiffROAR / ROAR / KAR of ``method`` on ``train`` / ``test`` with retraining.
 
@@ -246,6 +275,9 @@ def diffroar(
             ``cache_dir``: where trained models go (runs sharing it share the k = 1
             retrainings); default ``run_dir/models``, or the user cache without a run_dir.
         per, fill: ``"coordinate"`` / ``"pixel"`` ranking; ``"scalar"`` / ``"channel"`` mean.
+        backend: ``"local"`` (retrainings one after the other here) or ``"ray"``: each
+            retraining a Ray task, on the cluster at ``ray_address`` with ``ray_options``
+            (as for ``RunConfig``); the same table, bit for bit on CPU (``docs/scaling.md``).
 
     The run is invalid (``settings["valid"] = False``, reason in ``settings["invalid_reason"]``)
     when the trainer has a target accuracy and the original model, or a retraining on the full
@@ -261,8 +293,14 @@ def diffroar(
         (4, [1.0, 0.5])
     """
     from .. import training
+    from ..engine import check_backend
 
     units = plan_units(ks, repeats, seed)  # validates ks and repeats first
+    check_backend(backend, ray_address, ray_options)
+    if backend == "ray":  # before any training: a missing extra says how to install it
+        from ..engine.ray_backend import require_ray
+
+        require_ray()
     if original is not None and adversarial is not None:
         raise ValueError("give either original= (a trained model) or adversarial= (to train a "
                          "robust original), not both: the attack would not be used")
@@ -303,9 +341,14 @@ def diffroar(
                          models_dir, False)
     from tqdm.auto import tqdm
 
-    rows = []
-    for unit in tqdm(units, desc=f"diffroar {label}", disable=not progress, leave=False):
-        rows.append(run_unit(unit, setup, rd))
+    if backend == "ray":
+        from .roar_ray import run_units_on_ray
+
+        rows = run_units_on_ray(units, setup, rd, ray_address, ray_options, progress,
+                                f"diffroar {label}")
+    else:
+        rows = [run_unit(unit, setup, rd) for unit in tqdm(
+            units, desc=f"diffroar {label}", disable=not progress, leave=False)]
     table = pd.DataFrame(rows)
     full = table[(table["k"] == 1.0) & (table["reached_target"] == False)]  # noqa: E712
     if len(full):
@@ -330,5 +373,7 @@ def diffroar(
         "units_loaded": [u.key for u, r in zip(units, rows, strict=True) if r["from_cache"]],
         "units_trained": [u.key for u, r in zip(units, rows, strict=True) if not r["from_cache"]],
     }
+    if backend != "local":  # not part of the setup: a run resumes on the other backend
+        settings["engine"] = {"backend": backend}
     cols = [*TABLE_COLUMNS, "seconds", "from_cache"]
     return DiffRoarResult(table[cols], summarize(table), settings)

@@ -23,18 +23,22 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def add_backend(p: argparse.ArgumentParser) -> None:
-    """``--backend``, ``--ray-address`` and ``--dtype``: where and in which precision the units
-    of work run (see ``docs/scaling.md``); :func:`backend_settings` reads them."""
+def add_backend(p: argparse.ArgumentParser, dtype: bool = True, unit: str = "batch") -> None:
+    """``--backend``, ``--ray-address`` and ``--dtype`` (unless ``dtype`` is False): where and
+    in which precision the units of work (``unit``: what one Ray task computes) run (see
+    ``docs/scaling.md``); :func:`backend_settings` reads them."""
     g = p.add_argument_group("scaling", "where the units of work run (docs/scaling.md)")
     g.add_argument("--backend", choices=["local", "ray"], default="local",
-                   help="local (this process, default) or ray: one Ray task per batch, the "
+                   help=f"local (this process, default) or ray: one Ray task per {unit}, the "
                         "same results (needs: pip install 'saliency-sanity[ray]')")
     g.add_argument("--ray-address", default=None, metavar="ADDR",
                    help="the Ray cluster: 'auto', 'HOST:6379' or 'ray://HOST:10001' "
                         "(default: $RAY_ADDRESS, else a local cluster on this machine)")
-    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
-                   help="maps in mixed precision (torch.autocast); float32 (default) is exact")
+    if dtype:
+        g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                       default="float32",
+                       help="maps in mixed precision (torch.autocast); float32 (default) is "
+                            "exact")
 
 
 def backend_settings(args: argparse.Namespace) -> dict[str, object]:

@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Any
 
+from ._args import add_backend, backend_settings
+
 EXIT_INVALID = 3
 
 
@@ -63,6 +65,7 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("--no-random-control", action="store_true", help="skip the random-map control")
     _add_model(d, n_train=1000, n_test=500, epochs=4, width=0.25)
     _add_attack(d, "linf", eps=0.2, steps=5)
+    add_backend(d, dtype=False, unit="retraining")
 
     b = sub.add_parser("blockmnist", help="BlockMNIST: signal-block share of the gradient of a "
                                           "standard and a robust model (Shah et al. 2021)")
@@ -76,6 +79,7 @@ def add_parsers(sub: Any) -> None:
                    help="fraction of pixels counted by the top-k share (0.1)")
     _add_model(b, n_train=2000, n_test=500, epochs=8, width=0.25)
     _add_attack(b, "l2", eps=1.0, steps=5)
+    add_backend(b, dtype=False, unit="training (the two models in parallel)")
 
 
 def _attack(args: argparse.Namespace) -> Any:
@@ -97,6 +101,7 @@ def _cmd_diffroar(args: argparse.Namespace, argv: list[str]) -> int:
     from ..io_inputs import check_output_dir
     from ..report.shah import write_diffroar_run
 
+    scaling = backend_settings(args)
     check_output_dir(args.out)
     try:
         ks = [float(k) for k in args.ks.split(",") if k.strip()]
@@ -107,7 +112,8 @@ def _cmd_diffroar(args: argparse.Namespace, argv: list[str]) -> int:
     ds = data.load(args.data, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
     common = {"ks": ks, "repeats": args.repeats, "trainer": _config(args), "seed": args.seed,
               "model_kwargs": {"width": args.width}, "per": args.per, "fill": args.fill,
-              "progress": not args.no_progress}
+              "progress": not args.no_progress, "backend": scaling["backend"],
+              "ray_address": scaling["ray_address"]}
     runs: dict[str, Any] = {}
     t0 = time.perf_counter()
     plan = [("standard", args.method, None)]
@@ -145,6 +151,7 @@ def _cmd_blockmnist(args: argparse.Namespace, argv: list[str]) -> int:
     from ..io_inputs import check_output_dir
     from ..report.shah import write_blockmnist_run
 
+    scaling = backend_settings(args)
     check_output_dir(args.out)
     t0 = time.perf_counter()
     outcome = blockmnist_experiment(
@@ -152,7 +159,8 @@ def _cmd_blockmnist(args: argparse.Namespace, argv: list[str]) -> int:
         classes=args.classes, p_top=args.p_top, width=args.width, epochs=args.epochs,
         attack=_attack(args), method=args.method, top_k=args.top_k, seed=args.seed,
         cache_dir=args.cache_dir, progress=not args.no_progress,
-        target_train_acc=args.target_acc)
+        target_train_acc=args.target_acc, backend=scaling["backend"],
+        ray_address=scaling["ray_address"])
     outcome["settings"]["wall_seconds"] = time.perf_counter() - t0
     out = write_blockmnist_run(outcome, args.out, command=["saliency-sanity", *argv])
     for _, r in outcome["summary"].iterrows():

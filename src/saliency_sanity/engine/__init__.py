@@ -12,7 +12,7 @@
 Plans of models come from :mod:`saliency_sanity.randomization` (``StagePlan``, ``FixedPlan``).
 """
 
-from .config import RunConfig, derive_seed, versions
+from .config import RunConfig, check_backend, derive_seed, versions
 from .evaluator import (
     Evaluator,
     LocalRunner,
@@ -29,6 +29,7 @@ from .run import execute, finished_run, make_runner, progress_bar
 from .store import UnitStore, fingerprint
 
 __all__ = [
+    "check_backend",
     "DEFAULT_BUDGET_BYTES", "ActivationReuse", "Evaluator", "LocalRunner", "Pair", "RunConfig",
     "RunOutput", "Unit", "UnitStore", "View", "batch_units", "check_inputs", "derive_seed",
     "evaluate", "execute", "finished_run", "fingerprint", "make_runner", "method_for_call",

@@ -36,6 +36,25 @@ BACKENDS = ("local", "ray")
 DTYPES = (None, "float32", "bfloat16", "float16")
 
 
+def check_backend(backend: str, ray_address: str | None = None,
+                  ray_options: Mapping[str, Any] | None = None) -> None:
+    """A clear error for an unknown backend, or Ray settings without the Ray backend.
+
+    Example:
+        >>> check_backend("ray", "auto")
+        >>> try:
+        ...     check_backend("local", "auto")
+        ... except ValueError as err:
+        ...     print(str(err)[:44])
+        ray_address and ray_options apply to the Ray
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "ray" and (ray_address is not None or ray_options):
+        raise ValueError("ray_address and ray_options apply to the Ray backend only: "
+                         "add backend='ray' (--backend ray)")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """The common settings of a check.
@@ -96,11 +115,7 @@ class RunConfig:
                 raise TypeError(f"{name} must be an integer, got {v!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.backend != "ray" and (self.ray_address is not None or self.ray_options):
-            raise ValueError("ray_address and ray_options apply to the Ray backend only: "
-                             "add backend='ray' (--backend ray)")
+        check_backend(self.backend, self.ray_address, self.ray_options)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.dtype == "float32":  # the default precision: no autocast, nothing recorded

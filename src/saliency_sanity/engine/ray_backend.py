@@ -194,19 +194,44 @@ def call(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any],
         torch.set_num_threads(before)
 
 
-def run_calls(fn: Callable[..., Any], calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]],
-              address: str | None = None, options: Mapping[str, Any] | None = None,
-              device: torch.device | str = "cpu") -> list[Any]:
-    """Independent calls ``fn(*args, **kwargs)`` as Ray tasks (one retraining each, ...), their
-    results in order. Arguments are sent once per call: put large shared ones in the object
-    store first (:func:`put`); ``device`` sets the task resources (one GPU on CUDA)."""
+def iter_calls(fn: Callable[..., Any],
+               calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]],
+               address: str | None = None, options: Mapping[str, Any] | None = None,
+               device: torch.device | str = "cpu") -> Iterator[tuple[int, Any]]:
+    """Independent calls ``fn(*args, **kwargs)`` as Ray tasks (one retraining each, ...):
+    ``(index, result)`` pairs as the tasks finish, so that the caller (the driver) can write
+    each result as it arrives. Each task uses this process's torch thread count (the same
+    numbers as a local call, bit for bit on CPU) and :func:`task_options`' resources (one GPU
+    per task on CUDA); a worker that dies is retried. Arguments are sent once per call: put
+    large shared ones in the object store first (:func:`put`). Closing the iterator early (an
+    error in the caller) cancels the tasks not finished yet."""
+    if not calls:
+        return
     ray = connect(address)
     threads = int(torch.get_num_threads())
     max_cpus = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]),
                    default=None)
     opts = task_options(options, torch.device(device), threads, max_cpus)
     task = ray.remote(call).options(**opts)
-    return ray.get([task.remote(fn, list(a), dict(k), threads) for a, k in calls])
+    pending = {task.remote(fn, list(a), dict(k), threads): i for i, (a, k) in enumerate(calls)}
+    try:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for r in ready:
+                yield pending.pop(r), ray.get(r)
+    finally:
+        for r in pending:
+            ray.cancel(r)
+
+
+def run_calls(fn: Callable[..., Any], calls: Sequence[tuple[Sequence[Any], Mapping[str, Any]]],
+              address: str | None = None, options: Mapping[str, Any] | None = None,
+              device: torch.device | str = "cpu") -> list[Any]:
+    """:func:`iter_calls`' results in the order of ``calls``."""
+    out: list[Any] = [None] * len(calls)
+    for i, res in iter_calls(fn, calls, address, options, device):
+        out[i] = res
+    return out
 
 
 def put(value: Any, address: str | None = None) -> Any:

@@ -33,12 +33,13 @@ from .trainer import (
 
 def _path(factory: Factory, dataset: Dataset, config: TrainConfig,
           cache_dir: str | os.PathLike[str] | None, model_kwargs: dict[str, Any],
-          device: str | torch.device | None) -> tuple[str, Path]:
+          device: str | torch.device | None, adversarial: Any = None) -> tuple[str, Path]:
     kwargs = dict(model_kwargs)
     if isinstance(factory, str):
         kwargs.setdefault("num_classes", dataset.num_classes)
     model = _build(factory, kwargs, config.seed)
-    key = cache_key(factory, dataset, config, kwargs, _state_hash(model), device=device)
+    key = cache_key(factory, dataset, config, kwargs, _state_hash(model), device=device,
+                    adversarial=adversarial)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return key, root / f"{key}.pt"
 
@@ -46,7 +47,8 @@ def _path(factory: Factory, dataset: Dataset, config: TrainConfig,
 def cached_result(factory: Factory, dataset: Dataset, config: TrainConfig,
                   cache_dir: str | os.PathLike[str] | None | Literal[False] = None, *,
                   model_kwargs: dict[str, Any] | None = None,
-                  device: str | torch.device | None = None) -> TrainResult | None:
+                  device: str | torch.device | None = None,
+                  adversarial: Any = None) -> TrainResult | None:
     """The finished run in the cache, loaded as ``train`` would load it; None when there is
     none (or ``cache_dir=False``). Nothing is trained.
 
@@ -58,33 +60,36 @@ def cached_result(factory: Factory, dataset: Dataset, config: TrainConfig,
     """
     if cache_dir is False:
         return None
-    key, path = _path(factory, dataset, config, cache_dir, dict(model_kwargs or {}), device)
+    key, path = _path(factory, dataset, config, cache_dir, dict(model_kwargs or {}), device,
+                      adversarial)
     state = _load_checkpoint(path, key)
     if state is None or not state["done"]:
         return None
     from .trainer import train
 
     return train(factory, dataset, config, cache_dir=cache_dir, progress=False,
-                 model_kwargs=model_kwargs, device=device)
+                 model_kwargs=model_kwargs, device=device, adversarial=adversarial)
 
 
 def store_result(result: TrainResult, factory: Factory, dataset: Dataset, config: TrainConfig,
                  cache_dir: str | os.PathLike[str] | None | Literal[False] = None, *,
                  model_kwargs: dict[str, Any] | None = None,
-                 device: str | torch.device | None = None) -> TrainResult:
+                 device: str | torch.device | None = None,
+                 adversarial: Any = None) -> TrainResult:
     """Record ``result`` (trained elsewhere with the same arguments, ``cache_dir=False``) in
     the cache as a finished run, atomically; ``result`` with its checkpoint path."""
     if cache_dir is False:
         return result
     kwargs = dict(model_kwargs or {})
-    key, path = _path(factory, dataset, config, cache_dir, kwargs, device)
+    key, path = _path(factory, dataset, config, cache_dir, kwargs, device, adversarial)
     if key != result.key:
         raise ValueError(f"the result belongs to run {result.key}, not to {key}")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
     _save_atomic({"key": key, "model": state, "history": result.history, "done": True,
                   "epoch": result.epochs, "train_acc": result.train_acc,
-                  "test_acc": result.test_acc, "reached_target": result.reached_target}, path)
+                  "test_acc": result.test_acc, "reached_target": result.reached_target,
+                  "robust_test_acc": result.robust_test_acc}, path)
     if isinstance(factory, str):
         kwargs.setdefault("num_classes", dataset.num_classes)
     _write_json({"key": key, "model": _describe(factory, kwargs),
