@@ -251,3 +251,21 @@ def test_models_with_batch_norm_train_and_cache(tmp_path):
     for (k, t), (_, u) in zip(a.model.state_dict().items(), b.model.state_dict().items(),
                               strict=True):
         assert torch.equal(t, u), k
+
+
+def test_trained_weights_do_not_depend_on_the_callers_thread_count(tiny, monkeypatch):
+    """A CPU kernel's reduction order depends on the intra-op thread count; training pins it
+    (``TRAIN_THREADS``), so a model is the same bit for bit whether a test under one thread or
+    the CLI under the machine's default trains it (and caches it for the other)."""
+    cfg = TrainConfig(epochs=1, target_train_acc=None)
+    kw = {"cache_dir": False, "progress": False}
+    before = torch.get_num_threads()
+    out = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out.append(training.train("mnist_cnn", tiny, cfg, **kw).model)
+            assert torch.get_num_threads() == threads  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(before)
+    assert _equal_state(out[0], out[1])

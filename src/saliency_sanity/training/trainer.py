@@ -34,6 +34,10 @@ from .config import TrainConfig, TrainResult
 
 _FORMAT = 1  # bump when the training procedure changes: old cache entries are then not reused
 _EVAL_BATCH = 1000
+#: Intra-op threads while training, whatever the caller's setting: a CPU kernel's reduction order
+#: depends on the thread count, so a fixed count makes a trained model the same bit for bit
+#: whoever trains it (a test under one thread, the CLI under the machine's default).
+TRAIN_THREADS = 2
 
 
 def default_cache_dir() -> Path:
@@ -286,6 +290,8 @@ def train(
     train_acc = test_acc = float("nan")
     robust_acc: float | None = None
     reached = False
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
     try:
         rng_devices = [dev] if dev.type == "cuda" else []
         with torch.random.fork_rng(devices=rng_devices):  # model-internal randomness only
@@ -364,6 +370,7 @@ def train(
                 if _stop_after_epochs is not None and epoch + 1 >= _stop_after_epochs:
                     raise KeyboardInterrupt(f"stopped after epoch {epoch + 1} (simulated)")
     finally:
+        torch.set_num_threads(threads_before)
         bar.close()
     model.eval()
     return TrainResult(
