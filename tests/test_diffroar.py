@@ -203,14 +203,20 @@ _CLI_TINY = ["--n-train", "64", "--n-test", "32", "--width", "0.05", "--epochs",
 def test_cli_diffroar_writes_a_run_and_exits_3_when_invalid(tmp_path):
     out = tmp_path / "run"
     r = _cli(["diffroar", "--out", str(out), "--ks", "1,0.5", "--repeats", "1",
-              "--target-acc", "1.0", *_CLI_TINY])
+              "--control-repeats", "2", "--original-epochs", "2", "--target-acc", "1.0",
+              *_CLI_TINY])
     assert r.returncode == 3, r.stderr[-2000:]
     assert "INVALID" in r.stderr
     for f in ("results.csv", "diffroar.csv", "run.json", "report.html",
               "figures/diffroar.png", "figures/roar_kar.png"):
         assert (out / f).is_file(), f
     table = pd.read_csv(out / "results.csv")
-    assert set(table["model"]) == {"standard", "robust", "random"} and len(table) == 12
+    assert table["model"].value_counts().to_dict() == {"random": 8, "standard": 4, "robust": 4}
+    assert set(table.loc[table["model"] == "random", "repeat"]) == {0, 1}
+    runs = json.loads((out / "run.json").read_text())["settings"]["runs"]
+    assert runs["standard"]["original_trainer"]["epochs"] == 2
+    assert runs["robust"]["original"]["epochs"] <= 2 and runs["random"]["original"] == {}
+    assert {r["trainer"]["epochs"] for r in runs.values()} == {1}
 
 
 @pytest.mark.slow
@@ -256,3 +262,49 @@ def test_given_original_model_and_tensor_pairs_leave_the_model_untouched():
     assert r.settings["original"] == {} and len(r.table) == 2
     with pytest.raises(TypeError, match=r"\(x, y\) pairs"):
         diffroar("mnist_mlp", ds.x_train, None, "gradient", cache_dir=False)
+
+
+def test_summary_standard_error_and_welch_p_value_by_hand():
+    """diffroar_se and p_value against Welch's formulas written out (t, Welch-Satterthwaite
+    degrees of freedom, two-sided tail of Student's t); degenerate cases are NaN."""
+    from scipy import stats
+
+    top = np.array([0.91, 0.88, 0.90, 0.86, 0.93])
+    bot = np.array([0.62, 0.70, 0.66])
+    t = pd.DataFrame({"method": "g", "k": 0.2, "side": ["top"] * 5 + ["bottom"] * 3,
+                      "repeat": [0, 1, 2, 3, 4, 0, 1, 2], "test_acc": [*top, *bot]})
+    s = summarize(t).iloc[0]
+    v1, v2 = top.var(ddof=1) / 5, bot.var(ddof=1) / 3
+    se = np.sqrt(v1 + v2)
+    df = (v1 + v2) ** 2 / (v1**2 / 4 + v2**2 / 2)
+    p = 2 * stats.t.sf(abs(top.mean() - bot.mean()) / se, df)
+    assert s["diffroar_se"] == pytest.approx(se, rel=1e-12)
+    assert s["p_value"] == pytest.approx(p, rel=1e-9)
+    assert (s["n_top"], s["n_bottom"], s["n_pairs"]) == (5, 3, 15)
+    assert s["diffroar"] == pytest.approx(top.mean() - bot.mean(), abs=1e-12)
+    one = summarize(t[t["repeat"] == 0]).iloc[0]  # one repeat per side: no spread, no test
+    assert np.isnan(one["diffroar_se"]) and np.isnan(one["p_value"])
+    same = t.assign(test_acc=0.5)  # no variance: no test
+    assert np.isnan(summarize(same).iloc[0]["p_value"])
+
+
+def test_original_trainer_trains_the_original_apart_from_the_retrainings():
+    ds = data.load("mnist", n_train=96, n_test=48)
+    kw = {**_TINY, "ks": (0.5,), "repeats": 1}
+    longer = training.TrainConfig(epochs=3, target_train_acc=None, batch_size=32)
+    r = diffroar("mnist_mlp", ds, None, "gradient", cache_dir=False,
+                 original_trainer=longer, **kw)
+    assert r.settings["original"]["epochs"] == 3 and r.settings["original_trainer"]["epochs"] == 3
+    assert r.table["epochs"].eq(1).all() and r.settings["trainer"]["epochs"] == 1
+    # the original trained by hand with those settings ranks the coordinates the same way
+    ref = training.train("mnist_mlp", ds, longer, cache_dir=False, progress=False,
+                         model_kwargs={"width": 0.02})
+    assert r.settings["original_fingerprint"] == mk.model_fingerprint(ref.model)
+    same = diffroar("mnist_mlp", ds, None, "gradient", cache_dir=False, **kw)
+    assert same.settings["original"]["epochs"] == 1
+    assert same.settings["original_fingerprint"] != r.settings["original_fingerprint"]
+    with pytest.raises(TypeError, match="original_trainer must be"):
+        diffroar("mnist_mlp", ds, None, "gradient", cache_dir=False, original_trainer=3, **kw)
+    with pytest.raises(ValueError, match="not both"):
+        diffroar("mnist_mlp", ds, None, "gradient", cache_dir=False, original_trainer=longer,
+                 original=ref.model, **kw)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -170,8 +171,10 @@ def run_unit(unit: RetrainUnit, setup: RetrainSetup, run_dir: str | os.PathLike 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """DiffROAR(k) per method and k from a tidy table: every top x bottom repeat pair pooled
     (mean, std with ddof 0, interval mean +- std), KAR = mean acc(top-k), ROAR at removed
-    fraction 1 - k = mean acc(bottom-k), and the repeat-to-repeat spread (the largest range of
-    accuracies over repeats within one side).
+    fraction 1 - k = mean acc(bottom-k), the repeat-to-repeat spread (the largest range of
+    accuracies over repeats within one side), the standard error of the difference of the two
+    sides' means (``diffroar_se``, ddof 1 per side) and Welch's two-sided t-test of top against
+    bottom (``p_value``; NaN with fewer than two repeats per side or no variance).
 
     Example:
         >>> t = pd.DataFrame({"method": "g", "k": 0.5, "side": ["top", "top", "bottom", "bottom"],
@@ -180,6 +183,8 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
         >>> [round(float(s[c]), 3) for c in ("diffroar", "diffroar_std", "repeat_spread")]
         [0.3, 0.071, 0.1]
     """
+    from scipy import stats
+
     rows = []
     for (method, k), g in table.groupby(["method", "k"], sort=False):
         top = g.loc[g["side"] == "top", "test_acc"].to_numpy(float)
@@ -187,9 +192,15 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
         diffs = (top[:, None] - bot[None, :]).ravel()
         mean, std = float(diffs.mean()), float(diffs.std())
         spread = max(float(top.max() - top.min()), float(bot.max() - bot.min()))
+        se = p = float("nan")
+        if len(top) > 1 and len(bot) > 1:
+            se = float(np.sqrt(top.var(ddof=1) / len(top) + bot.var(ddof=1) / len(bot)))
+            if se > 0:
+                p = float(stats.ttest_ind(top, bot, equal_var=False).pvalue)
         rows.append({"method": method, "k": float(k), "diffroar": mean, "diffroar_std": std,
                      "diffroar_lo": mean - std, "diffroar_hi": mean + std,
-                     "n_pairs": len(diffs), "kar": float(top.mean()),
+                     "diffroar_se": se, "p_value": p, "n_top": len(top),
+                     "n_bottom": len(bot), "n_pairs": len(diffs), "kar": float(top.mean()),
                      "roar_removed": 1.0 - float(k), "roar": float(bot.mean()),
                      "repeat_spread": spread,
                      "within_spread": bool(abs(mean) <= spread)})
@@ -247,6 +258,7 @@ def diffroar(
     *,
     original: nn.Module | None = None,
     adversarial: Any = None,
+    original_trainer: Any = None,
     model_kwargs: dict[str, Any] | None = None,
     per: str = "coordinate",
     fill: str = "scalar",
@@ -270,6 +282,9 @@ def diffroar(
         original: the model that ranks the coordinates; ``None`` trains one on the original
             data with ``trainer`` (seed ``seed``) and ``adversarial`` (a ``training.PGD`` for a
             robust original; retrainings are always standard).
+        original_trainer: a ``training.TrainConfig`` for the original model only (default
+            ``trainer``): an original trained longer than the retrainings, e.g. an
+            adversarially trained one that needs more epochs to learn.
         run_dir: where unit rows (``units/``), attributions and trained models (``models/``,
             unless ``cache_dir`` is given) go; rerunning with the same ``run_dir`` resumes.
             ``cache_dir``: where trained models go (runs sharing it share the k = 1
@@ -309,6 +324,13 @@ def diffroar(
                                                                   target_train_acc=None)
     if not isinstance(cfg, training.TrainConfig):
         raise TypeError(f"trainer must be a training.TrainConfig, got {type(cfg).__name__}")
+    ocfg = original_trainer if original_trainer is not None else cfg
+    if not isinstance(ocfg, training.TrainConfig):
+        raise TypeError("original_trainer must be a training.TrainConfig, got "
+                        f"{type(ocfg).__name__}")
+    if original_trainer is not None and original is not None:
+        raise ValueError("give either original= (a trained model) or original_trainer= (to "
+                         "train one), not both: the settings would not be used")
     kw = dict(model_kwargs or {})
     if isinstance(model_factory, str):
         kw.setdefault("num_classes", ds.num_classes)
@@ -321,16 +343,16 @@ def diffroar(
     orig_info: dict[str, Any] = {}
     problems: list[str] = []
     if original is None and not is_random:
-        res = training.train(model_factory, ds, dataclasses.replace(cfg, seed=seed),
+        res = training.train(model_factory, ds, dataclasses.replace(ocfg, seed=seed),
                              cache_dir=models_dir, progress=progress, model_kwargs=kw,
                              adversarial=adversarial)
         original = res.model
         orig_info = {"train_acc": res.train_acc, "test_acc": res.test_acc,
                      "robust_test_acc": res.robust_test_acc, "epochs": res.epochs,
                      "reached_target": res.reached_target, "cache_key": res.key}
-        if cfg.target_train_acc is not None and not res.reached_target:
+        if ocfg.target_train_acc is not None and not res.reached_target:
             problems.append(f"the original model reached {res.train_acc:.1%} training accuracy, "
-                            f"below the target {cfg.target_train_acc:.0%}")
+                            f"below the target {ocfg.target_train_acc:.0%}")
     fp = model_fingerprint(original) if original is not None else None
     a_tr = cached_attributions(original, ds.x_train, ds.y_train, method, attr_dir, batch_size,
                                derive_seed(seed, "random-map", "train") % 2**31)
@@ -362,6 +384,8 @@ def diffroar(
         "method": label, "ks": [u.k for u in units[:: 2 * repeats]], "repeats": repeats,
         "seed": seed, "per": per, "fill": fill, "fill_value": float(ds.x_train.double().mean())
         if fill == "scalar" else None, "trainer": dataclasses.asdict(cfg),
+        "original_trainer": dataclasses.asdict(dataclasses.replace(ocfg, seed=seed))
+        if orig_info else None,
         "model_factory": model_factory if isinstance(model_factory, str) else repr(model_factory),
         "model_kwargs": {k: v if isinstance(v, (int, float, str)) else repr(v)
                          for k, v in kw.items()},

@@ -7,6 +7,7 @@ for ``data-randomization``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from typing import Any
@@ -57,6 +58,13 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("--ks", default="1,0.9,0.7,0.5,0.3,0.2,0.1,0.05",
                    help="fractions kept, comma-separated (Shah et al.'s eight)")
     d.add_argument("--repeats", type=int, default=2, help="retrainings per k and side (2)")
+    d.add_argument("--control-repeats", type=int, default=5,
+                   help="retrainings per k and side of the random-map control (5): its "
+                        "|DiffROAR| is compared with the repeat-to-repeat spread, which two "
+                        "repeats estimate poorly")
+    d.add_argument("--original-epochs", type=int, default=16,
+                   help="epochs of the standard and the robust original models that rank the "
+                        "coordinates (16; --epochs is for the retrainings)")
     d.add_argument("--per", choices=["coordinate", "pixel"], default="coordinate",
                    help="rank coordinates (Shah et al.) or whole pixels")
     d.add_argument("--fill", choices=["scalar", "channel"], default="scalar",
@@ -110,24 +118,29 @@ def _cmd_diffroar(args: argparse.Namespace, argv: list[str]) -> int:
                          ) from None
     attack = None if args.no_robust else _attack(args)
     ds = data.load(args.data, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
-    common = {"ks": ks, "repeats": args.repeats, "trainer": _config(args), "seed": args.seed,
+    if args.control_repeats < 1 or args.original_epochs < 1:
+        raise ValueError("--control-repeats and --original-epochs must be >= 1")
+    original_cfg = dataclasses.replace(_config(args), epochs=args.original_epochs)
+    common = {"ks": ks, "trainer": _config(args), "seed": args.seed,
               "model_kwargs": {"width": args.width}, "per": args.per, "fill": args.fill,
               "progress": not args.no_progress, "backend": scaling["backend"],
               "ray_address": scaling["ray_address"]}
     runs: dict[str, Any] = {}
     t0 = time.perf_counter()
-    plan = [("standard", args.method, None)]
+    plan = [("standard", args.method, None, args.repeats)]
     if attack is not None:
-        plan.append(("robust", args.method, attack))
+        plan.append(("robust", args.method, attack, args.repeats))
     if not args.no_random_control:
-        plan.append(("random", "random", None))
+        plan.append(("random", "random", None, args.control_repeats))
     from pathlib import Path
 
     models = args.cache_dir or Path(args.out) / "models"  # shared: k = 1 runs are trained once
-    for label, method, adv in plan:
-        print(f"diffroar: {label} ({method})", file=sys.stderr)
+    for label, method, adv, repeats in plan:
+        print(f"diffroar: {label} ({method}, {repeats} repeats)", file=sys.stderr)
         runs[label] = diffroar("mnist_cnn", ds, None, method, run_dir=Path(args.out) / label,
-                               adversarial=adv, cache_dir=models, **common)
+                               adversarial=adv, cache_dir=models, repeats=repeats,
+                               original_trainer=None if method == "random" else original_cfg,
+                               **common)
     seconds = time.perf_counter() - t0
     out = write_diffroar_run(runs, args.out, command=["saliency-sanity", *argv],
                              extra={"wall_seconds": seconds, "data": args.data})

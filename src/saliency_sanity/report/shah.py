@@ -22,6 +22,8 @@ from .._io import atomic_write, write_json
 from ._util import _num, _png_uri, _table, e
 from .html import _CSS
 
+NAN = float("nan")
+
 
 def _page(title: str, body: str) -> str:
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -46,12 +48,15 @@ def diffroar_section(summary: pd.DataFrame, settings: Mapping[str, Any]) -> str:
         True
     """
     rows = [[e(r["model"]), _num(r["k"], 2), _num(r["diffroar"]), _num(r["diffroar_std"]),
+             _num(r.get("diffroar_se", NAN)), _num(r.get("p_value", NAN)),
+             _num(r.get("n_top", NAN), 0),
              _num(r["repeat_spread"]), "yes" if r["within_spread"] else "no",
              _num(r["kar"]), _num(r["roar"])]
             for _, r in summary.iterrows()]
-    table = _table(["model", "k", "DiffROAR", "std (pairs)", "repeat spread",
-                    "|DiffROAR| &le; spread", "KAR acc(top-k)", "acc(bottom-k)"], rows,
-                   numeric=[False] + [True] * 4 + [False] + [True] * 2)
+    table = _table(["model", "k", "DiffROAR", "std (pairs)", "SE", "Welch p", "repeats",
+                    "repeat spread", "|DiffROAR| &le; spread", "KAR acc(top-k)",
+                    "acc(bottom-k)"], rows,
+                   numeric=[False] + [True] * 7 + [False] + [True] * 2)
     notes = []
     for label, run in settings.get("runs", {}).items():
         orig = run.get("original") or {}
@@ -59,12 +64,17 @@ def diffroar_section(summary: pd.DataFrame, settings: Mapping[str, Any]) -> str:
                + (f", robust {_num(orig['robust_test_acc'])}"
                   if orig.get("robust_test_acc") is not None else "")) if orig else "no model"
         state = "valid" if run.get("valid", True) else f"INVALID: {e(run.get('invalid_reason'))}"
-        notes.append(f"<li><b>{e(label)}</b>: {acc}; {state}</li>")
+        epochs = (run.get("original_trainer") or {}).get("epochs")
+        trained = f" ({epochs} epochs)" if epochs is not None and orig else ""
+        notes.append(f"<li><b>{e(label)}</b>: {acc}{trained}; {run.get('repeats', '?')} "
+                     f"retrainings per k and side; {state}</li>")
     return (f"<section><h2>DiffROAR, ROAR and KAR with retraining</h2>"
             f"<p>DiffROAR(k) = test accuracy of models retrained on the top-k attributed "
             f"coordinates minus on the bottom-k (Shah et al. 2021); positive means the map ranks "
             f"the features the task needs first. <i>random</i> is the random-map control (expected "
-            f"about 0).</p><ul>{''.join(notes)}</ul>{table}</section>")
+            f"about 0: within the repeat-to-repeat spread, and Welch's test of top against bottom "
+            f"not significant). SE = standard error of the difference of the two sides' "
+            f"means.</p><ul>{''.join(notes)}</ul>{table}</section>")
 
 
 def write_diffroar_run(results: Mapping[str, Any], out: str | os.PathLike,
