@@ -264,9 +264,11 @@ def test_given_original_model_and_tensor_pairs_leave_the_model_untouched():
         diffroar("mnist_mlp", ds.x_train, None, "gradient", cache_dir=False)
 
 
-def test_summary_standard_error_and_welch_p_value_by_hand():
-    """diffroar_se and p_value against Welch's formulas written out (t, Welch-Satterthwaite
-    degrees of freedom, two-sided tail of Student's t); degenerate cases are NaN."""
+def test_summary_standard_error_and_welch_p_value_against_scipy():
+    """diffroar_se against the formula written out, p_value against scipy's Welch t-test;
+    sides with equal values give no warning, degenerate cases are NaN."""
+    import warnings
+
     from scipy import stats
 
     top = np.array([0.91, 0.88, 0.90, 0.86, 0.93])
@@ -274,18 +276,23 @@ def test_summary_standard_error_and_welch_p_value_by_hand():
     t = pd.DataFrame({"method": "g", "k": 0.2, "side": ["top"] * 5 + ["bottom"] * 3,
                       "repeat": [0, 1, 2, 3, 4, 0, 1, 2], "test_acc": [*top, *bot]})
     s = summarize(t).iloc[0]
-    v1, v2 = top.var(ddof=1) / 5, bot.var(ddof=1) / 3
-    se = np.sqrt(v1 + v2)
-    df = (v1 + v2) ** 2 / (v1**2 / 4 + v2**2 / 2)
-    p = 2 * stats.t.sf(abs(top.mean() - bot.mean()) / se, df)
+    se = np.sqrt(top.var(ddof=1) / 5 + bot.var(ddof=1) / 3)
     assert s["diffroar_se"] == pytest.approx(se, rel=1e-12)
-    assert s["p_value"] == pytest.approx(p, rel=1e-9)
+    assert s["p_value"] == pytest.approx(stats.ttest_ind(top, bot, equal_var=False).pvalue,
+                                         rel=1e-9)
     assert (s["n_top"], s["n_bottom"], s["n_pairs"]) == (5, 3, 15)
     assert s["diffroar"] == pytest.approx(top.mean() - bot.mean(), abs=1e-12)
     one = summarize(t[t["repeat"] == 0]).iloc[0]  # one repeat per side: no spread, no test
     assert np.isnan(one["diffroar_se"]) and np.isnan(one["p_value"])
-    same = t.assign(test_acc=0.5)  # no variance: no test
-    assert np.isnan(summarize(same).iloc[0]["p_value"])
+    assert np.isnan(summarize(t.assign(test_acc=0.5)).iloc[0]["p_value"])  # nothing varies
+    flat = t.assign(test_acc=np.where(t["side"] == "top", 0.95, t["test_acc"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one side constant: a valid test, and no warning
+        p = summarize(flat).iloc[0]["p_value"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy's own warning on the constant side
+        ref = stats.ttest_ind(np.full(5, 0.95), bot, equal_var=False).pvalue
+    assert p == pytest.approx(ref, rel=1e-9)
 
 
 def test_original_trainer_trains_the_original_apart_from_the_retrainings():

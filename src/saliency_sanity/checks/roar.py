@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -35,6 +34,7 @@ from .._io import write_json
 from ..data import Dataset
 from ..engine import derive_seed
 from ._masking import RANDOM, cached_attributions, check_k, masked_dataset, model_fingerprint
+from ._roar_summary import summarize
 
 KS = (1.0, 0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05)
 SIDES = ("top", "bottom")
@@ -166,45 +166,6 @@ def run_unit(unit: RetrainUnit, setup: RetrainSetup, run_dir: str | os.PathLike 
     if path is not None:
         write_json(path, row)
     return {**row, "from_cache": False}
-
-
-def summarize(table: pd.DataFrame) -> pd.DataFrame:
-    """DiffROAR(k) per method and k from a tidy table: every top x bottom repeat pair pooled
-    (mean, std with ddof 0, interval mean +- std), KAR = mean acc(top-k), ROAR at removed
-    fraction 1 - k = mean acc(bottom-k), the repeat-to-repeat spread (the largest range of
-    accuracies over repeats within one side), the standard error of the difference of the two
-    sides' means (``diffroar_se``, ddof 1 per side) and Welch's two-sided t-test of top against
-    bottom (``p_value``; NaN with fewer than two repeats per side or no variance).
-
-    Example:
-        >>> t = pd.DataFrame({"method": "g", "k": 0.5, "side": ["top", "top", "bottom", "bottom"],
-        ...                   "repeat": [0, 1, 0, 1], "test_acc": [0.9, 0.8, 0.5, 0.6]})
-        >>> s = summarize(t).iloc[0]
-        >>> [round(float(s[c]), 3) for c in ("diffroar", "diffroar_std", "repeat_spread")]
-        [0.3, 0.071, 0.1]
-    """
-    from scipy import stats
-
-    rows = []
-    for (method, k), g in table.groupby(["method", "k"], sort=False):
-        top = g.loc[g["side"] == "top", "test_acc"].to_numpy(float)
-        bot = g.loc[g["side"] == "bottom", "test_acc"].to_numpy(float)
-        diffs = (top[:, None] - bot[None, :]).ravel()
-        mean, std = float(diffs.mean()), float(diffs.std())
-        spread = max(float(top.max() - top.min()), float(bot.max() - bot.min()))
-        se = p = float("nan")
-        if len(top) > 1 and len(bot) > 1:
-            se = float(np.sqrt(top.var(ddof=1) / len(top) + bot.var(ddof=1) / len(bot)))
-            if se > 0:
-                p = float(stats.ttest_ind(top, bot, equal_var=False).pvalue)
-        rows.append({"method": method, "k": float(k), "diffroar": mean, "diffroar_std": std,
-                     "diffroar_lo": mean - std, "diffroar_hi": mean + std,
-                     "diffroar_se": se, "p_value": p, "n_top": len(top),
-                     "n_bottom": len(bot), "n_pairs": len(diffs), "kar": float(top.mean()),
-                     "roar_removed": 1.0 - float(k), "roar": float(bot.mean()),
-                     "repeat_spread": spread,
-                     "within_spread": bool(abs(mean) <= spread)})
-    return pd.DataFrame(rows)
 
 
 @dataclass

@@ -26,33 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..methods.cam import ACTIVATIONS, conv_layer_names, default_layer
+from ..methods.cam import ACTIVATIONS, conv_layer_names, default_layer, trace_calls
 
 _PASS = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.Identity)
 _ADAPTIVE = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-
-
-def trace(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, Any, Any]]:
-    """(name, module, first input, output) of every module call in finishing order, from one
-    forward pass without gradients on ``x[:1]``; hooks removed on exit."""
-    calls: list[tuple[str, nn.Module, Any, Any]] = []
-    handles = []
-
-    def hook(name: str) -> Any:
-        def fn(m: nn.Module, args: Any, out: Any) -> None:
-            calls.append((name, m, args[0] if args else None, out))
-        return fn
-
-    try:
-        for name, m in model.named_modules():
-            if name:
-                handles.append(m.register_forward_hook(hook(name)))
-        with torch.no_grad():
-            model(x[:1].detach())
-    finally:
-        for h in handles:
-            h.remove()
-    return calls
 
 
 def _is4d(t: Any) -> bool:
@@ -131,7 +108,7 @@ def layout(model: nn.Module, cell: torch.Tensor) -> Layout:
         >>> lay.split, lay.head, lay.kernel, lay.final
         ('2', '4', (4, 4), '1')
     """
-    calls = trace(model, cell)
+    calls = trace_calls(model, cell)
     runs: dict[str, int] = {}
     shapes: dict[str, tuple[int, ...] | None] = {}
     order: dict[str, int] = {}

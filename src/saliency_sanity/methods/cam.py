@@ -74,9 +74,16 @@ ACTIVATIONS: tuple[type[nn.Module], ...] = (
 )
 
 
-def _trace(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, Any, Any]]:
+def trace_calls(model: nn.Module, x: torch.Tensor) -> list[tuple[str, nn.Module, Any, Any]]:
     """(name, module, first positional input, output) of every module call, in the order the
-    calls finish, from one forward pass without gradients on ``x[:1]`` (hooks removed)."""
+    calls finish, from one forward pass without gradients on ``x[:1]`` (hooks removed).
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+        >>> calls = trace_calls(net, torch.ones(3, 1, 5, 5))
+        >>> [(name, tuple(out.shape)) for name, _, _, out in calls]
+        [('0', (1, 2, 3, 3)), ('1', (1, 2, 3, 3))]
+    """
     calls: list[tuple[str, nn.Module, Any, Any]] = []
     handles = []
 
@@ -134,7 +141,7 @@ def default_layer(model: nn.Module, x: torch.Tensor, who: str = "gradcam") -> st
     tokens = default_token_layer(model, x)
     if tokens is not None:
         return tokens
-    calls = _trace(model, x)
+    calls = trace_calls(model, x)
     last_conv = max((i for i, c in enumerate(calls) if isinstance(c[1], nn.Conv2d)
                      and isinstance(c[3], torch.Tensor) and c[3].ndim == 4), default=None)
     if last_conv is not None:
