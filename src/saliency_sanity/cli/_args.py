@@ -23,6 +23,56 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def add_model(p: argparse.ArgumentParser) -> None:
+    """``--model``, ``--model-kwargs``, ``--weights``, ``--unsafe-load``: the user's model, which
+    :func:`~saliency_sanity.cli.commands.load_model_arg` loads."""
+    p.add_argument("--model", required=True,
+                   help="'package.module:factory', 'file.py:factory' or a TorchScript file")
+    p.add_argument("--model-kwargs", default=None, help="JSON keyword arguments for the factory")
+    p.add_argument("--weights", default=None, help="state_dict file (loaded weights_only)")
+    p.add_argument("--unsafe-load", action="store_true",
+                   help="allow pickled checkpoints (runs code from the file: trusted files only)")
+
+
+def add_image_options(p: argparse.ArgumentParser) -> None:
+    """``--size`` and ``--channels``: how folder images are read."""
+    p.add_argument("--size", type=int, default=None, help="resize folder images to SIZE x SIZE")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                   help="convert folder images to 1 or 3 channels")
+
+
+def add_methods(p: argparse.ArgumentParser) -> None:
+    """``--methods`` (from every registered method) and ``--method-settings``."""
+    from .. import methods
+
+    p.add_argument("--methods", default=None,
+                   help=f"comma-separated, from: {', '.join(methods.list())} (default: all that "
+                        "apply)")
+    _method_settings.add_option(p)
+
+
+def add_model_inputs(p: argparse.ArgumentParser, n_samples_note: str = "") -> None:
+    """The user's model, the inputs to explain and the methods: :func:`add_model`, ``--data``,
+    ``--n-samples`` (its help ends with ``n_samples_note``), :func:`add_image_options` and
+    :func:`add_methods`; :func:`~saliency_sanity.cli.commands.load_model_inputs` loads them.
+
+    Example:
+        >>> p = argparse.ArgumentParser()
+        >>> add_model_inputs(p)
+        >>> a = p.parse_args(["--model", "m.py:net", "--data", "x.npz", "--methods", "gradient"])
+        >>> a.model, a.data, a.n_samples, a.size, a.channels, a.methods, a.unsafe_load
+        ('m.py:net', 'x.npz', None, None, None, 'gradient', False)
+    """
+    add_model(p)
+    p.add_argument("--data", required=True,
+                   help="a built-in data set name, a folder of images (one sub-folder per class), "
+                        "or an .npz with arrays x and y")
+    p.add_argument("--n-samples", type=int, default=None,
+                   help=f"inputs to explain (16, or all when the data hold fewer{n_samples_note})")
+    add_image_options(p)
+    add_methods(p)
+
+
 def add_backend(p: argparse.ArgumentParser, dtype: bool = True, unit: str = "batch") -> None:
     """``--backend``, ``--ray-address`` and ``--dtype`` (unless ``dtype`` is False): where and
     in which precision the units of work (``unit``: what one Ray task computes) run (see
@@ -154,7 +204,7 @@ def _as_flags(message: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import methods, scores
+    from .. import scores
     from ..randomization import init_schemes, orders
 
     parser = argparse.ArgumentParser(
@@ -179,25 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(d)
 
     m = sub.add_parser("model-randomization", help="run the model parameter randomization test")
-    m.add_argument("--model", required=True,
-                   help="'package.module:factory', 'file.py:factory' or a TorchScript file")
-    m.add_argument("--model-kwargs", default=None, help="JSON keyword arguments for the factory")
-    m.add_argument("--weights", default=None, help="state_dict file (loaded weights_only)")
-    m.add_argument("--unsafe-load", action="store_true",
-                   help="allow pickled checkpoints (runs code from the file: trusted files only)")
-    m.add_argument("--data", required=True,
-                   help="a built-in data set name, a folder of images (one sub-folder per class), "
-                        "or an .npz with arrays x and y")
-    m.add_argument("--n-samples", type=int, default=None,
-                   help="inputs to explain (16, or all when the data hold fewer; a larger "
-                        "number than the data hold warns and uses all)")
-    m.add_argument("--size", type=int, default=None, help="resize folder images to SIZE x SIZE")
-    m.add_argument("--channels", type=int, choices=(1, 3), default=None,
-                   help="convert folder images to 1 or 3 channels")
-    m.add_argument("--methods", default=None,
-                   help=f"comma-separated, from: {', '.join(methods.list())} (default: all that "
-                        "apply)")
-    _method_settings.add_option(m)
+    add_model_inputs(m, n_samples_note="; a larger number than the data hold warns and uses "
+                                        "all")
     m.add_argument("--scores", default=None,
                    help=f"comma-separated, from: {', '.join(scores.list())} (default: all)")
     m.add_argument("--controls", default="default",
@@ -265,17 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_localization(sub: Any) -> None:
-    from .. import methods
-
     p = sub.add_parser("localization",
                        help="localization on grid images in GridPG, DiFull and DiPart "
                             "(Rao et al. 2022)")
-    p.add_argument("--model", required=True,
-                   help="'package.module:factory', 'file.py:factory' or a TorchScript file")
-    p.add_argument("--model-kwargs", default=None, help="JSON keyword arguments for the factory")
-    p.add_argument("--weights", default=None, help="state_dict file (loaded weights_only)")
-    p.add_argument("--unsafe-load", action="store_true",
-                   help="allow pickled checkpoints (runs code from the file: trusted files only)")
+    add_model(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="labelled images to build grids from: a built-in data set "
                                     "name, a folder of class folders, or an .npz with x and y")
@@ -284,17 +310,12 @@ def _add_localization(sub: Any) -> None:
     p.add_argument("--count", type=int, default=32, help="grids to build (32)")
     p.add_argument("--confidence", type=float, default=0.99,
                    help="softmax probability every cell's image must reach (0.99)")
-    p.add_argument("--size", type=int, default=None, help="resize folder images to SIZE x SIZE")
-    p.add_argument("--channels", type=int, choices=(1, 3), default=None,
-                   help="convert folder images to 1 or 3 channels")
+    add_image_options(p)
     p.add_argument("--settings", default="gridpg,difull,dipart",
                    help="comma-separated, from gridpg, difull, dipart")
     p.add_argument("--layers", default="input,middle,final",
                    help="comma-separated: input, middle, final or module names")
-    p.add_argument("--methods", default=None,
-                   help=f"comma-separated, from: {', '.join(methods.list())} (default: all that "
-                        "apply)")
-    _method_settings.add_option(p)
+    add_methods(p)
     p.add_argument("--controls", default="none",
                    help="comma-separated controls, 'none' (default) or 'default'")
     p.add_argument("--smoothing", default="none",

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from . import _method_settings
-from ._args import _add_common, _controls, _csv
+from ._args import _add_common, _controls, _csv, add_model_inputs
 
 #: Metric settings on the command line: flag -> (setting, metrics it applies to).
 _SETTING_FLAGS = {
@@ -24,30 +24,11 @@ _SETTING_FLAGS = {
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
     """The ``faithfulness`` subcommand's arguments."""
-    from .. import methods
-
     f = sub.add_parser(
         "faithfulness",
         help="perturbation curves (region perturbation, pixel flipping, insertion, deletion, "
              "ROAD): does removing what a map calls important hurt the model most?")
-    f.add_argument("--model", required=True,
-                   help="'package.module:factory', 'file.py:factory' or a TorchScript file")
-    f.add_argument("--model-kwargs", default=None, help="JSON keyword arguments for the factory")
-    f.add_argument("--weights", default=None, help="state_dict file (loaded weights_only)")
-    f.add_argument("--unsafe-load", action="store_true",
-                   help="allow pickled checkpoints (runs code from the file: trusted files only)")
-    f.add_argument("--data", required=True,
-                   help="a built-in data set name, a folder of images (one sub-folder per class), "
-                        "or an .npz with arrays x and y")
-    f.add_argument("--n-samples", type=int, default=None,
-                   help="inputs to explain (16, or all when the data hold fewer)")
-    f.add_argument("--size", type=int, default=None, help="resize folder images to SIZE x SIZE")
-    f.add_argument("--channels", type=int, choices=(1, 3), default=None,
-                   help="convert folder images to 1 or 3 channels")
-    f.add_argument("--methods", default=None,
-                   help=f"comma-separated, from: {', '.join(methods.list())} (default: all that "
-                        "apply)")
-    _method_settings.add_option(f)
+    add_model_inputs(f)
     f.add_argument("--controls", default="default",
                    help="comma-separated controls, 'none', or 'default' (random maps and the "
                         "edge detector: a random map should sit on the random-order curve)")
@@ -134,17 +115,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     from ..checks import faithfulness_test
     from ..critiques.options import check_faithfulness_metrics
     from ..demo import record_accuracy
-    from ..io_inputs import (
-        check_device,
-        check_model_on_inputs,
-        check_output_dir,
-        load_data,
-        load_model,
-        parse_kwargs,
-    )
+    from ..io_inputs import check_model_on_inputs, check_output_dir
     from ..report import write_run
     from ..report.faithfulness import format_faithfulness_summary
-    from .commands import _print_outputs, apply_normalize
+    from .commands import _print_outputs, apply_normalize, load_model_inputs, record_inputs
 
     check_output_dir(args.out)
     metrics = check_faithfulness_metrics(args.metrics, "--metrics")
@@ -152,12 +126,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     given = _method_settings.check(args.method_settings, _csv(args.methods))
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    check_device(args.device)
-    model = load_model(args.model, weights=args.weights, unsafe_load=args.unsafe_load,
-                       kwargs=parse_kwargs(args.model_kwargs))
-    x, y, desc = load_data(args.data, n=16 if args.n_samples is None else args.n_samples,
-                           seed=args.seed, size=args.size, channels=args.channels,
-                           warn_if_fewer=args.n_samples is not None)
+    model, x, y, desc = load_model_inputs(args)
     if x.dim() != 4:
         raise ValueError(f"the faithfulness check perturbs images (N, C, H, W); {args.data} "
                          f"gives inputs of shape {tuple(x.shape)}")
@@ -175,11 +144,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         settings=settings, score=args.score, random_order=not args.no_random_order,
         seed=args.seed, batch_size=args.batch_size, device=args.device,
         controls=_controls(args.controls), progress=not args.no_progress, run_dir=args.out)
-    result.settings["model"] = {"spec": args.model, "weights": args.weights}
-    if args.normalize:
-        result.settings["model"]["normalize"] = args.normalize
-    result.settings["data"] = desc
-    _method_settings.record(result, given, boxes)
+    record_inputs(result, args, desc, given, boxes)
     record_accuracy(result, model, x, y)
     out = write_run(result, args.out, command=["saliency-sanity", *argv])
     _print_outputs(out)

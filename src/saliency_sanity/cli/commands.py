@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,57 @@ def apply_normalize(args: argparse.Namespace, model: Any, group_by: Any) -> tupl
     return wrapped, group_by
 
 
+def load_model_arg(args: argparse.Namespace) -> Any:
+    """``--device`` checked, then the model of :func:`~saliency_sanity.cli._args.add_model`'s
+    options (``--model``, ``--model-kwargs``, ``--weights``, ``--unsafe-load``).
+
+    Example:
+        >>> a = argparse.Namespace(device="cpu", model="torch.nn:Identity", model_kwargs=None,
+        ...                        weights=None, unsafe_load=False)
+        >>> type(load_model_arg(a)).__name__
+        'Identity'
+    """
+    from ..io_inputs import check_device, load_model, parse_kwargs
+
+    check_device(args.device)
+    return load_model(args.model, weights=args.weights, unsafe_load=args.unsafe_load,
+                      kwargs=parse_kwargs(args.model_kwargs))
+
+
+def load_model_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
+    """:func:`load_model_arg`, then the inputs of
+    :func:`~saliency_sanity.cli._args.add_model_inputs`'s options: ``(model, x, y,
+    description)``, 16 inputs unless ``--n-samples`` says otherwise (a warning when the data
+    hold fewer than asked for).
+
+    Example:
+        >>> a = argparse.Namespace(device="cpu", model="torch.nn:Identity", model_kwargs=None,
+        ...                        weights=None, unsafe_load=False, data="mnist", n_samples=2,
+        ...                        seed=0, size=None, channels=None)
+        >>> model, x, y, desc = load_model_inputs(a)
+        >>> tuple(x.shape), desc
+        ((2, 1, 28, 28), 'mnist (test split, seed 0)')
+    """
+    from ..io_inputs import load_data
+
+    model = load_model_arg(args)
+    x, y, desc = load_data(args.data, n=16 if args.n_samples is None else args.n_samples,
+                           seed=args.seed, size=args.size, channels=args.channels,
+                           warn_if_fewer=args.n_samples is not None)
+    return model, x, y, desc
+
+
+def record_inputs(result: Any, args: argparse.Namespace, desc: str,
+                  given: Mapping[str, Any], boxes: Mapping[str, Any]) -> None:
+    """What ``run.json`` records of the inputs: the model (``--model``, ``--weights``, and
+    ``--normalize`` when given), the data's description ``desc`` and the method settings."""
+    result.settings["model"] = {"spec": args.model, "weights": args.weights}
+    if getattr(args, "normalize", None):
+        result.settings["model"]["normalize"] = args.normalize
+    result.settings["data"] = desc
+    _method_settings.record(result, given, boxes)
+
+
 def _os_message(err: BaseException) -> object:
     """A clear message for file-system errors (a full disk, no permission); others unchanged."""
     import errno
@@ -75,13 +127,7 @@ def _cmd_demo(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     from ..checks import model_randomization_test
-    from ..io_inputs import (
-        check_model_on_inputs,
-        check_output_dir,
-        load_data,
-        load_model,
-        parse_kwargs,
-    )
+    from ..io_inputs import check_model_on_inputs, check_output_dir
     from ..report import write_run
 
     check_output_dir(args.out)
@@ -92,12 +138,7 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
         options.validate()
     except ValueError as err:  # name the command line's flags, not the API's fields
         raise ValueError(_as_flags(str(err))) from None
-    _check_device(args.device)
-    model = load_model(args.model, weights=args.weights, unsafe_load=args.unsafe_load,
-                       kwargs=parse_kwargs(args.model_kwargs))
-    x, y, desc = load_data(args.data, n=16 if args.n_samples is None else args.n_samples,
-                           seed=args.seed, size=args.size, channels=args.channels,
-                           warn_if_fewer=args.n_samples is not None)
+    model, x, y, desc = load_model_inputs(args)
     boxes: dict[str, Any] = {}
     methods = _method_settings.specs(_csv(args.methods), given, x, args.normalize, _log, boxes)
     controls = _controls(args.controls)
@@ -113,11 +154,7 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
         batch_size=args.batch_size, device=args.device, controls=controls, group_by=group_by,
         progress=not args.no_progress, run_dir=args.out, **scaling,
     )
-    result.settings["model"] = {"spec": args.model, "weights": args.weights}
-    if args.normalize:
-        result.settings["model"]["normalize"] = args.normalize
-    result.settings["data"] = desc
-    _method_settings.record(result, given, boxes)
+    record_inputs(result, args, desc, given, boxes)
     from ..demo import record_accuracy
 
     record_accuracy(result, model, x, y)
@@ -142,12 +179,6 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _log(text: str) -> None:
     print(text, file=sys.stderr)
-
-
-def _check_device(device: str | None) -> None:
-    from ..io_inputs import check_device
-
-    check_device(device)
 
 
 def _cmd_data_randomization(args: argparse.Namespace, argv: list[str]) -> int:
@@ -202,16 +233,14 @@ def _smoothing(text: str) -> object:
 def _cmd_localization(args: argparse.Namespace, argv: list[str]) -> int:
     from ..checks import localization_test
     from ..grids import load_grids, make_grids
-    from ..io_inputs import check_output_dir, load_data, load_model, parse_kwargs
+    from ..io_inputs import check_output_dir, load_data
     from ..report import write_run
     from ..report.localization import summary_table
 
     out = check_output_dir(args.out)
     given = _method_settings.check(args.method_settings, _csv(args.methods))
     smoothing = _smoothing(args.smoothing)
-    _check_device(args.device)
-    model = load_model(args.model, weights=args.weights, unsafe_load=args.unsafe_load,
-                       kwargs=parse_kwargs(args.model_kwargs))
+    model = load_model_arg(args)
     if args.grids:
         grids, desc = load_grids(args.grids), f"grids from {args.grids}"
     else:
@@ -229,9 +258,7 @@ def _cmd_localization(args: argparse.Namespace, argv: list[str]) -> int:
         layers=_csv(args.layers) or [], smoothing=smoothing, seed=args.seed,
         run_dir=args.out, split=args.split, batch_size=args.batch_size, device=args.device,
         controls=_controls(args.controls), progress=not args.no_progress)
-    result.settings["model"] = {"spec": args.model, "weights": args.weights}
-    result.settings["data"] = desc
-    _method_settings.record(result, given, boxes)
+    record_inputs(result, args, desc, given, boxes)
     run = write_run(result, out, command=["saliency-sanity", *argv])
     grids.save(run / "grids.npz")
     _print_outputs(run)
