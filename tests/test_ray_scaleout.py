@@ -159,13 +159,14 @@ def test_cli_diffroar_backend_ray_equals_local(cluster, tmp_path):
     from saliency_sanity.cli import main
 
     args = ["diffroar", "--ks", "1,0.5", "--repeats", "1", "--n-train", "64", "--n-test", "32",
-            "--width", "0.05", "--epochs", "1", "--pgd-steps", "1", "--no-progress"]
+            "--width", "0.05", "--epochs", "1", "--original-epochs", "1", "--control-repeats",
+            "2", "--pgd-steps", "1", "--no-progress"]
     assert main([*args, "--out", str(tmp_path / "local")]) == 0
     assert main([*args, "--out", str(tmp_path / "ray"), "--backend", "ray",
                  "--ray-address", cluster]) == 0
     a, b = (pd.read_csv(tmp_path / d / "results.csv") for d in ("local", "ray"))
     cols = [c for c in a.columns if c != "seconds"]
-    assert len(a) == 12
+    assert len(a) == 16  # standard 4, robust 4, random control 8 (2 repeats)
     pd.testing.assert_frame_equal(a[cols], b[cols], check_exact=True)
     for name in ("diffroar.csv",):
         assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "ray" / name).read_bytes()
