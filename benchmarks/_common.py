@@ -12,6 +12,7 @@ in-place operation" or silently wrong gradients with module backward hooks).
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import math
@@ -282,6 +283,78 @@ def print_machine(device: torch.device) -> None:
 
 def setup_threads(threads: int) -> None:
     torch.set_num_threads(int(threads))
+
+
+# ---------------------------------------------------------------------------------------------
+# command line and output
+# ---------------------------------------------------------------------------------------------
+
+
+def parser(doc: str | None, quick_help: str, threads: int, device: bool = False
+           ) -> argparse.ArgumentParser:
+    """A benchmark's parser (``doc`` as its description) with the options it starts with:
+    ``--quick`` (``quick_help``), ``--device`` (cpu; only with ``device=True``), ``--threads``
+    (default ``threads``). The benchmark adds its own after them."""
+    p = argparse.ArgumentParser(description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    if device:
+        p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=threads)
+    return p
+
+
+def start(p: argparse.ArgumentParser) -> argparse.Namespace:
+    """Add ``--json`` (the last option: where :func:`write_rows` writes), parse the command
+    line, set torch's thread count (``--threads``) and print the machine line (CPU); the parsed
+    arguments."""
+    p.add_argument("--json", default=None, help="write the rows here")
+    args = p.parse_args()
+    setup_threads(args.threads)
+    print_machine(torch.device("cpu"))
+    return args
+
+
+def write_rows(path: str | None, rows: list[dict[str, Any]], **extra: Any) -> None:
+    """``{"machine": ..., **extra, "rows": rows}`` as JSON to ``path`` (``--json``); nothing
+    without a path."""
+    if path:
+        with open(path, "w") as fh:
+            json.dump({"machine": machine(), **extra, "rows": rows}, fh, indent=1)
+
+
+Ladder = list[tuple[ModelCase, int, list[str], int, int]]
+
+
+def model_ladder(quick: bool, full: bool, repeats: int | None) -> tuple[Ladder, int]:
+    """The cases of the benchmarks against a floor or a peer: (model case, repeats, methods,
+    images, batch size) and the repeats asked for. ``quick``: every method on the demo CNN
+    (8 images), gradient on the ResNet-18 at 32x32, 1 repeat; ``full``: every method on the
+    CNN (32 images) and on the ResNet-18 at 224x224; otherwise gradient at 224 and IG and
+    SmoothGrad at 32; 3 repeats unless ``repeats``. The ResNet at 224 runs once (at most)."""
+    all_m = ["gradient", "integrated_gradients", "smoothgrad"]
+    if quick:
+        plan = [("cnn", None, all_m, 8, 8), ("resnet18", 32, ["gradient"], 8, 8)]
+        repeats = repeats or 1
+    elif full:
+        plan = [("cnn", None, all_m, 32, 32), ("resnet18", 224, all_m, 8, 8)]
+        repeats = repeats or 3
+    else:
+        plan = [("cnn", None, all_m, 32, 32), ("resnet18", 224, ["gradient"], 8, 8),
+                ("resnet18", 32, ["integrated_gradients", "smoothgrad"], 8, 8)]
+        repeats = repeats or 3
+    cases = []
+    for mname, size, meths, n, bs in plan:
+        case = model_case(mname, size, num_classes=1000)
+        reps = repeats if not (mname == "resnet18" and (size or 224) >= 224) else min(repeats, 1)
+        cases.append((case, reps, meths, n, bs))
+    return cases, repeats
+
+
+def print_ladder_end(repeats: int) -> None:
+    """The closing line of a :func:`model_ladder` benchmark: repeats and the machine's load."""
+    print(f"# repeats: {repeats} (ResNet at 224: 1), medians; machine load at end: "
+          f"{machine()['load_avg_1_5_15']}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,8 +30,6 @@ Run: ``python benchmarks/bench_faithfulness.py`` (a few minutes on 2 CPU cores),
 
 from __future__ import annotations
 
-import argparse
-import json
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -192,30 +190,22 @@ def row(case: str, metric: str, times: dict[str, list[float]], agree: float) -> 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="fewer images and repeats")
-    p.add_argument("--threads", type=int, default=1)
+    p = C.parser(__doc__, "fewer images and repeats", threads=1)
     p.add_argument("--images", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--pf-steps", type=int, default=50, help="about this many steps")
     p.add_argument("--rp-steps", type=int, default=100,
                    help="region perturbation: at most this many steps (100)")
     p.add_argument("--sizes", default="64", help="ResNet-18 input sizes, comma-separated")
-    p.add_argument("--json", default=None, help="write the rows here")
-    a = p.parse_args()
-    C.setup_threads(a.threads)
+    a = C.start(p)
     n = a.images or (4 if a.quick else 8)
     repeats = a.repeats or (1 if a.quick else 3)
-    C.print_machine(torch.device("cpu"))
     print(f"# images {n}, repeats {repeats}, threads {a.threads}")
     rows = bench_case(C.model_case("cnn"), n, a.pf_steps, repeats, a.rp_steps)
     for s in (int(v) for v in a.sizes.split(",") if v):
         rows += bench_case(C.model_case("resnet18", s, num_classes=10), n, a.pf_steps, repeats,
                            a.rp_steps)
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump({"machine": C.machine(), "rows": rows}, fh, indent=1)
+    C.write_rows(a.json, rows)
 
 
 if __name__ == "__main__":

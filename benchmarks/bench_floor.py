@@ -26,8 +26,6 @@ a minute), ``--device cuda`` on a GPU. On a loaded machine use ``--threads 1``.
 
 from __future__ import annotations
 
-import argparse
-import json
 from typing import Any
 
 import _common as C
@@ -77,11 +75,7 @@ def run_case(case: C.ModelCase, method: str, n: int, batch_size: int, steps: int
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="small sizes, about a minute")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
+    p = C.parser(__doc__, "small sizes, about a minute", threads=2, device=True)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--steps", type=int, default=16, help="IG steps")
     p.add_argument("--samples", type=int, default=8, help="SmoothGrad samples")
@@ -101,24 +95,12 @@ def main() -> None:
     dev = torch.device(args.device)
     C.print_machine(dev)
     print(f"# allocator: {'tuned (glibc mallopt)' if tuned else 'default'}")
-    all_m = ["gradient", "integrated_gradients", "smoothgrad"]
-    if args.quick:
-        plan = [("cnn", None, all_m, 8, 8), ("resnet18", 32, ["gradient"], 8, 8)]
-        repeats = args.repeats or 1
-    elif args.full:
-        plan = [("cnn", None, all_m, 32, 32), ("resnet18", 224, all_m, 8, 8)]
-        repeats = args.repeats or 3
-    else:
-        plan = [("cnn", None, all_m, 32, 32), ("resnet18", 224, ["gradient"], 8, 8),
-                ("resnet18", 32, ["integrated_gradients", "smoothgrad"], 8, 8)]
-        repeats = args.repeats or 3
+    cases, repeats = C.model_ladder(args.quick, args.full, args.repeats)
     print(f"{'model':<14}{'method':<22}{'n':>4}{'passes':>7}{'ours s':>9}{'floor s':>9}"
           f"{'reuse s':>9}{'ours/floor':>11}{'(cpu)':>7}{'reuse saves':>13}{'(cpu)':>8}"
           f"{'ours/reuse':>11}")
     rows = []
-    for mname, size, meths, n, bs in plan:
-        case = C.model_case(mname, size, num_classes=1000)
-        reps = repeats if not (mname == "resnet18" and (size or 224) >= 224) else min(repeats, 1)
+    for case, reps, meths, n, bs in cases:
         for meth in meths:
             r = run_case(case, meth, n, bs, args.steps, args.samples, reps, dev)
             rows.append(r)
@@ -127,12 +109,8 @@ def main() -> None:
                   f"{r['ours_over_floor_cpu']:>7.2f}{r['reuse_saving_pct']:>12.1f}%"
                   f"{r['reuse_saving_pct_cpu']:>7.1f}%{r['ours_s'] / r['reuse_s']:>11.2f}",
                   flush=True)
-    print(f"# repeats: {repeats} (ResNet at 224: 1), medians; machine load at end: "
-          f"{C.machine()['load_avg_1_5_15']}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"machine": C.machine(), "allocator_tuned": tuned, "rows": rows}, fh,
-                      indent=1)
+    C.print_ladder_end(repeats)
+    C.write_rows(args.json, rows, allocator_tuned=tuned)
 
 
 if __name__ == "__main__":

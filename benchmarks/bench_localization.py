@@ -27,8 +27,6 @@ Run: ``python benchmarks/bench_localization.py`` (a few minutes), ``--quick``.
 
 from __future__ import annotations
 
-import argparse
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -143,24 +141,16 @@ def bench(n_grids: int, repeats: int, settings: tuple[str, ...] = ("gridpg", "di
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="fewer grids and repeats")
-    p.add_argument("--threads", type=int, default=1)
+    p = C.parser(__doc__, "fewer grids and repeats", threads=1)
     p.add_argument("--grids", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--settings", default="gridpg,difull,dipart", help="comma-separated")
-    p.add_argument("--json", default=None, help="write the rows here")
-    a = p.parse_args()
-    C.setup_threads(a.threads)
+    a = C.start(p)
     n = a.grids or (8 if a.quick else 64)
     repeats = a.repeats or (3 if a.quick else 9)
-    C.print_machine(torch.device("cpu"))
     print(f"# grids {n}, repeats {repeats}, threads {a.threads}")
     rows = bench(n, repeats, tuple(v for v in a.settings.split(",") if v))
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump({"machine": C.machine(), "rows": rows}, fh, indent=1)
+    C.write_rows(a.json, rows)
 
 
 if __name__ == "__main__":

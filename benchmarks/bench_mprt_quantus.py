@@ -34,10 +34,8 @@ Run: ``python benchmarks/bench_mprt_quantus.py`` (about 10 minutes on 2 CPU core
 
 from __future__ import annotations
 
-import argparse
 import copy
 import itertools
-import json
 import types
 import warnings
 from collections.abc import Callable
@@ -196,11 +194,7 @@ def run_case(case: C.ModelCase, method: str, n: int, batch_size: int, steps: int
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="small sizes, about a minute")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
+    p = C.parser(__doc__, "small sizes, about a minute", threads=2, device=True)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--steps", type=int, default=16, help="IG steps with --quantus-explain ours")
     p.add_argument("--samples", type=int, default=8, help="SmoothGrad samples")
@@ -215,25 +209,13 @@ def main() -> None:
     _register_score()
     dev = torch.device(args.device)
     C.print_machine(dev)
-    all_m = ["gradient", "integrated_gradients", "smoothgrad"]
-    if args.quick:
-        plan = [("cnn", None, all_m, 8, 8), ("resnet18", 32, ["gradient"], 8, 8)]
-        repeats = args.repeats or 1
-    elif args.full:
-        plan = [("cnn", None, all_m, 32, 32), ("resnet18", 224, all_m, 8, 8)]
-        repeats = args.repeats or 3
-    else:
-        plan = [("cnn", None, all_m, 32, 32), ("resnet18", 224, ["gradient"], 8, 8),
-                ("resnet18", 32, ["integrated_gradients", "smoothgrad"], 8, 8)]
-        repeats = args.repeats or 3
+    cases, repeats = C.model_ladder(args.quick, args.full, args.repeats)
     rows = []
     hdr = (f"{'model':<14}{'method':<22}{'n':>4}{'passes':>7}  {'quantus explain':<26}"
            f"{'ours s':>9}{'quantus s':>11}{'ratio':>7}{'cpu ratio':>10}  {'max|d mean|':>12}"
            "  layers")
     print(hdr)
-    for mname, size, meths, n, bs in plan:
-        case = C.model_case(mname, size, num_classes=1000)
-        reps = repeats if not (mname == "resnet18" and (size or 224) >= 224) else min(repeats, 1)
+    for case, reps, meths, n, bs in cases:
         for meth in meths:
             r = run_case(case, meth, n, bs, args.steps, args.samples, reps, dev,
                          args.quantus_explain)
@@ -244,11 +226,8 @@ def main() -> None:
                   f"{r['ratio']:>7.2f}{r['ratio_cpu']:>10.2f}  "
                   f"{r['max_abs_diff_stage_mean']:>12.2e}  "
                   f"{lay} ({r['stages']} stages)", flush=True)
-    print(f"# repeats: {repeats} (ResNet at 224: 1), medians; machine load at end: "
-          f"{C.machine()['load_avg_1_5_15']}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"machine": C.machine(), "rows": rows}, fh, indent=1)
+    C.print_ladder_end(repeats)
+    C.write_rows(args.json, rows)
 
 
 if __name__ == "__main__":

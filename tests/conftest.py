@@ -2,9 +2,13 @@
 ``pythonpath`` setting (pyproject.toml), so helpers like ``zoo`` need no path changes here."""
 
 import importlib.util
+import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import zoo
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -28,4 +32,49 @@ def one_thread():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def npz(tmp_path):
+    """The zoo CNN's four inputs (``x``) and labels 0-3 (``y``) as ``data.npz``: a CLI's data."""
+    _, x = zoo.make("cnn")
+    p = tmp_path / "data.npz"
+    np.savez(p, x=x.numpy(), y=np.array([0, 1, 2, 3]))
+    return p
+
+
+@pytest.fixture
+def weights(tmp_path):
+    """A state dict for the zoo CNN (seed 5, not the factory's weights) as ``w.pt``."""
+    p = tmp_path / "w.pt"
+    torch.save(zoo.make("cnn", seed=5)[0].state_dict(), p)
+    return p
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster for one test module (2 CPUs, no dashboard, a small object store);
+    its address. Skips the module without Ray."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        ray.shutdown()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tasks use the driver's thread count: 2 workers on 2 cores
+    # Workers import the test helpers (zoo) that pickled models refer to: the cluster's
+    # processes inherit tests/ and src/ on their path, whatever the driver's PYTHONPATH.
+    here = Path(__file__).resolve().parent
+    path_before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(here), str(here.parent / "src")] + ([path_before] if path_before else []))
+    try:
+        ctx = ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20,
+                       logging_level="warning")
+    finally:
+        if path_before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = path_before
+    yield ctx.address_info["address"]
+    ray.shutdown()
     torch.set_num_threads(before)

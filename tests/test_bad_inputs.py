@@ -61,21 +61,6 @@ def not_logits_factory():
 
 
 # ---------------------------------------------------------------------------------- helpers
-@pytest.fixture
-def good_npz(tmp_path):
-    x = zoo.make("cnn")[1].numpy()
-    p = tmp_path / "data.npz"
-    np.savez(p, x=x, y=np.array([0, 1, 2, 3]))
-    return p
-
-
-@pytest.fixture
-def weights(tmp_path):
-    p = tmp_path / "w.pt"
-    torch.save(zoo.make("cnn", seed=5)[0].state_dict(), p)
-    return p
-
-
 def _files(d):
     return sorted(p.name for p in d.rglob("*")) if d.exists() else []
 
@@ -139,9 +124,9 @@ def test_cli_labels_out_of_range(tmp_path, capsys):
     assert _files(out) == []
 
 
-def test_cli_zero_samples(tmp_path, capsys, good_npz):
+def test_cli_zero_samples(tmp_path, capsys, npz):
     out = tmp_path / "out"
-    rc, err = run_cli(mr_args(out, good_npz, extra=["--n-samples", "0"]), capsys)
+    rc, err = run_cli(mr_args(out, npz, extra=["--n-samples", "0"]), capsys)
     assert_clear_error(rc, err, "--n-samples must be >= 1")
     assert _files(out) == []
 
@@ -158,9 +143,9 @@ def test_cli_missing_data(tmp_path, capsys):
     ("--methods", "gradiant", ["unknown method 'gradiant'", "known methods:", "gradient"]),
     ("--scores", "spearmen", ["unknown score 'spearmen'", "known scores:", "spearman_abs"]),
 ])
-def test_cli_unknown_names(tmp_path, capsys, good_npz, flag, value, fragments):
+def test_cli_unknown_names(tmp_path, capsys, npz, flag, value, fragments):
     out = tmp_path / "out"
-    args = mr_args(out, good_npz)
+    args = mr_args(out, npz)
     args[args.index(flag) + 1] = value
     rc, err = run_cli(args, capsys)
     assert_clear_error(rc, err, *fragments)
@@ -173,16 +158,16 @@ def test_cli_unknown_names(tmp_path, capsys, good_npz, flag, value, fragments):
     ("test_bad_inputs:not_logits_factory", ["must return logits of shape (batch, classes)"]),
     ("no_such_module_xyz:f", ["cannot import", "PYTHONPATH"]),
 ])
-def test_cli_bad_models(tmp_path, capsys, good_npz, model, fragments):
+def test_cli_bad_models(tmp_path, capsys, npz, model, fragments):
     out = tmp_path / "out"
-    rc, err = run_cli(mr_args(out, good_npz, model=model), capsys)
+    rc, err = run_cli(mr_args(out, npz, model=model), capsys)
     assert_clear_error(rc, err, *fragments)
     assert _files(out) == []
 
 
-def test_cli_bad_model_kwargs(tmp_path, capsys, good_npz):
+def test_cli_bad_model_kwargs(tmp_path, capsys, npz):
     out = tmp_path / "out"
-    rc, err = run_cli(mr_args(out, good_npz, extra=["--model-kwargs", "{oops"]), capsys)
+    rc, err = run_cli(mr_args(out, npz, extra=["--model-kwargs", "{oops"]), capsys)
     assert_clear_error(rc, err, "--model-kwargs must be a JSON object")
     assert _files(out) == []
 
@@ -214,33 +199,33 @@ def _weights_case(tmp_path, weights, case):
     ("other_arch", ["do not fit"]),
     ("missing", ["does not exist"]),
 ])
-def test_cli_bad_weights(tmp_path, capsys, good_npz, weights, case, fragments):
+def test_cli_bad_weights(tmp_path, capsys, npz, weights, case, fragments):
     w = _weights_case(tmp_path, weights, case)
     out = tmp_path / "out"
-    rc, err = run_cli(mr_args(out, good_npz, extra=["--weights", w]), capsys)
+    rc, err = run_cli(mr_args(out, npz, extra=["--weights", w]), capsys)
     assert_clear_error(rc, err, *fragments)
     assert _files(out) == []
 
 
 # ------------------------------------------------------------------------ CLI: output problems
-def test_cli_out_under_a_file(tmp_path, capsys, good_npz):
+def test_cli_out_under_a_file(tmp_path, capsys, npz):
     blocker = tmp_path / "afile"
     blocker.write_text("x")
-    rc, err = run_cli(mr_args(blocker / "run", good_npz), capsys)
+    rc, err = run_cli(mr_args(blocker / "run", npz), capsys)
     assert_clear_error(rc, err, "cannot create the output directory", "is a file",
                        "choose another --out")
     assert blocker.read_text() == "x"
 
 
-def test_cli_out_is_a_file(tmp_path, capsys, good_npz):
+def test_cli_out_is_a_file(tmp_path, capsys, npz):
     target = tmp_path / "run"
     target.write_text("keep me")
-    rc, err = run_cli(mr_args(target, good_npz), capsys)
+    rc, err = run_cli(mr_args(target, npz), capsys)
     assert_clear_error(rc, err, "exists and is not a folder")
     assert target.read_text() == "keep me"
 
 
-def test_cli_out_not_writable(tmp_path, capsys, good_npz, monkeypatch):
+def test_cli_out_not_writable(tmp_path, capsys, npz, monkeypatch):
     out = tmp_path / "ro"
     out.mkdir()
     if os.geteuid() != 0:
@@ -250,7 +235,7 @@ def test_cli_out_not_writable(tmp_path, capsys, good_npz, monkeypatch):
         monkeypatch.setattr(os, "access", lambda p, m, *a, **k: False
                             if os.path.abspath(p) == str(out) else real(p, m, *a, **k))
     try:
-        rc, err = run_cli(mr_args(out, good_npz), capsys)
+        rc, err = run_cli(mr_args(out, npz), capsys)
     finally:
         out.chmod(0o700)
     assert_clear_error(rc, err, "not writable", "choose another --out")
@@ -258,7 +243,7 @@ def test_cli_out_not_writable(tmp_path, capsys, good_npz, monkeypatch):
 
 
 @pytest.mark.parametrize("where", ["to_csv", "savez", "figure", "report"])
-def test_cli_full_disk_leaves_no_incomplete_file(tmp_path, capsys, good_npz, monkeypatch, where):
+def test_cli_full_disk_leaves_no_incomplete_file(tmp_path, capsys, npz, monkeypatch, where):
     """A full disk at any write: a clear error, no temporary or half-written file anywhere, and
     whatever stays is complete (finished batches, or a finished result), so rerunning the same
     command continues and ends with the table of a clean run."""
@@ -266,7 +251,7 @@ def test_cli_full_disk_leaves_no_incomplete_file(tmp_path, capsys, good_npz, mon
         raise OSError(errno.ENOSPC, "No space left on device")
 
     clean = tmp_path / "clean"
-    assert run_cli(mr_args(clean, good_npz), capsys)[0] == 0
+    assert run_cli(mr_args(clean, npz), capsys)[0] == 0
     with monkeypatch.context() as mp:
         if where == "to_csv":
             mp.setattr(pd.DataFrame, "to_csv", enospc)
@@ -281,7 +266,7 @@ def test_cli_full_disk_leaves_no_incomplete_file(tmp_path, capsys, good_npz, mon
 
             mp.setattr(html, "_write_shareable", enospc)
         out = tmp_path / "out"
-        rc, err = run_cli(mr_args(out, good_npz), capsys)
+        rc, err = run_cli(mr_args(out, npz), capsys)
     assert_clear_error(rc, err, "no space left on the device", "no incomplete file",
                        "rerun the same command")
     leftovers = [p for p in tmp_path.rglob("*") if p.is_file()]
@@ -295,7 +280,7 @@ def test_cli_full_disk_leaves_no_incomplete_file(tmp_path, capsys, good_npz, mon
     if (out / "results.csv").exists():  # only ever together with run.json: a whole result
         assert (out / "run.json").exists()
         CheckResult.load(out)
-    assert run_cli(mr_args(out, good_npz), capsys)[0] == 0
+    assert run_cli(mr_args(out, npz), capsys)[0] == 0
     pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"),
                                   pd.read_csv(clean / "results.csv"))
     assert (out / "report.html").exists() and not (out / "partial").exists()

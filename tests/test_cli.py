@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -16,21 +15,6 @@ from saliency_sanity.cli import main
 
 def cnn_factory():
     return zoo.make("cnn")[0]
-
-
-@pytest.fixture
-def npz(tmp_path):
-    _, x = zoo.make("cnn")
-    p = tmp_path / "data.npz"
-    np.savez(p, x=x.numpy(), y=np.array([0, 1, 2, 3]))
-    return p
-
-
-@pytest.fixture
-def weights(tmp_path):
-    p = tmp_path / "w.pt"
-    torch.save(zoo.make("cnn", seed=5)[0].state_dict(), p)
-    return p
 
 
 def test_model_randomization_run_directory(tmp_path, npz, weights, capsys):

@@ -37,13 +37,6 @@ def failing_factory():
     raise RuntimeError("the weights server is unreachable")
 
 
-@pytest.fixture
-def npz(tmp_path):
-    p = tmp_path / "data.npz"
-    np.savez(p, x=zoo.make("cnn")[1].numpy(), y=np.array([0, 1, 2, 3]))
-    return p
-
-
 def run(args, capsys):
     rc = main([str(a) for a in args])
     out = capsys.readouterr()

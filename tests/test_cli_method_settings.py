@@ -27,14 +27,6 @@ def small_cnn():
     return MnistCNN(width=0.25, seed=0).eval()
 
 
-@pytest.fixture
-def npz(tmp_path):
-    _, x = zoo.make("cnn")
-    p = tmp_path / "data.npz"
-    np.savez(p, x=x.numpy(), y=np.array([0, 1, 2, 3]))
-    return p
-
-
 def _mr(npz, out, *extra):
     return main(["model-randomization", "--model", "test_cli_method_settings:cnn_factory",
                  "--data", str(npz), "--scores", "spearman", "--controls", "none",

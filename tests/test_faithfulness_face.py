@@ -36,14 +36,6 @@ def cnn_factory():
     return zoo.make("cnn")[0]
 
 
-@pytest.fixture
-def npz(tmp_path):
-    _, x = zoo.make("cnn")
-    p = tmp_path / "data.npz"
-    np.savez(p, x=x.numpy(), y=np.array([0, 1, 2, 3]))
-    return p
-
-
 BASE = ["faithfulness", "--model", "test_faithfulness_face:cnn_factory", "--methods",
         "gradient", "--controls", "random_gaussian", "--batch-size", "2", "--no-progress"]
 

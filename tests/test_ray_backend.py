@@ -10,13 +10,13 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 import zoo
+from interrupt import kill_midway
 
 from saliency_sanity import (
     compare_models,
@@ -34,32 +34,6 @@ SRC = HERE.parent / "src"
 KW = dict(methods={"gradient": "gradient", "ig": ("integrated_gradients", {"steps": 8}),
                    "smoothgrad": ("smoothgrad", {"samples": 4})},
           scores=["spearman_abs", "ssim"], batch_size=1, progress=False)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    ray = pytest.importorskip("ray")
-    if ray.is_initialized():
-        ray.shutdown()
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tasks use the driver's thread count: 2 workers on 2 cores
-    # Workers import the test helpers (zoo) that pickled models refer to: the cluster's
-    # processes inherit tests/ and src/ on their path, whatever the driver's PYTHONPATH.
-    here = Path(__file__).resolve().parent
-    path_before = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(here), str(here.parent / "src")] + ([path_before] if path_before else []))
-    try:
-        ctx = ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20,
-                       logging_level="warning")
-    finally:
-        if path_before is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = path_before
-    yield ctx.address_info["address"]
-    ray.shutdown()
-    torch.set_num_threads(before)
 
 
 def cnn_factory():
@@ -82,7 +56,7 @@ def _same_run_dirs(a: Path, b: Path, tables=("results.csv", "null.csv"), cli=Fal
 
 
 @pytest.mark.ray
-def test_model_randomization_on_ray_equals_local(cluster, tmp_path):
+def test_model_randomization_on_ray_equals_local(ray_cluster, tmp_path):
     model, x = zoo.make("cnn")
     local = model_randomization_test(model, x, run_dir=tmp_path / "local", **KW)
     on_ray = model_randomization_test(model, x, run_dir=tmp_path / "ray", backend="ray", **KW)
@@ -99,7 +73,7 @@ def test_model_randomization_on_ray_equals_local(cluster, tmp_path):
 
 
 @pytest.mark.ray
-def test_faithfulness_on_ray_equals_local(cluster, tmp_path):
+def test_faithfulness_on_ray_equals_local(ray_cluster, tmp_path):
     model, x = zoo.make("cnn")
     kw = dict(methods=["gradient", "smoothgrad"], metrics=["region_perturbation", "road"],
               settings={"region_perturbation": {"steps": 6}}, batch_size=2, progress=False)
@@ -111,7 +85,7 @@ def test_faithfulness_on_ray_equals_local(cluster, tmp_path):
 
 
 @pytest.mark.ray
-def test_data_randomization_on_ray_equals_local(cluster, tmp_path):
+def test_data_randomization_on_ray_equals_local(ray_cluster, tmp_path):
     """Both trainings run as Ray tasks; this process writes them to the cache, where a local
     run finds them; the tables equal a local run's that trained here."""
     ds = data.load("mnist", n_train=64, n_test=8)
@@ -139,7 +113,7 @@ def test_data_randomization_on_ray_equals_local(cluster, tmp_path):
 
 
 @pytest.mark.ray
-def test_model_and_inputs_are_put_once(cluster, monkeypatch):
+def test_model_and_inputs_are_put_once(ray_cluster, monkeypatch):
     import ray
 
     puts: list[object] = []
@@ -174,7 +148,7 @@ def _kill_once(marker: Path, driver: int):
 
 
 @pytest.mark.ray
-def test_worker_killed_mid_unit_is_retried_and_written_once(cluster, tmp_path, monkeypatch):
+def test_worker_killed_mid_unit_is_retried_and_written_once(ray_cluster, tmp_path, monkeypatch):
     model, x = zoo.make("cnn")
     marker = tmp_path / "killed"
     kw = dict(KW, methods={"gradient": _kill_once(marker, os.getpid()), "ig":
@@ -223,14 +197,14 @@ model_randomization_test(model, x, methods={"gradient": slow_gradient},
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_driver_killed_resumes_on_ray_and_locally(cluster, tmp_path):
+def test_driver_killed_resumes_on_ray_and_locally(ray_cluster, tmp_path):
     script = tmp_path / "run_check.py"
     script.write_text(textwrap.dedent(SCRIPT))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), str(HERE)]),
                OMP_NUM_THREADS="1")
 
     def cmd(backend: str, out: Path) -> list[str]:
-        return [sys.executable, str(script), backend, cluster, str(out)]
+        return [sys.executable, str(script), backend, ray_cluster, str(out)]
 
     ref = tmp_path / "ref"  # the script's run, uninterrupted, here
     model, x = zoo.make("cnn")
@@ -244,21 +218,7 @@ def test_driver_killed_resumes_on_ray_and_locally(cluster, tmp_path):
                              batch_size=1, progress=False, run_dir=ref)
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(cmd("ray", out), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    partial = out / "partial"
-    deadline = time.time() + 240
-    while time.time() < deadline and len(list(partial.glob("batch-*.npz"))) < 2:
-        if proc.poll() is not None:
-            break
-        time.sleep(0.02)
-    killed_midway = proc.poll() is None
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert killed_midway, "the run ended before it could be killed"
-    n_done = len(list(partial.glob("batch-*.npz")))
-    assert 2 <= n_done < 8
-    assert not (out / "results.csv").exists()
+    n_done = kill_midway(cmd("ray", out), env, out, units=8)
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-r", str(out), str(copy)], check=True)
 
@@ -272,7 +232,7 @@ def test_driver_killed_resumes_on_ray_and_locally(cluster, tmp_path):
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_cli_backend_ray(cluster, tmp_path, capsys):
+def test_cli_backend_ray(ray_cluster, tmp_path, capsys):
     import numpy as np
 
     from saliency_sanity.cli import main
@@ -285,7 +245,7 @@ def test_cli_backend_ray(cluster, tmp_path, capsys):
             "--random-logit", "--no-progress"]
     assert main([*args, "--out", str(tmp_path / "local")]) == 0
     assert main([*args, "--out", str(tmp_path / "ray"), "--backend", "ray", "--ray-address",
-                 cluster]) == 0
+                 ray_cluster]) == 0
     _same_run_dirs(tmp_path / "local", tmp_path / "ray", cli=True)
     # the extras run on the same backend
     _same_run_dirs(tmp_path / "local" / "random_logit", tmp_path / "ray" / "random_logit",

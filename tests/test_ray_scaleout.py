@@ -1,11 +1,10 @@
 """DiffROAR, BlockMNIST and localization on the Ray backend: the same tables (and trained
 models) as a local run, bit for bit on CPU; only the driver writes; runs resume across
-backends. A local Ray cluster (2 CPUs) is started inside the test run, as in test_ray_backend."""
+backends. A local Ray cluster (2 CPUs) is started inside the test run (conftest's ray_cluster)."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -19,34 +18,10 @@ from saliency_sanity.checks.blockmnist import blockmnist_experiment
 from saliency_sanity.checks.roar import diffroar
 from saliency_sanity.grids import GridSet
 
-HERE = Path(__file__).resolve().parent
 _TINY = {"ks": (1.0, 0.5), "repeats": 1, "model_kwargs": {"width": 0.02}, "progress": False,
          "trainer": training.TrainConfig(epochs=1, target_train_acc=None, batch_size=32)}
 _COLS = ["method", "k", "side", "repeat", "seed", "test_acc", "train_acc", "epochs",
          "reached_target", "cache_key", "from_cache"]
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    ray = pytest.importorskip("ray")
-    if ray.is_initialized():
-        ray.shutdown()
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tasks use the driver's thread count: 2 workers on 2 cores
-    path_before = os.environ.get("PYTHONPATH")  # workers import this checkout's package
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [str(HERE), str(HERE.parent / "src")] + ([path_before] if path_before else []))
-    try:
-        ctx = ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20,
-                       logging_level="warning")
-    finally:
-        if path_before is None:
-            del os.environ["PYTHONPATH"]
-        else:
-            os.environ["PYTHONPATH"] = path_before
-    yield ctx.address_info["address"]
-    ray.shutdown()
-    torch.set_num_threads(before)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -54,7 +29,7 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.ray
-def test_diffroar_on_ray_equals_local_and_resumes_across_backends(cluster, tmp_path):
+def test_diffroar_on_ray_equals_local_and_resumes_across_backends(ray_cluster, tmp_path):
     ds = data.load("mnist", n_train=96, n_test=48)
     local = diffroar("mnist_mlp", ds, None, "gradient", run_dir=tmp_path / "local", **_TINY)
     on_ray = diffroar("mnist_mlp", ds, None, "gradient", run_dir=tmp_path / "ray",
@@ -92,7 +67,7 @@ def test_diffroar_on_ray_equals_local_and_resumes_across_backends(cluster, tmp_p
 
 
 @pytest.mark.ray
-def test_blockmnist_on_ray_equals_local(cluster, tmp_path):
+def test_blockmnist_on_ray_equals_local(ray_cluster, tmp_path):
     kw = dict(n_train=32, n_test=16, n_maps=4, classes=2, epochs=1, width=0.05,
               attack=training.PGD("l2", eps=1.0, steps=1), progress=False)
     local = blockmnist_experiment(cache_dir=tmp_path / "local", **kw)
@@ -116,7 +91,7 @@ def _net() -> nn.Module:
 
 
 @pytest.mark.ray
-def test_localization_on_ray_equals_local(cluster, tmp_path):
+def test_localization_on_ray_equals_local(ray_cluster, tmp_path):
     g = torch.Generator().manual_seed(0)
     labels = torch.stack([torch.randperm(10, generator=g)[:4] for _ in range(4)])
     grids = GridSet(torch.rand(4, 1, 16, 16, generator=g), labels,
@@ -155,7 +130,7 @@ def test_diffroar_and_blockmnist_check_the_backend(monkeypatch, tmp_path, capsys
 
 
 @pytest.mark.ray
-def test_cli_diffroar_backend_ray_equals_local(cluster, tmp_path):
+def test_cli_diffroar_backend_ray_equals_local(ray_cluster, tmp_path):
     from saliency_sanity.cli import main
 
     args = ["diffroar", "--ks", "1,0.5", "--repeats", "1", "--n-train", "64", "--n-test", "32",
@@ -163,7 +138,7 @@ def test_cli_diffroar_backend_ray_equals_local(cluster, tmp_path):
             "2", "--pgd-steps", "1", "--no-progress"]
     assert main([*args, "--out", str(tmp_path / "local")]) == 0
     assert main([*args, "--out", str(tmp_path / "ray"), "--backend", "ray",
-                 "--ray-address", cluster]) == 0
+                 "--ray-address", ray_cluster]) == 0
     a, b = (pd.read_csv(tmp_path / d / "results.csv") for d in ("local", "ray"))
     cols = [c for c in a.columns if c != "seconds"]
     assert len(a) == 16  # standard 4, robust 4, random control 8 (2 repeats)

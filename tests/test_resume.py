@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 import zoo
+from interrupt import kill_midway
 
 from saliency_sanity import methods, model_randomization_test
 from saliency_sanity.checks import CheckResult
@@ -130,21 +130,7 @@ def test_sigkill_and_rerun_same_command(tmp_path):
     subprocess.run(_cli(ref, npz), env=env, check=True, capture_output=True, timeout=300)
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(out, npz), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    partial = out / "partial"
-    while time.time() < deadline and len(list(partial.glob("batch-*.npz"))) < 2:
-        if proc.poll() is not None:
-            break
-        time.sleep(0.02)
-    killed_midway = proc.poll() is None
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert killed_midway, "the run ended before it could be killed"
-    n_done = len(list(partial.glob("batch-*.npz")))
-    assert 2 <= n_done < 8
-    assert not (out / "results.csv").exists()
+    kill_midway(_cli(out, npz), env, out, units=8)
 
     subprocess.run(_cli(out, npz), env=env, check=True, capture_output=True, timeout=300)
     a = pd.read_csv(ref / "results.csv")
