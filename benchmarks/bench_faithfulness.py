@@ -129,11 +129,15 @@ def bench_case(case: C.ModelCase, n: int, pf_steps: int, repeats: int, rp_steps:
     out.append(row(case.name, f"region_perturbation k={k} L={steps}", times, agree))
 
     # pixel flipping: Quantus wants features_in_step to divide H * W; equal step counts
-    fis = min((d for d in range(1, h * w + 1) if (h * w) % d == 0),
-              key=lambda d: abs(c * h * w / d - pf_steps))
-    pf_steps = -(-c * h * w // fis)
+    # and ours (whole pixels per step) to take as many steps as Quantus (features per step)
+    def steps_of(d: int) -> int:
+        return -(-c * h * w // d)
+
+    fis = min((d for d in range(1, h * w + 1) if (h * w) % d == 0
+               and -(-h * w // -(-h * w // steps_of(d))) == steps_of(d)),
+              key=lambda d: abs(steps_of(d) - pf_steps))
+    pf_steps = steps_of(fis)
     pps = -(-h * w // pf_steps)
-    assert -(-h * w // pps) == pf_steps
     cases = {
         "ours": lambda: F.pixel_flipping(model, x, maps, y, pixels_per_step=pps,
                                          replacement="min"),
