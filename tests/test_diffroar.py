@@ -315,3 +315,41 @@ def test_original_trainer_trains_the_original_apart_from_the_retrainings():
     with pytest.raises(ValueError, match="not both"):
         diffroar("mnist_mlp", ds, None, "gradient", cache_dir=False, original_trainer=longer,
                  original=ref.model, **kw)
+
+
+def test_random_control_draws_a_map_per_repeat(monkeypatch):
+    """Each repeat of the random-map control ranks by its own seeded uniform map (so the repeat
+    spread covers the map's randomness); top and bottom of one repeat share it."""
+    from saliency_sanity.checks import roar
+    from saliency_sanity.engine import derive_seed
+
+    ds = data.load("mnist", n_train=40, n_test=20)
+    seeds, maps = [], {}
+    real = roar.cached_attributions
+
+    def spy(model, x, y, method, *args):
+        out = real(model, x, y, method, *args)
+        seeds.append(args[-1])
+        maps[args[-1]] = out
+        return out
+
+    monkeypatch.setattr(roar, "cached_attributions", spy)
+    setups = []
+    real_unit = roar.run_unit
+    monkeypatch.setattr(roar, "run_unit", lambda u, s, d: setups.append(s) or real_unit(u, s, d))
+    r = diffroar("mnist_mlp", ds, None, "random", cache_dir=False, seed=3,
+                 **{**_TINY, "ks": (0.5,), "repeats": 3})
+    expect = [derive_seed(3, "random-map", split, rep) % 2**31
+              for split in ("train", "test") for rep in range(3)]
+    assert seeds == expect and len(set(seeds)) == 6 and len(r.table) == 6
+    setup = setups[0]
+    for unit in plan_units((0.5,), 3, seed=3):
+        masked, _ = roar.unit_training(unit, setup)
+        a = maps[expect[unit.repeat]]  # this repeat's training map, drawn independently here
+        torch.testing.assert_close(a, mk.compute_attributions(
+            None, ds.x_train, ds.y_train, "random", seed=expect[unit.repeat]))
+        keep = mk.keep_mask(a, 0.5, unit.side)
+        assert torch.equal(masked.x_train[keep], ds.x_train[keep])
+        filled = masked.x_train[~keep]
+        assert (filled == filled[0]).all()
+        assert float(filled[0]) == pytest.approx(float(ds.x_train.double().mean()), abs=1e-6)

@@ -83,7 +83,9 @@ def plan_units(ks: Sequence[float] = KS, repeats: int = 2, seed: int = 0) -> lis
 @dataclass
 class RetrainSetup:
     """What every unit of one run shares (picklable when the factory is a name or a module-level
-    function): the data, the attributions ranking it, the trainer settings."""
+    function): the data, the attributions ranking it, the trainer settings. With
+    ``per_repeat``, ``attr_train[r]`` / ``attr_test[r]`` are repeat r's maps (the random-map
+    control draws a map per repeat)."""
 
     factory: Any
     data: Dataset
@@ -96,12 +98,13 @@ class RetrainSetup:
     fill: str = "scalar"
     cache_dir: Any = None
     progress: bool = False
+    per_repeat: bool = False
 
     def fingerprint(self) -> str:
         h = hashlib.sha256()
         h.update(json.dumps([repr(self.factory), self.data.fingerprint(), self.method,
                              dataclasses.asdict(self.config), self.model_kwargs, self.per,
-                             self.fill], sort_keys=True, default=repr).encode())
+                             self.fill, self.per_repeat], sort_keys=True, default=repr).encode())
         for t in (self.attr_train, self.attr_test):
             h.update(t.contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
@@ -128,7 +131,9 @@ def saved_row(unit: RetrainUnit, setup_fp: str, run_dir: str | os.PathLike | Non
 
 def unit_training(unit: RetrainUnit, setup: RetrainSetup) -> tuple[Dataset, Any]:
     """The masked data set and the trainer settings of one unit."""
-    ds = masked_dataset(setup.data, setup.attr_train, setup.attr_test, unit.k, unit.side,
+    a_tr, a_te = ((setup.attr_train[unit.repeat], setup.attr_test[unit.repeat])
+                  if setup.per_repeat else (setup.attr_train, setup.attr_test))
+    ds = masked_dataset(setup.data, a_tr, a_te, unit.k, unit.side,
                         setup.per, setup.fill)
     return ds, dataclasses.replace(setup.config, seed=unit.seed, label_seed=None)
 
@@ -236,7 +241,8 @@ def diffroar(
         model_factory: a registered model name or a callable (as for ``training.train``).
         train, test: ``(x, y)`` tensor pairs, or a ``Dataset`` and ``None``.
         method: a method name or Method whose maps (of the true label) rank the coordinates,
-            or ``"random"``: the random-map control (seeded uniform maps, model unused).
+            or ``"random"``: the random-map control (seeded uniform maps, model unused; each
+            repeat draws its own map, so the repeat spread includes the map's randomness).
         trainer: a ``training.TrainConfig`` for the original model and every retraining
             (default ``TrainConfig(epochs=4, target_train_acc=None)``); its seed is replaced
             by each unit's.
@@ -315,13 +321,18 @@ def diffroar(
             problems.append(f"the original model reached {res.train_acc:.1%} training accuracy, "
                             f"below the target {ocfg.target_train_acc:.0%}")
     fp = model_fingerprint(original) if original is not None else None
-    a_tr = cached_attributions(original, ds.x_train, ds.y_train, method, attr_dir, batch_size,
-                               derive_seed(seed, "random-map", "train") % 2**31)
-    a_te = cached_attributions(original, ds.x_test, ds.y_test, method, attr_dir, batch_size,
-                               derive_seed(seed, "random-map", "test") % 2**31)
+    def maps(x: torch.Tensor, y: torch.Tensor, *key: Any) -> torch.Tensor:
+        return cached_attributions(original, x, y, method, attr_dir, batch_size,
+                                   derive_seed(seed, "random-map", *key) % 2**31)
+
+    if is_random:  # a map per repeat: the repeats sample the map's randomness too
+        a_tr = torch.stack([maps(ds.x_train, ds.y_train, "train", r) for r in range(repeats)])
+        a_te = torch.stack([maps(ds.x_test, ds.y_test, "test", r) for r in range(repeats)])
+    else:
+        a_tr, a_te = maps(ds.x_train, ds.y_train, "train"), maps(ds.x_test, ds.y_test, "test")
     label = method if isinstance(method, str) else getattr(method, "name", repr(method))
     setup = RetrainSetup(model_factory, ds, a_tr, a_te, label, cfg, kw, per, fill,
-                         models_dir, False)
+                         models_dir, False, per_repeat=is_random)
     from tqdm.auto import tqdm
 
     if backend == "ray":

@@ -62,16 +62,16 @@ def add_parsers(sub: Any) -> None:
                    help="retrainings per k and side of the random-map control (5): its "
                         "|DiffROAR| is compared with the repeat-to-repeat spread, which two "
                         "repeats estimate poorly")
-    d.add_argument("--original-epochs", type=int, default=16,
+    d.add_argument("--original-epochs", type=int, default=None,
                    help="epochs of the standard and the robust original models that rank the "
-                        "coordinates (16; --epochs is for the retrainings)")
+                        "coordinates (default: --epochs, the retrainings' recipe)")
     d.add_argument("--per", choices=["coordinate", "pixel"], default="coordinate",
                    help="rank coordinates (Shah et al.) or whole pixels")
     d.add_argument("--fill", choices=["scalar", "channel"], default="scalar",
                    help="removed coordinates get the training mean: one scalar or per channel")
     d.add_argument("--no-robust", action="store_true", help="skip the robust model")
     d.add_argument("--no-random-control", action="store_true", help="skip the random-map control")
-    _add_model(d, n_train=1000, n_test=500, epochs=4, width=0.25)
+    _add_model(d, n_train=1000, n_test=500, epochs=16, width=0.25)
     _add_attack(d, "linf", eps=0.2, steps=5)
     add_backend(d, dtype=False, unit="retraining")
 
@@ -118,6 +118,8 @@ def _cmd_diffroar(args: argparse.Namespace, argv: list[str]) -> int:
                          ) from None
     attack = None if args.no_robust else _attack(args)
     ds = data.load(args.data, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+    if args.original_epochs is None:
+        args.original_epochs = args.epochs
     if args.control_repeats < 1 or args.original_epochs < 1:
         raise ValueError("--control-repeats and --original-epochs must be >= 1")
     original_cfg = dataclasses.replace(_config(args), epochs=args.original_epochs)
