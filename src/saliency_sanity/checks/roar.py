@@ -64,8 +64,9 @@ class RetrainUnit:
 
 
 def plan_units(ks: Sequence[float] = KS, repeats: int = 2, seed: int = 0) -> list[RetrainUnit]:
-    """The retraining units of a run; each (side, repeat) has its own training seed, the same
-    for every k and every method (so k = 1 runs are shared through the trainer's cache).
+    """The retraining units of a run; each (k, side, repeat) has its own training seed, the
+    same for every method (so k = 1 runs are shared through the trainer's cache), independent
+    across k (so one side's luckier seeds do not shift the whole curve).
 
     Example:
         >>> [u.key for u in plan_units(ks=(1.0, 0.5), repeats=1)]
@@ -76,7 +77,7 @@ def plan_units(ks: Sequence[float] = KS, repeats: int = 2, seed: int = 0) -> lis
     ks = [check_k(k) for k in ks]
     if not ks or len(set(ks)) != len(ks):
         raise ValueError(f"ks must be distinct fractions in (0, 1], got {list(ks)}")
-    return [RetrainUnit(k, side, r, derive_seed(seed, "retrain", side, r) % 2**31)
+    return [RetrainUnit(k, side, r, derive_seed(seed, "retrain", f"{k:g}", side, r) % 2**31)
             for k in ks for r in range(int(repeats)) for side in SIDES]
 
 
