@@ -13,11 +13,10 @@ import math
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .plots import METHOD_COLORS, _plt, _savefig
-from .results import CheckResult
+from .results import CheckResult, mean_interval
 
 #: The random-order baseline's method name in a faithfulness result.
 RANDOM = "(random order)"
@@ -41,7 +40,6 @@ def curve_summary(result: CheckResult, ci: float = 0.95) -> pd.DataFrame:
         >>> s[["stage", "fraction", "mean", "n"]].round(3).values.tolist()
         [[0.0, 0.0, 0.9, 2.0], [1.0, 0.5, 0.3, 2.0]]
     """
-    from scipy import stats
 
     cols = ["method", "metric", "stage", "fraction", "mean", "lo", "hi", "n"]
     t = result.table
@@ -49,12 +47,8 @@ def curve_summary(result: CheckResult, ci: float = 0.95) -> pd.DataFrame:
         return pd.DataFrame(columns=cols)
     rows = []
     for (method, metric, stage), g in t.groupby(["method", "metric", "stage"], sort=False):
-        v = g["value"].to_numpy(dtype=float)
-        ok = v[~np.isnan(v)]
-        n = int(ok.size)
-        mean = float(ok.mean()) if n else math.nan
-        half = (float(stats.t.ppf(0.5 + ci / 2, n - 1) * ok.std(ddof=1) / math.sqrt(n))
-                if n > 1 else 0.0)
+        n, mean, _, half = mean_interval(g["value"], ci)
+        half = half if n > 1 else 0.0
         frac = pd.to_numeric(pd.Series([g["layer"].iloc[0]]), errors="coerce").iloc[0]
         rows.append([method, metric, int(stage), float(frac), mean, mean - half, mean + half, n])
     out = pd.DataFrame(rows, columns=cols)

@@ -26,7 +26,7 @@ from .. import faithfulness as F
 from ..engine import RunConfig, View, derive_seed, execute, prepare, resolve_methods
 from ..faithfulness.curves import pixels_count
 from ..randomization import FixedPlan, StageSpec, fresh_copy
-from ..results import CheckResult
+from ..results import CheckResult, mean_interval
 from .ranking import register_rank_table
 
 METRICS = ("region_perturbation", "pixel_flipping", "insertion", "deletion", "road")
@@ -313,20 +313,13 @@ def faithfulness_summary(result: CheckResult, ci: float = 0.95) -> pd.DataFrame:
         >>> s[["method", "metric", "score", "mean", "n"]].values.tolist()
         [['g', 'insertion', 'auc', 0.375, 2]]
     """
-    import numpy as np
-    from scipy import stats
 
     s = faithfulness_scores(result)
     rows = []
     for (method, metric, score), g in s.groupby(["method", "metric", "score"], sort=False):
-        v = g["value"].to_numpy(dtype=float)
-        ok = v[~np.isnan(v)]
-        n = int(ok.size)
-        mean = float(ok.mean()) if n else math.nan
-        half = (float(stats.t.ppf(0.5 + ci / 2, n - 1) * ok.std(ddof=1) / math.sqrt(n))
-                if n > 1 else math.nan)
+        n, mean, _, half = mean_interval(g["value"], ci)
         rows.append([method, metric, score, score_label(metric, score), mean, mean - half,
-                     mean + half, n, int(v.size - n),
+                     mean + half, n, len(g) - n,
                      HIGHER_IS_BETTER.get((metric, score), True)])
     return pd.DataFrame(rows, columns=["method", "metric", "score", "label", "mean", "lo", "hi",
                                        "n", "n_nan", "higher_is_better"])

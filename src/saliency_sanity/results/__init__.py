@@ -4,6 +4,6 @@ This layer imports no torch: the report and the plots read results without the e
 """
 
 from . import files
-from .result import CHECK_COLUMNS, COLUMNS, CheckResult, columns_for
+from .result import CHECK_COLUMNS, COLUMNS, CheckResult, columns_for, mean_interval
 
-__all__ = ["CHECK_COLUMNS", "COLUMNS", "CheckResult", "columns_for", "files"]
+__all__ = ["CHECK_COLUMNS", "COLUMNS", "CheckResult", "columns_for", "files", "mean_interval"]

@@ -32,6 +32,28 @@ def columns_for(check: str) -> list[str]:
     return list(CHECK_COLUMNS.get(check, COLUMNS))
 
 
+
+def mean_interval(values: Any, ci: float = 0.95) -> tuple[int, float, float, float]:
+    """Of the non-NaN ``values``: their count n, mean, sample standard deviation (ddof 1) and
+    the half-width of the two-sided ``ci`` Student-t interval of the mean; the mean is NaN
+    when n = 0, the std and half-width when n < 2.
+
+    Example:
+        >>> n, mean, std, half = mean_interval([1.0, 2.0, 3.0, float("nan")])
+        >>> n, mean, std, round(half, 4)
+        (3, 2.0, 1.0, 2.4841)
+    """
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    ok = v[~np.isnan(v)]
+    n = int(ok.size)
+    mean = float(ok.mean()) if n else math.nan
+    if n < 2:
+        return n, mean, math.nan, math.nan
+    std = float(ok.std(ddof=1))
+    return n, mean, std, float(stats.t.ppf(0.5 + ci / 2, n - 1) * std / math.sqrt(n))
+
 @dataclass
 class CheckResult:
     """What a check returns.
@@ -67,7 +89,6 @@ class CheckResult:
         """Mean, standard deviation, count and a ``ci`` interval of the mean per method, stage
         and metric (t-interval over samples; NaN samples are left out and counted in ``n_nan``).
         ``null=True`` summarizes the null reference instead of the table."""
-        from scipy import stats
 
         keys = [c for c in columns_for(self.check) if c not in ("sample", "value")]
         cols = [*keys, "mean", "std", "n", "n_nan", "lo", "hi"]
@@ -76,15 +97,8 @@ class CheckResult:
             return pd.DataFrame(columns=cols)
         rows = []
         for key, g in table.groupby(keys, sort=False):
-            v = g["value"].to_numpy(dtype=float)
-            ok = v[~np.isnan(v)]
-            n = ok.size
-            mean = float(ok.mean()) if n else math.nan
-            std = float(ok.std(ddof=1)) if n > 1 else math.nan
-            half = (
-                float(stats.t.ppf(0.5 + ci / 2, n - 1) * std / math.sqrt(n)) if n > 1 else math.nan
-            )
-            rows.append([*key, mean, std, n, int(v.size - n), mean - half, mean + half])
+            n, mean, std, half = mean_interval(g["value"], ci)
+            rows.append([*key, mean, std, n, len(g) - n, mean - half, mean + half])
         return pd.DataFrame(rows, columns=cols)
 
     # ----------------------------------------------------------------------------- persistence
