@@ -1,6 +1,7 @@
 """Shared fixtures. ``tests/`` and ``benchmarks/`` are importable through pytest's
 ``pythonpath`` setting (pyproject.toml), so helpers like ``zoo`` need no path changes here."""
 
+import importlib
 import importlib.util
 import os
 from pathlib import Path
@@ -11,6 +12,66 @@ import torch
 import zoo
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def _fashion_mnist_here() -> bool:
+    from saliency_sanity import data
+
+    return data.fashion_mnist_available()
+
+
+#: Resources outside Python's packages that some tests need: how to tell one is here, and how to
+#: get it. A test marked ``@pytest.mark.needs("fashion_mnist")`` skips, naming the install
+#: command, where the resource is missing; ``SALIENCY_SANITY_REQUIRE=fashion_mnist,chromium``
+#: (set by ``.ci/run`` once it installed them) makes a missing one a failure instead.
+RESOURCES = {
+    "fashion_mnist": (_fashion_mnist_here, "Fashion-MNIST is not installed (Debian's "
+                      "dataset-fashion-mnist): apt-get install dataset-fashion-mnist"),
+    "chromium": (lambda: os.path.exists("/usr/bin/chromium"),
+                 "Chromium is not installed (Debian's chromium): apt-get install chromium"),
+}
+#: Python packages the README installs in other environments (the model libraries, Ray): their
+#: tests skip where they are missing. Every other ``pytest.importorskip`` names a package of the
+#: ``test`` extra: with ``SALIENCY_SANITY_STRICT_IMPORTS=1`` (the fresh-machine rehearsal in
+#: ``.ci/run``) a missing one fails instead of skipping, so a package dropped from the extra
+#: fails CI.
+OPTIONAL_PACKAGES = {"torchvision", "timm", "transformers", "zennit", "ray"}
+
+if os.environ.get("SALIENCY_SANITY_STRICT_IMPORTS") == "1":
+    _importorskip = pytest.importorskip
+
+    def _strict_importorskip(modname: str, *args, **kwargs):
+        if modname.split(".")[0] in OPTIONAL_PACKAGES:
+            return _importorskip(modname, *args, **kwargs)
+        try:
+            return importlib.import_module(modname)
+        except ImportError as err:
+            raise ImportError(f"{modname} is needed by the tests but not installed: add it to "
+                              f"the test extra in pyproject.toml ({err})") from err
+
+    pytest.importorskip = _strict_importorskip
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs(name): needs an optional resource (conftest "
+                            "RESOURCES): skipped with its install command where it is missing")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:  # every test on the Ray cluster is a `ray` test (.ci/run selects them)
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+
+
+def pytest_runtest_setup(item):
+    required = set(filter(None, os.environ.get("SALIENCY_SANITY_REQUIRE", "").split(",")))
+    for mark in item.iter_markers("needs"):
+        for name in mark.args:
+            here, how = RESOURCES[name]
+            if not here():
+                if name in required:
+                    pytest.fail(f"{how} (SALIENCY_SANITY_REQUIRE lists {name})")
+                pytest.skip(how)
 
 # zennit's reference helpers import zennit at module level: collected (for doctests) only in the
 # environment that has it (the vision environment of .ci/run).

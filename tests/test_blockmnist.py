@@ -67,6 +67,7 @@ def test_binary_and_class_lists():
     assert ds.num_classes == 2 and ds.classes == ["0", "1"] and ds.mask_train.shape[0] == 40
 
 
+@pytest.mark.needs("fashion_mnist")
 def test_fashion_base():
     x, y, m = data.blockmnist(20, base="fashion", split="test", seed=0)
     assert x.shape == (20, 1, 56, 28) and int(y.max()) <= 9

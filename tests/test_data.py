@@ -116,8 +116,7 @@ def test_missing_fashion_names_the_package(tmp_path):
         data.load_idx_dir(tmp_path)
 
 
-@pytest.mark.skipif(not os.path.isdir(data.FASHION_MNIST_ROOT),
-                    reason="Debian's dataset-fashion-mnist is not installed")
+@pytest.mark.needs("fashion_mnist")
 def test_fashion_mnist_from_debian(global_rng_guard):
     ds = data.load("fashion_mnist", n_train=500, n_test=200, seed=0)
     assert ds.name == "fashion_mnist" and ds.classes[0] == "T-shirt/top"

@@ -4,7 +4,6 @@ at 1280x800 the run's header and the per-method headlines are visible without sc
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -17,11 +16,7 @@ from saliency_sanity.report import write_run
 
 CHROMIUM = "/usr/bin/chromium"
 
-pytestmark = [
-    pytest.mark.chromium,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM),
-                       reason="needs Debian's chromium (apt-get install -y chromium)"),
-]
+pytestmark = [pytest.mark.chromium, pytest.mark.needs("chromium")]
 
 _FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
           "--disable-background-networking", "--disable-component-update", "--disable-sync"]

@@ -312,6 +312,18 @@ def load_idx_dir(
     )
 
 
+def fashion_mnist_available(root: str | os.PathLike[str] = FASHION_MNIST_ROOT) -> bool:
+    """Whether Fashion-MNIST's IDX files are in ``root`` (Debian's ``dataset-fashion-mnist``
+    puts them in :data:`FASHION_MNIST_ROOT`; ``apt-get install dataset-fashion-mnist``).
+
+    Example:
+        >>> fashion_mnist_available("/nowhere")
+        False
+    """
+    root = Path(root)
+    return root.is_dir() and _find(root, ("train",), "images") is not None
+
+
 def load_fashion_mnist(
     n_train: int | None = 4000,
     n_test: int | None = 1000,
@@ -329,7 +341,7 @@ def load_fashion_mnist(
         'Ankle boot'
     """
     root = Path(root)
-    if not root.is_dir() or _find(root, ("train",), "images") is None:
+    if not fashion_mnist_available(root):
         raise FileNotFoundError(f"Fashion-MNIST IDX files not found in {root}: {_FASHION_HINT}")
     return load_idx_dir(
         root,
