@@ -23,6 +23,8 @@ FIXTURE = Path(__file__).parent / "fixtures" / "engine_reference.npz"
 SEEDS = (0, 1)
 #: Grad-CAM's layer, given by name (the automatic choice may change; these tables may not)
 CAM_LAYER = {"cnn": "conv2", "resnet": "layer2"}
+#: inputs per batch in every check of the tables (``tools/reference_drift.py`` varies it)
+BATCH_SIZE = 4
 
 
 def methods(model_name: str, noise: bool = True) -> dict[str, Any]:
@@ -122,7 +124,7 @@ def tables(name: str, model: nn.Module, x: torch.Tensor, reuse: bool = True
     METHODS, NOISE_FREE = methods(name), methods(name, noise=False)
 
     out: dict[str, pd.DataFrame] = {}
-    common: dict[str, Any] = {"progress": False, "batch_size": 4}
+    common: dict[str, Any] = {"progress": False, "batch_size": BATCH_SIZE}
     for seed in SEEDS:
         for order in ("cascading", "independent", "bottom_up"):
             r = checks.model_randomization_test(
@@ -143,7 +145,7 @@ def tables(name: str, model: nn.Module, x: torch.Tensor, reuse: bool = True
                                      scores=scores(["spearman_abs", "ssim"]), seed=seed, **common)
         out[f"random_logit|{seed}"] = r.table
         out[f"scales|{seed}"] = checks.activation_scale_analysis(model, x, seed=seed,
-                                                                 batch_size=4)
+                                                                 batch_size=BATCH_SIZE)
     return out
 
 
@@ -154,7 +156,8 @@ def compare(model: nn.Module, twin: nn.Module, x: torch.Tensor) -> dict[str, pd.
     out = {}
     for seed in SEEDS:
         r = checks.compare_models(model, twin, x, methods=METHODS, controls=CONTROLS,
-                                  scores=scores(SCORES), seed=seed, progress=False, batch_size=4)
+                                  scores=scores(SCORES), seed=seed, progress=False,
+                                  batch_size=BATCH_SIZE)
         out[f"drt|{seed}"] = r.table
         out[f"drt_stages|{seed}"] = _stages(r.stages)
     return out
@@ -189,15 +192,195 @@ def everything(reuse: bool = True, stored: dict[str, np.ndarray] | None = None
     return out, {"x": x.numpy(), **weights}
 
 
+#: columns that name a group of values: a value's allowance is its group's worst conditioning
+_GROUP = {"metric": ("method", "stage", "metric"), "key": ("key",), "scale_ratio": ("stage",)}
+#: the absolute allowance of every value on another CPU, on top of its conditioning
+ATOL = 2e-4
+#: how many times its measured conditioning (:func:`conditioning`) a value may move
+COND_FACTOR = 4.0
+#: the share of a table's values that may lie beyond their allowance on another CPU (rank ties
+#: and HOG orientation bins that flip at rounding level; at least 2 values)
+OUTLIERS = 0.02
+
+
+def value_columns(t: pd.DataFrame) -> list[str]:
+    """The numeric columns of a table that hold results (not labels)."""
+    if "metric" in t.columns:
+        return ["value"]
+    if "key" in t.columns:
+        return ["value"]
+    return [c for c in t.columns if c in ("spearman", "spearman_spatial", "scale_ratio")]
+
+
+#: the environment that limits torch's, oneDNN's and MKL's kernels to AVX2: the same float32
+#: computation rounded as on another CPU, with the same random draws
+OTHER_KERNELS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                 "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def conditioning(native: dict[str, pd.DataFrame], other: dict[str, pd.DataFrame]
+                 ) -> dict[str, dict[str, np.ndarray]]:
+    """Per table and value column: how far this machine's result lies from the same
+    computation on other kernels (:data:`OTHER_KERNELS`), the worst over the value's group
+    (method x stage x metric; an output-change key; a stage of the activation scales). A value
+    decided by rounding (the Spearman rank of a near-constant map of a fully randomized net) has
+    a large one; inf where only one of the two is NaN."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for name, a in native.items():
+        b = other[name]
+        out[name] = {}
+        for c in value_columns(a):
+            va, vb = a[c].to_numpy(float), b[c].to_numpy(float)
+            d = np.abs(va - vb)
+            d[np.isnan(va) & np.isnan(vb)] = 0.0
+            d[np.isnan(va) != np.isnan(vb)] = np.inf
+            keys = next((g for k, g in _GROUP.items() if k in a.columns), None)
+            if c in ("spearman", "spearman_spatial", "scale_ratio"):
+                keys = _GROUP["scale_ratio"]
+            if keys is None:
+                out[name][c] = d
+                continue
+            grp = a[list(keys)].astype(str).agg("|".join, axis=1)
+            out[name][c] = pd.Series(d).groupby(grp.to_numpy()).transform("max").to_numpy()
+    return out
+
+
+def violations(name: str, got: pd.DataFrame, want: pd.DataFrame,
+               cond: dict[str, np.ndarray] | None) -> list[str]:
+    """What differs between a recomputed table and the reference. ``cond=None``: bit for bit
+    (the fixture's own machine). Else a value may move by ``ATOL + COND_FACTOR * cond``, and
+    at most ``OUTLIERS`` of the table's values (at least 2) may move further."""
+    if list(got.columns) != list(want.columns):
+        return [f"{name}: columns {list(got.columns)}, reference {list(want.columns)}"]
+    if len(got) != len(want):
+        return [f"{name}: {len(got)} rows, reference {len(want)}"]
+    out = []
+    for c in want.columns:
+        g, w = got[c].to_numpy(), want[c].to_numpy()
+        if not (w.dtype.kind in "fi" and g.dtype.kind in "fi"):
+            if [str(v) for v in g] != [str(v) for v in w]:
+                out.append(f"{name}.{c} differs")
+            continue
+        g, w = g.astype(float), w.astype(float)
+        if cond is None or c not in cond:
+            same = (g == w) | (np.isnan(g) & np.isnan(w))
+            if not same.all():
+                i = int(np.argmin(same))
+                out.append(f"{name}.{c}: {int((~same).sum())} values differ (row {i}: {g[i]!r} "
+                           f"vs {w[i]!r})" + ("" if cond is None else ": a label column"))
+            continue
+        allow = ATOL + COND_FACTOR * cond[c]
+        nan = np.isnan(g) != np.isnan(w)
+        bad = (np.abs(g - w) > allow) | (nan & ~np.isinf(allow))
+        bad &= ~(np.isnan(g) & np.isnan(w))
+        if bad.sum() > max(2, OUTLIERS * len(w)):
+            i = int(np.argmax(bad))
+            out.append(f"{name}.{c}: {int(bad.sum())} of {len(w)} values beyond their allowance, "
+                       f"more than {OUTLIERS:.0%} (row {i}: {g[i]:.6g} vs {w[i]:.6g}, allowed "
+                       f"{allow[i]:.3g})")
+    return out
+
+
+def allowance(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """The stored :func:`conditioning` of every table (``c|<table>|<column>`` arrays)."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for k, v in arrays.items():
+        if k.startswith("c|"):
+            name, col = "|".join(k.split("|")[1:-1]), k.split("|")[-1]
+            out.setdefault(name, {})[col] = v
+    return out
+
+
 def _twin(net: nn.Module) -> nn.Module:
     from saliency_sanity.models import mnist_cnn
 
     return mnist_cnn(width=0.25, seed=7).eval()
 
 
-def save(path: Path = FIXTURE) -> None:
-    out, extra = everything()
+def machine() -> dict[str, str]:
+    """What decides the float32 rounding of the tables: the CPU (model and instruction-set
+    flags), the kernels torch dispatches to, torch's intra-op thread count (the tests run with
+    ``min(2, cores)``; a reduction split over more threads rounds differently) and the library
+    versions. Two machines with the same signature compute the same bits; the reference test
+    compares bit for bit then."""
+    import hashlib
+    import platform
+
+    import scipy
+    import skimage
+
+    model, flags = "", ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not model:
+                    model = value.strip()
+                elif key.strip() in ("flags", "Features") and not flags:
+                    flags = " ".join(sorted(value.split()))
+    except OSError:
+        pass
+    return {
+        "intra_op_threads": str(torch.get_num_threads()),
+        "machine": platform.machine(),
+        "cpu": model or platform.processor() or platform.machine(),
+        "cpu_flags_sha256": hashlib.sha256(flags.encode()).hexdigest()[:16],
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "scikit-image": skimage.__version__,
+    }
+
+
+def fixture_machine(arrays: dict[str, np.ndarray]) -> dict[str, str] | None:
+    """The :func:`machine` signature stored with the fixture (None for a fixture without one)."""
+    if "meta|machine" not in arrays:
+        return None
+    import json
+
+    return json.loads(str(arrays["meta|machine"]))
+
+
+def on_other_kernels(stored: dict[str, np.ndarray]) -> dict[str, pd.DataFrame]:
+    """:func:`everything` on the fixture's weights and inputs in a fresh process whose kernels
+    are limited to AVX2 (:data:`OTHER_KERNELS`; they are chosen when torch is imported)."""
+    import os
+    import pickle
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.pkl"
+        np.savez(src, **stored)
+        code = ("import pickle, sys, warnings, numpy as np; sys.path.insert(0, sys.argv[3]); "
+                "import engine_reference as r; warnings.simplefilter('ignore'); "
+                "a = dict(np.load(sys.argv[1])); "
+                "pickle.dump(r.everything(stored=a)[0], open(sys.argv[2], 'wb'))")
+        subprocess.run([sys.executable, "-c", code, str(src), str(dst),
+                        str(Path(__file__).parent)], check=True,
+                       env={**os.environ, **OTHER_KERNELS})
+        with open(dst, "rb") as f:
+            return pickle.load(f)
+
+
+def save(path: Path = FIXTURE, out: dict[str, pd.DataFrame] | None = None,
+         extra: dict[str, np.ndarray] | None = None,
+         other: dict[str, pd.DataFrame] | None = None) -> None:
+    """Write the fixture: the tables (``out``, computed now unless given), the weights and
+    inputs (``extra``), this machine's signature, and each value's conditioning (against the
+    tables on other kernels ``other``, :func:`on_other_kernels` unless given)."""
+    import json
+
+    if out is None or extra is None:
+        out, extra = everything()
+    if other is None:
+        other = on_other_kernels(extra)
     arrays: dict[str, np.ndarray] = dict(extra)
+    arrays["meta|machine"] = np.array(json.dumps(machine(), sort_keys=True))
+    for key, cols in conditioning(out, other).items():
+        for c, v in cols.items():
+            arrays[f"c|{key}|{c}"] = v
     for key, t in out.items():
         for c in t.columns:
             col = t[c].to_numpy()
