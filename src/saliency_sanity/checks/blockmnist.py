@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from ..results.spec import CheckSpec, Cli, Example
 from ._masking import cached_attributions
 
 
@@ -161,3 +162,27 @@ def blockmnist_experiment(
     settings["invalid_reason"] = "; ".join(missed)
     return {"table": pd.concat(rows, ignore_index=True), "summary": pd.DataFrame(summary),
             "maps": maps, "x": x, "y": y, "mask": mask, "settings": settings}
+
+
+def _example() -> Example:
+    return Example(kwargs={"n_train": 40, "n_test": 20, "n_maps": 8, "classes": 2, "epochs": 1,
+                           "cache_dir": False, "progress": False, "seed": 0},
+                   bad={"top_k": 2.0})
+
+
+#: The outcome is a dict of tables, maps and settings, written with its figures and page by
+#: ``report.shah.write_blockmnist_run`` (the CLI runner): no figures or page function of its own.
+SPEC = CheckSpec(
+    "blockmnist",
+    run=blockmnist_experiment,
+    title="BlockMNIST: attribution on the signal block (Shah, Jain, Netrapalli 2021)",
+    columns=("model", "image", "mass_share", "topk_share", "signal_top"),
+    figures=None,
+    report=None,
+    summary=None,
+    verdict=None,
+    ranking=None,
+    cli=Cli("blockmnist", "saliency_sanity.cli.shah:add_blockmnist",
+            "saliency_sanity.cli.shah:_cmd_blockmnist", keeps_run_dir=True),
+    example=_example,
+)

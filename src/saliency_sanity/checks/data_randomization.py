@@ -21,7 +21,9 @@ from ..engine import (
     resolve_scores,
 )
 from ..randomization import FixedPlan, StageSpec, fresh_copy
-from ..results import CheckResult
+from ..results import COLUMNS, CheckResult
+from ..results.spec import CheckSpec, Cli, Example, Ranking, Verdict
+from ._examples import tiny_data
 
 LAYER = "random_labels"
 
@@ -244,3 +246,36 @@ def _cfg(cfg: Any) -> dict[str, Any]:
     import dataclasses
 
     return dataclasses.asdict(cfg)
+
+
+#: The plain rule of the data randomization verdict.
+RULE = (
+    "A method passes when the maps of the model trained on random labels are no closer to "
+    "the true-label model's maps than random maps are, yet clearly moved away from them.")
+
+
+def _example() -> Example:
+    from .. import training
+
+    return Example(kwargs={"dataset": tiny_data(), "n_train": 8, "n_samples": 4,
+                           "true_config": training.TrainConfig.true_labels(seed=0, epochs=1),
+                           "random_config": training.TrainConfig.random_labels(0, seed=1, epochs=1),
+                           "model_kwargs": {"width": 0.25}, "methods": ["gradient"],
+                           "seed": 0, "progress": False},
+                   bad={"n_samples": 0})
+
+
+SPEC = CheckSpec(
+    "data_randomization",
+    run=data_randomization_test,
+    title="Data randomization test",
+    columns=tuple(COLUMNS),
+    figures="saliency_sanity.plots:data_randomization_figures",
+    report="saliency_sanity.report.pages:randomization_page",
+    summary="saliency_sanity.verdicts:format_summary",
+    verdict=Verdict(judge="saliency_sanity.verdicts:verdicts", rule=RULE),
+    ranking=Ranking(),
+    cli=Cli("data-randomization", "saliency_sanity.cli._args:add_data_randomization",
+            "saliency_sanity.cli.commands:_cmd_data_randomization", keeps_run_dir=True),
+    example=_example,
+)

@@ -43,6 +43,8 @@ from ..localization import (
 )
 from ..randomization import FixedPlan, StageSpec, fresh_copy
 from ..results import CheckResult, columns_for
+from ..results.spec import CheckSpec, Cli, Example
+from ._examples import tiny_inputs, tiny_model
 
 LAYERS = ("input", "middle", "final")
 
@@ -253,5 +255,32 @@ def _post(settings: list[str], layers: list[str], labels: list[str],
 
     return post
 
+
+
+def _example() -> Example:
+    x = tiny_inputs(4)
+    cells = torch.cat([torch.cat([x[0], x[1]], 2), torch.cat([x[2], x[3]], 2)], 1)
+    grids = GridSet(cells[None].repeat(2, 1, 1, 1), torch.tensor([[0, 1, 2, 3]] * 2),
+                    torch.tensor([[0, 1, 2, 3]] * 2))
+    return Example(args=(tiny_model(), grids),
+                   kwargs={"methods": ["gradient"], "settings": ["gridpg", "difull"],
+                            "seed": 0, "progress": False, "batch_size": 2},
+                   bad={"settings": ["nowhere"]})
+
+
+SPEC = CheckSpec(
+    "localization",
+    run=localization_test,
+    title="Localization in controlled settings (Rao, Boehle, Schiele 2022)",
+    columns=("method", "setting", "layer", "sample", "head", "metric", "value"),
+    figures="saliency_sanity.plots_localization:save_localization_figures",
+    report="saliency_sanity.report.pages:localization_page",
+    summary="saliency_sanity.report.localization:format_localization_summary",
+    verdict=None,  # scores against chance, no pass / fail
+    ranking=None,
+    cli=Cli("localization", "saliency_sanity.cli._args:add_localization",
+            "saliency_sanity.cli.commands:_cmd_localization", keeps_run_dir=True),
+    example=_example,
+)
 
 __all__ = ["LAYERS", "localization_test"]

@@ -35,6 +35,8 @@ from .. import scores as _scores
 from ..results import CheckResult
 from ..results.files import CHECK_LABELS, EXTRA_DIRS
 from ..results.ranking import RANKING_COLUMNS, TAU_COLUMNS, wide_ranking  # noqa: F401
+from ..results.spec import find as find_check
+from ..results.spec import resolve
 
 
 def _check_name(key: str, result: Any) -> str:
@@ -49,25 +51,16 @@ def _controls(result: Any) -> set[str]:
     return set()
 
 
-#: Checks whose methods are ranked by a table derived from their own (e.g. faithfulness: AOPC
-#: per method and sample from the curves), by ``CheckResult.check``; filled by the checks.
-RANK_TABLES: dict[str, Any] = {}
-#: Checks that rank methods by several scores: ``views(result)`` -> ``{label: result}``, one
-#: result per score (each naming its ``ranking_metric``), by ``CheckResult.check``.
-RANK_VIEWS: dict[str, Any] = {}
-
-
-def register_rank_table(check: str, derive: Any, views: Any = None) -> None:
-    """Rank ``check``'s methods by ``derive(result)``, a table with the columns of
-    :data:`~saliency_sanity.results.COLUMNS` (its last stage is ranked); ``views(result)``, when
-    given, splits a result into one ranking per score (:func:`ranking_inputs` uses it)."""
-    RANK_TABLES[check] = derive
-    if views is not None:
-        RANK_VIEWS[check] = views
+def _ranking_part(check: str, part: str) -> Any:
+    """A check's ranking ``part`` (``table`` or ``views``) as its spec declares it
+    (:class:`~saliency_sanity.results.spec.Ranking`); None for a check without one."""
+    spec = find_check(check)
+    ranking = spec.ranking if spec is not None else None
+    return resolve(getattr(ranking, part)) if ranking is not None else None
 
 
 def expand_views(checks: Mapping[str, CheckResult]) -> dict[str, CheckResult]:
-    """``checks`` with every result of a multi-score check (:data:`RANK_VIEWS`, e.g.
+    """``checks`` with every result of a multi-score check (its spec's ``Ranking.views``, e.g.
     faithfulness) replaced by one entry per score, labelled by the score.
 
     Example:
@@ -78,7 +71,7 @@ def expand_views(checks: Mapping[str, CheckResult]) -> dict[str, CheckResult]:
     """
     out: dict[str, CheckResult] = {}
     for key, res in checks.items():
-        views = RANK_VIEWS.get(res.check) if isinstance(res, CheckResult) else None
+        views = _ranking_part(res.check, "views") if isinstance(res, CheckResult) else None
         if views is None:
             out[key] = res
         else:
@@ -88,7 +81,7 @@ def expand_views(checks: Mapping[str, CheckResult]) -> dict[str, CheckResult]:
 
 def _table(result: Any) -> pd.DataFrame:
     if isinstance(result, CheckResult):
-        derive = RANK_TABLES.get(result.check)
+        derive = _ranking_part(result.check, "table")
         return derive(result) if derive is not None else result.table
     if isinstance(result, pd.DataFrame):
         return result

@@ -33,6 +33,8 @@ from torch import nn
 from .._io import write_json
 from ..data import Dataset
 from ..engine import derive_seed
+from ..results.spec import CheckSpec, Cli
+from ._examples import diffroar_example
 from ._masking import RANDOM, cached_attributions, check_k, masked_dataset, model_fingerprint
 from ._roar_summary import summarize
 
@@ -374,3 +376,21 @@ def diffroar(
         settings["engine"] = {"backend": backend}
     cols = [*TABLE_COLUMNS, "seconds", "from_cache"]
     return DiffRoarResult(table[cols], summarize(table), settings)
+
+
+#: The CLI writes one run of three (standard, robust, random) with its figures and page
+#: (``report.shah.write_diffroar_run``): no figures or page function of its own.
+SPEC = CheckSpec(
+    "diffroar",
+    run=diffroar,
+    title="DiffROAR, ROAR and KAR with retraining (Shah, Jain, Netrapalli 2021)",
+    columns=(*TABLE_COLUMNS, "seconds", "from_cache"),
+    figures=None,
+    report=None,
+    summary=None,
+    verdict=None,
+    ranking=None,
+    cli=Cli("diffroar", "saliency_sanity.cli.shah:add_diffroar",
+            "saliency_sanity.cli.shah:_cmd_diffroar", keeps_run_dir=True),
+    example=diffroar_example,
+)
