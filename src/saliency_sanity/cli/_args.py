@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from ..results.spec import resolve, specs
 from . import _method_settings
 
 if TYPE_CHECKING:
@@ -204,9 +205,13 @@ def _as_flags(message: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import scores
-    from ..randomization import init_schemes, orders
+    """The command line's parser: ``demo``, one subcommand per registered check (its
+    ``Cli.add_parser``), ``list`` and ``report``.
 
+    Example:
+        >>> build_parser().parse_args(["list"]).command
+        'list'
+    """
     parser = argparse.ArgumentParser(
         prog="saliency-sanity",
         description="Sanity checks for saliency maps (Adebayo et al. 2018 and follow-ups).",
@@ -227,6 +232,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the localization part (grids of MNIST digits, GridPG and DiFull; "
                         "written to OUT/localization)")
     _add_common(d)
+
+    for spec in specs():  # one subcommand per check, in registration order
+        if spec.cli is not None:
+            resolve(spec.cli.add_parser)(sub)
+    sub.add_parser("list", help="list the methods, scores, init schemes and data sets")
+
+    rp = sub.add_parser("report", help="(re)build report.html of a run directory from its saved "
+                                       "results, without recomputing anything")
+    rp.add_argument("run_dir", help="a run directory written by saliency-sanity")
+    rp.add_argument("--out", default=None, help="where to write the page (default: "
+                                                "RUN_DIR/report.html)")
+    rp.add_argument("--margin", type=float, default=0.1,
+                    help="verdict margin as a fraction of (perfect - null) similarity (0.1)")
+    return parser
+
+
+def add_model_randomization(sub: Any) -> None:
+    """The ``model-randomization`` subcommand and its options."""
+    from .. import scores
+    from ..randomization import init_schemes, orders
 
     m = sub.add_parser("model-randomization", help="run the model parameter randomization test")
     add_model_inputs(m, n_samples_note="; a larger number than the data hold warns and uses "
@@ -255,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_backend(m)
     _add_common(m)
 
+
+def add_data_randomization(sub: Any) -> None:
+    """The ``data-randomization`` subcommand and its options."""
     r = sub.add_parser("data-randomization",
                        help="train on true and on permuted labels, compare the maps")
     r.add_argument("--architecture", default="mnist_cnn", help="a built-in model name (mnist_cnn)")
@@ -278,26 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_backend(r)
     _add_common(r)
 
-    from ._faithfulness import add_parser as _add_faithfulness
 
-    _add_faithfulness(sub)
-    _add_localization(sub)
-    from .shah import add_parsers
-
-    add_parsers(sub)  # diffroar, blockmnist
-    sub.add_parser("list", help="list the methods, scores, init schemes and data sets")
-
-    rp = sub.add_parser("report", help="(re)build report.html of a run directory from its saved "
-                                       "results, without recomputing anything")
-    rp.add_argument("run_dir", help="a run directory written by saliency-sanity")
-    rp.add_argument("--out", default=None, help="where to write the page (default: "
-                                                "RUN_DIR/report.html)")
-    rp.add_argument("--margin", type=float, default=0.1,
-                    help="verdict margin as a fraction of (perfect - null) similarity (0.1)")
-    return parser
-
-
-def _add_localization(sub: Any) -> None:
+def add_localization(sub: Any) -> None:
+    """The ``localization`` subcommand and its options."""
     p = sub.add_parser("localization",
                        help="localization on grid images in GridPG, DiFull and DiPart "
                             "(Rao et al. 2022)")

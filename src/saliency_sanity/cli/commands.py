@@ -1,4 +1,5 @@
-"""The command line's commands: one function per subcommand (``_COMMANDS``)."""
+"""The command line's commands: one function per subcommand (:func:`command`): ``demo``,
+``list`` and ``report`` here, each check's from its registered ``Cli.run``."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..results.spec import by_command, find, resolve, specs
 from . import _method_settings
 from ._args import _as_flags, _controls, _csv, backend_settings, critique_options
-from .shah import COMMANDS as _SHAH_COMMANDS
 
 if TYPE_CHECKING:
     from ..critiques import CritiqueOutcome
@@ -280,6 +281,10 @@ def _cmd_list(args: argparse.Namespace, argv: list[str]) -> int:
     print("orders:       " + ", ".join(orders))
     print("init schemes: " + ", ".join(init_schemes.list()))
     print("data sets:    " + ", ".join(data.list()))
+    print("checks:")
+    for spec in specs():
+        how = f"saliency-sanity {spec.cli.command}" if spec.cli is not None else "API / extra"
+        print(f"  {spec.name:<30} {how:<36} {spec.title}")
     return 0
 
 
@@ -328,37 +333,49 @@ def _print_outputs(out: Path) -> None:
         print(f"  figure:  {f}")
 
 
-def _cmd_faithfulness(args: argparse.Namespace, argv: list[str]) -> int:
-    from ._faithfulness import run
+#: The subcommands that are not checks.
+_OWN_COMMANDS = {"demo": _cmd_demo, "list": _cmd_list, "report": _cmd_report}
+#: Of those, the ones that keep finished work in ``--out`` when interrupted.
+OWN_KEEPS_RUN_DIR = ("demo",)
 
-    return run(args, argv)
+
+def command(name: str) -> Any:
+    """The function of subcommand ``name``: ``run(args, argv) -> exit status`` (a check's
+    registered ``Cli.run``).
+
+    Example:
+        >>> command("list").__name__, command("localization").__name__
+        ('_cmd_list', '_cmd_localization')
+    """
+    if name in _OWN_COMMANDS:
+        return _OWN_COMMANDS[name]
+    spec = by_command(name)
+    if spec is None or spec.cli is None:
+        raise KeyError(f"unknown command {name!r}")
+    return resolve(spec.cli.run)
 
 
-_COMMANDS = {
-    "demo": _cmd_demo,
-    "faithfulness": _cmd_faithfulness,
-    "model-randomization": _cmd_model_randomization,
-    "data-randomization": _cmd_data_randomization,
-    "localization": _cmd_localization,
-    "list": _cmd_list,
-    "report": _cmd_report,
-    **_SHAH_COMMANDS,
-}
+def keeps_run_dir(name: str) -> bool:
+    """True when subcommand ``name`` keeps its finished work in ``--out`` after Ctrl-C and the
+    same command continues it (the demo's, and each check's ``Cli.keeps_run_dir``).
+
+    Example:
+        >>> keeps_run_dir("demo"), keeps_run_dir("model-randomization"), keeps_run_dir("list")
+        (True, True, False)
+    """
+    if name in _OWN_COMMANDS:
+        return name in OWN_KEEPS_RUN_DIR
+    spec = by_command(name)
+    return spec is not None and spec.cli is not None and spec.cli.keeps_run_dir
 
 
 def _summary(result: Any, margin: float = 0.1) -> str:
-    """What the terminal shows after a run: the stage-by-stage headlines first (which blocks
-    each method ignores), then the verdicts at full randomization."""
-    from ..verdicts import format_stage_summary, format_summary
+    """What the terminal shows after a run: the ``summary`` its check declares (model
+    randomization: the stage-by-stage headlines, then the verdicts at full randomization); the
+    verdicts for a check that is not registered."""
+    from ..verdicts import format_summary
 
-    if result.check == "faithfulness":
-        from ..report.faithfulness import format_faithfulness_summary
-
-        return format_faithfulness_summary(result)
-    if result.check == "localization":
-        from ..report.localization import summary_table
-
-        return summary_table(result).round(3).to_string(index=False)
-    if result.check != "model_randomization":
+    spec = find(result.check)
+    if spec is None:
         return format_summary(result, margin=margin)
-    return format_stage_summary(result) + "\n\n" + format_summary(result, margin=margin)
+    return "" if spec.summary is None else spec.part("summary")(result, margin=margin)
