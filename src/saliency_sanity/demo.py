@@ -144,7 +144,7 @@ def demo_localization(model: Any, ds: Any, out: str | os.PathLike, seed: int = 0
     t0 = time.perf_counter()
     grids = make_grids(model, ds.x_test, ds.y_test, n=2, count=DEMO_LOCALIZATION["count"],
                        seed=seed)
-    result = localization_test(model, grids, DEMO_LOCALIZATION["methods"],
+    result = localization_test(model, grids, methods=DEMO_LOCALIZATION["methods"],
                                settings=DEMO_LOCALIZATION["settings"],
                                layers=DEMO_LOCALIZATION["layers"], smoothing=True, seed=seed,
                                controls=False, progress=progress, run_dir=out)

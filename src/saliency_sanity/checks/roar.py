@@ -32,7 +32,7 @@ from torch import nn
 
 from .._io import write_json
 from ..data import Dataset
-from ..engine import derive_seed
+from ..engine import RunConfig, derive_seed
 from ._masking import RANDOM, cached_attributions, check_k, masked_dataset, model_fingerprint
 from ._roar_summary import summarize
 
@@ -61,6 +61,11 @@ class RetrainUnit:
     @property
     def key(self) -> str:
         return f"k{self.k:g}-{self.side}-r{self.repeat}"
+
+
+#: the common settings (:class:`RunConfig`) a DiffROAR run uses; the others raise when set
+RUN_SETTINGS = ("seed", "run_dir", "batch_size", "progress", "backend", "ray_address",
+                "ray_options")
 
 
 def plan_units(ks: Sequence[float] = KS, repeats: int = 2, seed: int = 0) -> list[RetrainUnit]:
@@ -216,13 +221,11 @@ def diffroar(
     model_factory: Any,
     train: Any,
     test: Any,
+    *,
     method: Any = "gradient",
     ks: Sequence[float] = KS,
     repeats: int = 2,
     trainer: Any = None,
-    seed: int = 0,
-    run_dir: str | os.PathLike | None = None,
-    *,
     original: nn.Module | None = None,
     adversarial: Any = None,
     original_trainer: Any = None,
@@ -230,11 +233,8 @@ def diffroar(
     per: str = "coordinate",
     fill: str = "scalar",
     cache_dir: str | os.PathLike | None = None,
-    batch_size: int = 250,
-    progress: bool = True,
-    backend: str = "local",
-    ray_address: str | None = None,
-    ray_options: dict[str, Any] | None = None,
+    config: RunConfig | None = None,
+    **common: Any,
 ) -> DiffRoarResult:
     """DiffROAR / ROAR / KAR of ``method`` on ``train`` / ``test`` with retraining.
 
@@ -253,14 +253,19 @@ def diffroar(
         original_trainer: a ``training.TrainConfig`` for the original model only (default
             ``trainer``): an original trained longer than the retrainings, e.g. an
             adversarially trained one that needs more epochs to learn.
-        run_dir: where unit rows (``units/``), attributions and trained models (``models/``,
-            unless ``cache_dir`` is given) go; rerunning with the same ``run_dir`` resumes.
-            ``cache_dir``: where trained models go (runs sharing it share the k = 1
-            retrainings); default ``run_dir/models``, or the user cache without a run_dir.
+        cache_dir: where trained models go (runs sharing it share the k = 1 retrainings);
+            default ``run_dir/models``, or the user cache without a run_dir.
         per, fill: ``"coordinate"`` / ``"pixel"`` ranking; ``"scalar"`` / ``"channel"`` mean.
-        backend: ``"local"`` (retrainings one after the other here) or ``"ray"``: each
-            retraining a Ray task, on the cluster at ``ray_address`` with ``ray_options``
-            (as for ``RunConfig``); the same table, bit for bit on CPU (``docs/scaling.md``).
+        config, **common: the common settings (:class:`~saliency_sanity.engine.RunConfig`) that
+            apply here, a keyword replacing the one in ``config``: ``seed`` (the original
+            model, the retraining seeds, the random maps); ``run_dir``: where unit rows
+            (``units/``), attributions and trained models (``models/``, unless ``cache_dir``
+            is given) go, and rerunning with the same ``run_dir`` resumes; ``batch_size``:
+            inputs per attribution batch (default 250 without a ``config``); ``progress``;
+            ``backend``: ``"local"`` (retrainings one after the other here) or ``"ray"``: each
+            retraining a Ray task, on the cluster at ``ray_address`` with ``ray_options``; the
+            same table, bit for bit on CPU (``docs/scaling.md``). The other common settings
+            do not apply and raise an error when set.
 
     The run is invalid (``settings["valid"] = False``, reason in ``settings["invalid_reason"]``)
     when the trainer has a target accuracy and the original model, or a retraining on the full
@@ -269,18 +274,19 @@ def diffroar(
     Example:
         >>> from saliency_sanity import data, training
         >>> ds = data.load("mnist", n_train=48, n_test=24)
-        >>> r = diffroar("mnist_mlp", ds, None, "random", ks=(1.0, 0.5), repeats=1,
+        >>> r = diffroar("mnist_mlp", ds, None, method="random", ks=(1.0, 0.5), repeats=1,
         ...              trainer=training.TrainConfig(epochs=1, target_train_acc=None),
         ...              model_kwargs={"width": 0.02}, cache_dir=False, progress=False)
         >>> len(r.table), list(r.summary["k"])
         (4, [1.0, 0.5])
     """
     from .. import training
-    from ..engine import check_backend
 
+    cfg_run = RunConfig.from_kwargs(config, common, defaults={"batch_size": 250})
+    cfg_run.reject_unused(RUN_SETTINGS, "diffroar")
+    seed, rd, progress = cfg_run.seed, cfg_run.run_dir, cfg_run.progress
     units = plan_units(ks, repeats, seed)  # validates ks and repeats first
-    check_backend(backend, ray_address, ray_options)
-    if backend == "ray":  # before any training: a missing extra says how to install it
+    if cfg_run.backend == "ray":  # before any training: a missing extra says how to install it
         from ..engine.ray_backend import require_ray
 
         require_ray()
@@ -302,7 +308,7 @@ def diffroar(
     kw = dict(model_kwargs or {})
     if isinstance(model_factory, str):
         kw.setdefault("num_classes", ds.num_classes)
-    rd = Path(run_dir) if run_dir is not None else None
+    rd = Path(rd) if rd is not None else None
     models_dir: Any = cache_dir if cache_dir is not None or rd is None else rd / "models"
     attr_dir = (rd / "attributions" if rd is not None else
                 None if cache_dir is False else
@@ -323,7 +329,7 @@ def diffroar(
                             f"below the target {ocfg.target_train_acc:.0%}")
     fp = model_fingerprint(original) if original is not None else None
     def maps(x: torch.Tensor, y: torch.Tensor, *key: Any) -> torch.Tensor:
-        return cached_attributions(original, x, y, method, attr_dir, batch_size,
+        return cached_attributions(original, x, y, method, attr_dir, cfg_run.batch_size,
                                    derive_seed(seed, "random-map", *key) % 2**31)
 
     if is_random:  # a map per repeat: the repeats sample the map's randomness too
@@ -336,10 +342,11 @@ def diffroar(
                          models_dir, False, per_repeat=is_random)
     from tqdm.auto import tqdm
 
-    if backend == "ray":
+    if cfg_run.backend == "ray":
         from .roar_ray import run_units_on_ray
 
-        rows = run_units_on_ray(units, setup, rd, ray_address, ray_options, progress,
+        rows = run_units_on_ray(units, setup, rd, cfg_run.ray_address, cfg_run.ray_options,
+                                progress,
                                 f"diffroar {label}")
     else:
         rows = [run_unit(unit, setup, rd) for unit in tqdm(
@@ -370,7 +377,7 @@ def diffroar(
         "units_loaded": [u.key for u, r in zip(units, rows, strict=True) if r["from_cache"]],
         "units_trained": [u.key for u, r in zip(units, rows, strict=True) if not r["from_cache"]],
     }
-    if backend != "local":  # not part of the setup: a run resumes on the other backend
-        settings["engine"] = {"backend": backend}
+    if cfg_run.backend != "local":  # not part of the setup: a run resumes on the other backend
+        settings["engine"] = {"backend": cfg_run.backend}
     cols = [*TABLE_COLUMNS, "seconds", "from_cache"]
     return DiffRoarResult(table[cols], summarize(table), settings)

@@ -15,11 +15,15 @@ import pandas as pd
 from .._io import atomic_write, write_json
 
 COLUMNS = ["method", "stage", "layer", "sample", "metric", "value"]
-#: checks whose table has other key columns than ``COLUMNS`` (always with method, sample,
-#: metric and value): the localization check has a setting and a head instead of a stage
+#: checks whose table has other columns than ``COLUMNS``: the localization check has a setting
+#: and a head instead of a stage; the activation scales have one row per stage and block
 CHECK_COLUMNS = {
     "localization": ["method", "setting", "layer", "sample", "head", "metric", "value"],
+    "activation_scales": ["stage", "randomized_block", "block", "position", "n_channels",
+                          "spearman", "spearman_spatial", "scale_ratio"],
 }
+#: columns read back as text (block and layer names such as "3" stay strings)
+TEXT_COLUMNS = ("method", "layer", "metric", "setting", "randomized_block", "block", "position")
 
 
 def columns_for(check: str) -> list[str]:
@@ -163,13 +167,13 @@ class CheckResult:
 
 def _read_table(path: Path, columns: list[str] = COLUMNS) -> pd.DataFrame:
     try:
-        table = pd.read_csv(path, dtype={"method": str, "layer": str, "metric": str,
-                                         "setting": str})
+        table = pd.read_csv(path, dtype=dict.fromkeys(TEXT_COLUMNS, str))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not a readable results table: {err}") from err
     if list(table.columns) != columns:
         raise ValueError(f"{path} has columns {list(table.columns)}, expected {columns}")
-    table["layer"] = table["layer"].fillna("")
+    if "layer" in table:
+        table["layer"] = table["layer"].fillna("")
     return table
 
 
