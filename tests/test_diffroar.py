@@ -321,7 +321,7 @@ def test_original_trainer_trains_the_original_apart_from_the_retrainings():
 def test_random_control_draws_a_map_per_repeat(monkeypatch):
     """Each repeat of the random-map control ranks by its own seeded uniform map (so the repeat
     spread covers the map's randomness); top and bottom of one repeat share it."""
-    from saliency_sanity.checks import roar
+    from saliency_sanity.checks import _retrain, roar
     from saliency_sanity.engine import derive_seed
 
     ds = data.load("mnist", n_train=40, n_test=20)
@@ -345,7 +345,7 @@ def test_random_control_draws_a_map_per_repeat(monkeypatch):
     assert seeds == expect and len(set(seeds)) == 6 and len(r.table) == 6
     setup = setups[0]
     for unit in plan_units((0.5,), 3, seed=3):
-        masked, _ = roar.unit_training(unit, setup)
+        masked, _ = _retrain.unit_training(unit, setup)
         a = maps[expect[unit.repeat]]  # this repeat's training map, drawn independently here
         torch.testing.assert_close(a, mk.compute_attributions(
             None, ds.x_train, ds.y_train, "random", seed=expect[unit.repeat]))

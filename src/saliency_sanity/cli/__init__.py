@@ -15,7 +15,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ._args import build_parser, critique_options
-from .commands import _COMMANDS, EXIT_EXTRA_FAILED, _os_message, apply_normalize
+from ._common import apply_normalize, os_message
+from .commands import COMMANDS, EXIT_EXTRA_FAILED
 
 #: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
@@ -36,9 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         with warnings_through_tqdm():
-            return _COMMANDS[args.command](args, list(argv) if argv is not None else sys.argv[1:])
+            return COMMANDS[args.command](args, list(argv) if argv is not None else sys.argv[1:])
     except (InputError, KeyError, ValueError, TypeError, OSError, ImportError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else _os_message(err)
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else os_message(err)
         print(f"saliency-sanity: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from ._args import add_backend, backend_settings
+from ._common import add_backend, backend_settings
 
 EXIT_INVALID = 3
 
