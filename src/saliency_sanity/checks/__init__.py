@@ -16,6 +16,7 @@
 from ..results import COLUMNS, CheckResult
 from ..results.spec import register
 from . import (
+    activation_scales,
     blockmnist,
     data_randomization,
     emprt,
@@ -48,6 +49,7 @@ register(blockmnist.SPEC)
 register(smprt.SPEC)
 register(emprt.SPEC)
 register(random_logit.SPEC)
+register(activation_scales.SPEC)
 
 __all__ = [
     "COLUMNS",

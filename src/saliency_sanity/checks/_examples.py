@@ -52,9 +52,9 @@ def diffroar_example() -> Example:
     """
     from .. import training
 
-    return Example(args=("mnist_mlp", tiny_data(), None, "gradient"),
-                   kwargs={"ks": (1.0, 0.5), "repeats": 1, "model_kwargs": {"width": 0.02},
-                           "progress": False, "cache_dir": False,
+    return Example(args=("mnist_mlp", tiny_data(), None),
+                   kwargs={"method": "gradient", "ks": (1.0, 0.5), "repeats": 1,
+                           "model_kwargs": {"width": 0.02}, "progress": False, "cache_dir": False,
                            "trainer": training.TrainConfig(epochs=1, target_train_acc=None,
                                                            batch_size=32)},
                    bad={"ks": (1.0, 0.0)})

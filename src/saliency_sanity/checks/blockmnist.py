@@ -14,8 +14,12 @@ from typing import Any
 import pandas as pd
 import torch
 
+from ..engine import RunConfig
 from ..results.spec import CheckSpec, Cli, Example
 from ._masking import cached_attributions
+
+#: the common settings (:class:`RunConfig`) the experiment uses; the others raise when set
+RUN_SETTINGS = ("seed", "progress", "backend", "ray_address", "ray_options")
 
 
 def signal_share(maps: torch.Tensor, signal_mask: torch.Tensor,
@@ -64,6 +68,7 @@ def signal_share(maps: torch.Tensor, signal_mask: torch.Tensor,
 
 def blockmnist_experiment(
     base: str = "mnist",
+    *,
     n_train: int = 2000,
     n_test: int = 500,
     n_maps: int = 200,
@@ -75,13 +80,10 @@ def blockmnist_experiment(
     attack: Any = None,
     method: Any = "gradient",
     top_k: float = 0.1,
-    seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
-    progress: bool = True,
     target_train_acc: float | None = None,
-    backend: str = "local",
-    ray_address: str | None = None,
-    ray_options: dict[str, Any] | None = None,
+    config: RunConfig | None = None,
+    **common: Any,
 ) -> dict[str, Any]:
     """Train a standard and a PGD-trained model on BlockMNIST; signal shares of their maps.
 
@@ -91,9 +93,12 @@ def blockmnist_experiment(
     eps 1.0, 5 steps of 0.5, no random start). Maps are ``|method|`` of the true label's logit.
     Both models train ``epochs`` epochs (Adam lr 1e-3, batch 64, seed ``seed``); with
     ``target_train_acc`` they stop there, and a model that never reaches it makes the outcome
-    invalid (``settings["valid"]``). ``backend="ray"`` trains the two models as two Ray tasks
-    in parallel (``ray_address``, ``ray_options`` as for ``RunConfig``); this process alone
-    writes them to the cache; the same models and tables, bit for bit on CPU.
+    invalid (``settings["valid"]``). ``config``, ``**common``: the common settings
+    (:class:`~saliency_sanity.engine.RunConfig`) that apply here, a keyword replacing the one in
+    ``config``: ``seed`` (data, training, attack), ``progress``, and ``backend="ray"``, which
+    trains the two models as two Ray tasks in parallel (``ray_address``, ``ray_options``); this
+    process alone writes them to the cache; the same models and tables, bit for bit on CPU. The
+    other common settings do not apply and raise an error when set.
 
     Example:
         >>> out = blockmnist_experiment(n_train=32, n_test=16, n_maps=4, classes=2, epochs=1,
@@ -101,9 +106,10 @@ def blockmnist_experiment(
     """
     from .. import training
     from ..data import load_blockmnist
-    from ..engine import check_backend
 
-    check_backend(backend, ray_address, ray_options)
+    run = RunConfig.from_kwargs(config, common)
+    run.reject_unused(RUN_SETTINGS, "blockmnist_experiment")
+    seed, progress, backend = run.seed, run.progress, run.backend
     if backend == "ray":  # before any training: a missing extra says how to install it
         from ..engine.ray_backend import require_ray
 
@@ -116,7 +122,7 @@ def blockmnist_experiment(
         from ._ray_train import train_on_ray
 
         std, rob = train_on_ray(architecture, ds, [(cfg, None), (cfg, attack)], kw, cache_dir,
-                                ray_address, ray_options)
+                                run.ray_address, run.ray_options)
         runs = {"standard": std, "robust": rob}
     else:
         runs = {

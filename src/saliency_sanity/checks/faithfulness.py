@@ -136,10 +136,10 @@ def check_settings(chosen: Mapping[str, Mapping[str, Any]], x: torch.Tensor, sco
 def faithfulness_test(
     model: nn.Module,
     x: torch.Tensor,
+    *,
     target: torch.Tensor | Sequence[int] | None = None,
     methods: Sequence[Any] | Mapping[str, Any] | None = None,
     metrics: Sequence[str] = METRICS,
-    *,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     score: str = "softmax",
     random_order: bool = True,

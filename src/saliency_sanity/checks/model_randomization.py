@@ -28,12 +28,12 @@ from ._examples import tiny_inputs, tiny_model
 def model_randomization_test(
     model: nn.Module,
     x: torch.Tensor,
+    *,
     target: torch.Tensor | Sequence[int] | None = None,
     methods: Sequence[Any] | Mapping[str, Any] | None = None,
     scores: str | Sequence[str] | None = None,
     order: str = "cascading",
     init: str = "paper",
-    *,
     blocks: Sequence[Any] | None = None,
     group_by: str | Sequence[str] | None = None,
     init_settings: Mapping[str, Any] | None = None,

@@ -62,10 +62,10 @@ def other_classes(target: torch.Tensor, num_classes: int, seed: int = 0) -> torc
 def random_logit_test(
     model: nn.Module,
     x: torch.Tensor,
+    *,
     target: torch.Tensor | Sequence[int] | None = None,
     methods: Sequence[Any] | Mapping[str, Any] | None = None,
     scores: Any = None,
-    *,
     other: torch.Tensor | Sequence[int] | None = None,
     config: RunConfig | None = None,
     **common: Any,

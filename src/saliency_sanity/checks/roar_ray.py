@@ -1,6 +1,6 @@
 """DiffROAR's retrainings as Ray tasks (``diffroar(..., backend="ray")``).
 
-The run's :class:`~.roar.RetrainSetup` (data, attributions, trainer settings) goes to Ray's
+The run's :class:`~._retrain.RetrainSetup` (data, attributions, trainer settings) goes to Ray's
 object store once; each retraining not finished yet -- no row in ``run_dir/units/`` and no
 finished model in the trainer cache -- is one task, which trains on its worker and writes
 nothing there. This process (the driver) receives each trained model as it finishes, records it
@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._io import write_json
-from .roar import RetrainSetup, RetrainUnit, saved_row, unit_path, unit_row, unit_training
+from ._retrain import RetrainSetup, RetrainUnit, saved_row, unit_path, unit_row, unit_training
 
 
 def retrain_task(unit: RetrainUnit, setup: RetrainSetup) -> tuple[Any, float]:

@@ -15,7 +15,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ._args import build_parser, critique_options
-from .commands import EXIT_EXTRA_FAILED, _os_message, apply_normalize, command, keeps_run_dir
+from ._common import apply_normalize, os_message
+from .commands import EXIT_EXTRA_FAILED, command, keeps_run_dir
 
 #: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
@@ -38,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings_through_tqdm():
             return command(args.command)(args, list(argv) if argv is not None else sys.argv[1:])
     except (InputError, KeyError, ValueError, TypeError, OSError, ImportError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else _os_message(err)
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else os_message(err)
         print(f"saliency-sanity: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

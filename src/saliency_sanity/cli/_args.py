@@ -7,106 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from ..results.spec import resolve, specs
 from . import _method_settings
+from ._common import add_backend, add_common, add_image_options, add_model, csv_list
+from ._model_inputs import add_methods, add_model_inputs
 
 if TYPE_CHECKING:
     from ..critiques import CritiqueOptions
-
-
-def _csv(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    return items or None
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0, help="seed for everything random (default 0)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-def add_model(p: argparse.ArgumentParser) -> None:
-    """``--model``, ``--model-kwargs``, ``--weights``, ``--unsafe-load``: the user's model, which
-    :func:`~saliency_sanity.cli.commands.load_model_arg` loads."""
-    p.add_argument("--model", required=True,
-                   help="'package.module:factory', 'file.py:factory' or a TorchScript file")
-    p.add_argument("--model-kwargs", default=None, help="JSON keyword arguments for the factory")
-    p.add_argument("--weights", default=None, help="state_dict file (loaded weights_only)")
-    p.add_argument("--unsafe-load", action="store_true",
-                   help="allow pickled checkpoints (runs code from the file: trusted files only)")
-
-
-def add_image_options(p: argparse.ArgumentParser) -> None:
-    """``--size`` and ``--channels``: how folder images are read."""
-    p.add_argument("--size", type=int, default=None, help="resize folder images to SIZE x SIZE")
-    p.add_argument("--channels", type=int, choices=(1, 3), default=None,
-                   help="convert folder images to 1 or 3 channels")
-
-
-def add_methods(p: argparse.ArgumentParser) -> None:
-    """``--methods`` (from every registered method) and ``--method-settings``."""
-    from .. import methods
-
-    p.add_argument("--methods", default=None,
-                   help=f"comma-separated, from: {', '.join(methods.list())} (default: all that "
-                        "apply)")
-    _method_settings.add_option(p)
-
-
-def add_model_inputs(p: argparse.ArgumentParser, n_samples_note: str = "") -> None:
-    """The user's model, the inputs to explain and the methods: :func:`add_model`, ``--data``,
-    ``--n-samples`` (its help ends with ``n_samples_note``), :func:`add_image_options` and
-    :func:`add_methods`; :func:`~saliency_sanity.cli.commands.load_model_inputs` loads them.
-
-    Example:
-        >>> p = argparse.ArgumentParser()
-        >>> add_model_inputs(p)
-        >>> a = p.parse_args(["--model", "m.py:net", "--data", "x.npz", "--methods", "gradient"])
-        >>> a.model, a.data, a.n_samples, a.size, a.channels, a.methods, a.unsafe_load
-        ('m.py:net', 'x.npz', None, None, None, 'gradient', False)
-    """
-    add_model(p)
-    p.add_argument("--data", required=True,
-                   help="a built-in data set name, a folder of images (one sub-folder per class), "
-                        "or an .npz with arrays x and y")
-    p.add_argument("--n-samples", type=int, default=None,
-                   help=f"inputs to explain (16, or all when the data hold fewer{n_samples_note})")
-    add_image_options(p)
-    add_methods(p)
-
-
-def add_backend(p: argparse.ArgumentParser, dtype: bool = True, unit: str = "batch") -> None:
-    """``--backend``, ``--ray-address`` and ``--dtype`` (unless ``dtype`` is False): where and
-    in which precision the units of work (``unit``: what one Ray task computes) run (see
-    ``docs/scaling.md``); :func:`backend_settings` reads them."""
-    g = p.add_argument_group("scaling", "where the units of work run (docs/scaling.md)")
-    g.add_argument("--backend", choices=["local", "ray"], default="local",
-                   help=f"local (this process, default) or ray: one Ray task per {unit}, the "
-                        "same results (needs: pip install 'saliency-sanity[ray]')")
-    g.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="the Ray cluster: 'auto', 'HOST:6379' or 'ray://HOST:10001' "
-                        "(default: $RAY_ADDRESS, else a local cluster on this machine)")
-    if dtype:
-        g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
-                       default="float32",
-                       help="maps in mixed precision (torch.autocast); float32 (default) is "
-                            "exact")
-
-
-def backend_settings(args: argparse.Namespace) -> dict[str, object]:
-    """The :class:`~saliency_sanity.engine.RunConfig` settings of :func:`add_backend`'s flags.
-
-    Example:
-        >>> a = argparse.Namespace(backend="ray", ray_address="auto", dtype="float32")
-        >>> backend_settings(a)
-        {'backend': 'ray', 'ray_address': 'auto', 'dtype': None}
-    """
-    backend = getattr(args, "backend", "local")
-    address = getattr(args, "ray_address", None)
-    if address is not None and backend != "ray":
-        raise ValueError("--ray-address needs --backend ray")
-    dtype = getattr(args, "dtype", "float32")
-    return {"backend": backend, "ray_address": address,
-            "dtype": None if dtype == "float32" else dtype}
 
 
 def _add_critiques(p: argparse.ArgumentParser) -> None:
@@ -167,30 +72,15 @@ def critique_options(args: argparse.Namespace) -> CritiqueOptions:
         smprt_normalize=args.smprt_normalize, emprt_bins=args.emprt_bins,
         data_randomization_run=args.data_randomization_run,
         faithfulness=bool(getattr(args, "faithfulness", False)),
-        faithfulness_metrics=tuple(_csv(getattr(args, "faithfulness_metrics", None)) or ()),
+        faithfulness_metrics=tuple(csv_list(getattr(args, "faithfulness_metrics", None)) or ()),
     )
 
 
-def _controls(text: str) -> bool | list[str]:
-    """``--controls``: 'default' -> every default control that applies, 'none' -> none.
-
-    Example:
-        >>> _controls("default"), _controls("none"), _controls("edge_sobel, constant")
-        (True, [], ['edge_sobel', 'constant'])
-    """
-    word = text.strip().lower()
-    if word == "default":
-        return True
-    if word == "none":
-        return []
-    return _csv(text) or []
-
-
-def _as_flags(message: str) -> str:
+def as_flags(message: str) -> str:
     """A :class:`CritiqueOptions` error with its field names written as the CLI's flags.
 
     Example:
-        >>> _as_flags("smprt_samples must be a positive integer, got 0")
+        >>> as_flags("smprt_samples must be a positive integer, got 0")
         '--smprt-samples must be a positive integer, got 0'
     """
     import dataclasses
@@ -231,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-localization", action="store_true",
                    help="skip the localization part (grids of MNIST digits, GridPG and DiFull; "
                         "written to OUT/localization)")
-    _add_common(d)
+    add_common(d)
 
     for spec in specs():  # one subcommand per check, in registration order
         if spec.cli is not None:
@@ -278,7 +168,7 @@ def add_model_randomization(sub: Any) -> None:
     m.add_argument("--out", required=True, help="run directory to write")
     _add_critiques(m)
     add_backend(m)
-    _add_common(m)
+    add_common(m)
 
 
 def add_data_randomization(sub: Any) -> None:
@@ -304,7 +194,7 @@ def add_data_randomization(sub: Any) -> None:
     r.add_argument("--cache-dir", default=None, help="where trained models are cached")
     r.add_argument("--out", required=True, help="run directory to write")
     add_backend(r)
-    _add_common(r)
+    add_common(r)
 
 
 def add_localization(sub: Any) -> None:
@@ -336,4 +226,4 @@ def add_localization(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the model's)")
     p.add_argument("--out", required=True, help="run directory to write")
-    _add_common(p)
+    add_common(p)

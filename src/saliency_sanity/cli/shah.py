@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from ._args import add_backend, backend_settings
+from ._common import add_backend, backend_settings
 
 EXIT_INVALID = 3
 
@@ -142,7 +142,8 @@ def _cmd_diffroar(args: argparse.Namespace, argv: list[str]) -> int:
     models = args.cache_dir or Path(args.out) / "models"  # shared: k = 1 runs are trained once
     for label, method, adv, repeats in plan:
         print(f"diffroar: {label} ({method}, {repeats} repeats)", file=sys.stderr)
-        runs[label] = diffroar("mnist_cnn", ds, None, method, run_dir=Path(args.out) / label,
+        runs[label] = diffroar("mnist_cnn", ds, None, method=method,
+                               run_dir=Path(args.out) / label,
                                adversarial=adv, cache_dir=models, repeats=repeats,
                                original_trainer=None if method == "random" else original_cfg,
                                **common)

@@ -202,8 +202,8 @@ def run_critiques(
         params = {"order": main_order, "init": init, "group_by": jsonable_spec(group_by),
                   **{k: str(v) for k, v in common.items()}}
         attempt("activation_scales", lambda: _activation_scales(
-            d, model, x, main_order, init, group_by, common, _key(fp, "activation_scales",
-                                                                    params), fp, outcome, log))
+            d, model, x, main_order, init, group_by, {**common, "progress": progress},
+            _key(fp, "activation_scales", params), fp, outcome, log))
     if options.faithfulness:
         from ..checks import faithfulness_test
         from ..plots_faithfulness import save_faithfulness_figures
@@ -238,10 +238,10 @@ def _activation_scales(d: Path, model: nn.Module, x: torch.Tensor, order: str, i
         outcome.written["activation_scales"] = d / SCALES_CSV
         log(f"critique activation_scales: reusing {d / SCALES_CSV} (same run and settings)")
         return
-    df = activation_scale_analysis(model, x, order=order, init=init, seed=common["seed"],
-                                   group_by=group_by, batch_size=common["batch_size"],
-                                   device=common["device"])
-    settings = dict(df.attrs.get("settings", {}))
+    res = activation_scale_analysis(model, x, order=order, init=init, group_by=group_by,
+                                    **common)
+    df = res.table
+    settings = dict(res.settings)
     settings.update({"critique_key": key, "main_fingerprint": fp})
     # the table first, the figure, then the settings file that marks the extra complete
     atomic_write(d / SCALES_CSV, lambda p: df.to_csv(p, index=False))

@@ -13,7 +13,7 @@ from ..results import CheckResult
 from ..results.files import CRITIQUE_FIGURES
 from ._util import e
 from .artifacts import CritiqueArtifacts
-from .critiques import contents, critique_sections
+from .critiques import contents, critique_sections, scales_section
 from .hooks import verdict_hook
 from .html import (
     _CSS,
@@ -124,3 +124,24 @@ def localization_page(result: CheckResult, figures: Figures, *, title: str | Non
 
     return render_localization(result, figures, _CSS + _SUMMARY_CSS, _settings_section(result),
                                title)
+
+
+def activation_scales_page(result: CheckResult, figures: Figures, *, title: str,
+                           **_: Any) -> str:
+    """The page of an activation-scale run on its own (beside a model randomization run the
+    same section is part of that run's page): the table, the figure, the settings.
+
+    Example:
+        >>> import pandas as pd
+        >>> t = pd.DataFrame({"stage": [1], "randomized_block": ["fc"], "block": ["fc"],
+        ...                   "position": ["randomized"], "n_channels": [4], "spearman": [0.1],
+        ...                   "spearman_spatial": [0.2], "scale_ratio": [1.0]})
+        >>> page = activation_scales_page(CheckResult("activation_scales", t), [], title="S")
+        >>> 'id="activation-scales"' in page
+        True
+    """
+    art = CritiqueArtifacts(scales=result.table, scales_settings=result.settings,
+                            figures=dict(figures))
+    head = (f'<div class="head"><h1>{e(title)}</h1><p class="sub">saliency-sanity report '
+            f"&middot; seed {e(result.settings.get('seed'))}</p></div>")
+    return _page(title, "\n".join([head, scales_section(art), _settings_section(result)]))

@@ -16,6 +16,8 @@ from .._io import atomic_write, write_json
 from .spec import find
 
 COLUMNS = ["method", "stage", "layer", "sample", "metric", "value"]
+#: columns read back as text (block and layer names such as "3" stay strings)
+TEXT_COLUMNS = ("method", "layer", "metric", "setting", "randomized_block", "block", "position")
 
 
 def columns_for(check: str) -> list[str]:
@@ -163,13 +165,13 @@ class CheckResult:
 
 def _read_table(path: Path, columns: list[str] = COLUMNS) -> pd.DataFrame:
     try:
-        table = pd.read_csv(path, dtype={"method": str, "layer": str, "metric": str,
-                                         "setting": str})
+        table = pd.read_csv(path, dtype=dict.fromkeys(TEXT_COLUMNS, str))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not a readable results table: {err}") from err
     if list(table.columns) != columns:
         raise ValueError(f"{path} has columns {list(table.columns)}, expected {columns}")
-    table["layer"] = table["layer"].fillna("")
+    if "layer" in table:
+        table["layer"] = table["layer"].fillna("")
     return table
 
 
