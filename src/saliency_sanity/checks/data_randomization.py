@@ -274,7 +274,7 @@ SPEC = CheckSpec(
     report="saliency_sanity.report.pages:randomization_page",
     summary="saliency_sanity.verdicts:format_summary",
     verdict=Verdict(judge="saliency_sanity.verdicts:verdicts", rule=RULE),
-    ranking=Ranking(),
+    ranking=Ranking(label="data randomization"),
     cli=Cli("data-randomization", "saliency_sanity.cli._args:add_data_randomization",
             "saliency_sanity.cli.commands:_cmd_data_randomization", keeps_run_dir=True),
     example=_example,

@@ -389,7 +389,7 @@ SPEC = CheckSpec(
     report="saliency_sanity.report.pages:faithfulness_page",
     summary="saliency_sanity.report.faithfulness:format_faithfulness_summary",
     verdict=None,  # ranks methods by its scores, no pass / fail
-    ranking=Ranking(table=rank_table, views=ranking_views),
+    ranking=Ranking(table=rank_table, views=ranking_views, group="faithfulness"),
     cli=Cli("faithfulness", "saliency_sanity.cli._faithfulness:add_parser",
             "saliency_sanity.cli._faithfulness:run", keeps_run_dir=True),
     example=_example,

@@ -158,7 +158,7 @@ SPEC = CheckSpec(
     summary="saliency_sanity.report.hooks:format_model_randomization_summary",
     verdict=Verdict(judge="saliency_sanity.verdicts:verdicts", rule=RULE,
                     stages="saliency_sanity.verdicts:stage_verdicts"),
-    ranking=Ranking(),
+    ranking=Ranking(label="MPRT"),
     cli=Cli("model-randomization", "saliency_sanity.cli._args:add_model_randomization",
             "saliency_sanity.cli.commands:_cmd_model_randomization", keeps_run_dir=True),
     example=_example,

@@ -33,10 +33,10 @@ from scipy import stats
 
 from .. import scores as _scores
 from ..results import CheckResult
-from ..results.files import CHECK_LABELS, EXTRA_DIRS
+from ..results.files import EXTRA_DIRS
 from ..results.ranking import RANKING_COLUMNS, TAU_COLUMNS, wide_ranking  # noqa: F401
 from ..results.spec import find as find_check
-from ..results.spec import resolve
+from ..results.spec import ranking_label, resolve
 
 
 def _check_name(key: str, result: Any) -> str:
@@ -57,6 +57,12 @@ def _ranking_part(check: str, part: str) -> Any:
     spec = find_check(check)
     ranking = spec.ranking if spec is not None else None
     return resolve(getattr(ranking, part)) if ranking is not None else None
+
+
+def _ranking_group(check: str) -> str:
+    spec = find_check(check)
+    ranking = spec.ranking if spec is not None else None
+    return ranking.group if ranking is not None else "randomization"
 
 
 def expand_views(checks: Mapping[str, CheckResult]) -> dict[str, CheckResult]:
@@ -240,7 +246,7 @@ def ranking_inputs(d: str | Path, result: CheckResult,
         notes.append("MPRT left out: its order is 'independent', so no stage randomizes every "
                      "block")
     else:
-        checks[CHECK_LABELS.get(result.check, result.check)] = result
+        checks[ranking_label(result.check)] = result
     for sub in EXTRA_DIRS.values():
         if (d / sub / "run.json").is_file():
             try:
@@ -248,10 +254,10 @@ def ranking_inputs(d: str | Path, result: CheckResult,
             except (OSError, ValueError) as err:
                 notes.append(f"{sub}/ left out: unreadable ({err})")
                 continue
-            checks[CHECK_LABELS.get(res.check, res.check)] = res
+            checks[ranking_label(res.check)] = res
     checks = expand_views(checks)
     if data_randomization is not None:
-        checks[CHECK_LABELS["data_randomization"]] = data_randomization
+        checks[ranking_label(data_randomization.check)] = data_randomization
         if data_randomization.settings.get("valid") is False:
             notes.append("the data randomization run is INVALID (its random-label model did not "
                          "memorize: "
@@ -310,8 +316,8 @@ def compute_ranking(checks: Mapping[str, CheckResult]
     trows = [[a, b, float(tau.loc[a, b]), float(pval.loc[a, b]), int(count.loc[a, b])]
              for a in tau.index for b in tau.columns]
     long_tau = pd.DataFrame(trows, columns=TAU_COLUMNS)
-    groups = {k: ("faithfulness" if use[k].check == "faithfulness" else "randomization")
-              for k in ranks.columns if isinstance(use[k], CheckResult)}
+    groups = {k: _ranking_group(use[k].check) for k in ranks.columns
+              if isinstance(use[k], CheckResult)}
     settings = {"metric": metric, "metrics": metrics, "checks": list(ranks.columns),
                 "groups": groups, "controls": "excluded", "notes": notes,
                 "tau": "Kendall's tau-b (scipy.stats.kendalltau) over the methods both checks rank"}

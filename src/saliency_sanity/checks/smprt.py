@@ -209,7 +209,7 @@ SPEC = CheckSpec(
     report="saliency_sanity.report.pages:randomization_page",
     summary="saliency_sanity.verdicts:format_summary",
     verdict=Verdict(judge="saliency_sanity.verdicts:verdicts", rule=model_randomization.RULE),
-    ranking=Ranking(),
+    ranking=Ranking(label="sMPRT"),
     cli=None,
     example=_example,
 )

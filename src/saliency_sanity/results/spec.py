@@ -88,6 +88,9 @@ class Ranking:
             stage; None ranks the result's own table.
         views: ``views(result) -> {label: result}``: one ranking per score (e.g. faithfulness);
             None for one ranking per result.
+        label: the check's column in the ranking tables (e.g. ``"MPRT"``); None: its name.
+        group: ``"randomization"`` or ``"faithfulness"``: the report contrasts the two groups'
+            rankings.
 
     Example:
         >>> Ranking(table=None, views=None).table is None
@@ -96,6 +99,8 @@ class Ranking:
 
     table: Part = None
     views: Part = None
+    label: str | None = None
+    group: str = "randomization"
 
 
 @dataclass(frozen=True)
@@ -286,6 +291,18 @@ def specs() -> list[CheckSpec]:
     """
     _builtins()
     return [CHECKS.meta(n)["spec"] for n in CHECKS.names()]
+
+
+def ranking_label(name: str) -> str:
+    """The label of check ``name`` in the ranking tables: its ``Ranking.label``, else its name.
+
+    Example:
+        >>> ranking_label("model_randomization"), ranking_label("no such check")
+        ('MPRT', 'no such check')
+    """
+    spec = find(name)
+    ranking = spec.ranking if spec is not None else None
+    return ranking.label if ranking is not None and ranking.label else name
 
 
 def by_command(command: str) -> CheckSpec | None:
