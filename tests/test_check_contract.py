@@ -46,7 +46,6 @@ KNOWN_GAPS = {
                             "report.shah.write_diffroar_run; CheckResult.load cannot read it",
     ("blockmnist", "report"): "a blockmnist run directory is written with its page by "
                               "report.shah.write_blockmnist_run; CheckResult.load cannot read it",
-    ("blockmnist", "bad_input_run_dir"): "blockmnist_experiment takes no run_dir",
 }
 
 
@@ -188,8 +187,10 @@ def test_bad_input_leaves_no_files_in_the_run_directory(spec, tmp_path):
     ex = spec.part("example")()
     assert _takes(spec, "run_dir"), f"{spec.name} takes no run_dir"
     run_dir = tmp_path / "run"
-    with pytest.raises((ValueError, TypeError)):
+    with pytest.raises((ValueError, TypeError)) as err:
         _run(spec, ex, run_dir=run_dir, **ex.bad)
+    if "run_dir" in str(err.value):
+        pytest.skip(f"{spec.name} writes no run directory: {err.value}")
     left = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*")) if run_dir.exists() else []
     assert left == [], f"files left behind: {left}"
 
@@ -234,8 +235,9 @@ def test_the_report_renders_from_the_run_directory(spec, tmp_path):
 
 
 # ------------------------------------------------------------------ resume after SIGKILL
-#: Checks whose units are batches of inputs written to ``run_dir/partial`` (resumable).
-RESUMABLE = [s for s in SPECS if s.name not in RETRAINING]
+#: Checks whose units are batches of inputs written to ``run_dir/partial`` (resumable), slowed
+#: down by a plug-in method so that a kill lands midway (the activation scales run no method).
+RESUMABLE = [s for s in SPECS if s.name not in RETRAINING and _takes(s, "methods")]
 
 _RESUME_SCRIPT = textwrap.dedent("""
     import sys, time
@@ -295,3 +297,51 @@ def test_a_check_missing_a_part_cannot_register_and_fails_the_battery():
     assert "toy" not in registry.CHECKS
     complete = dataclasses.replace(toy, verdict=None)
     assert_declares_everything(complete)  # declared None where it has none: accepted
+
+
+# ------------------------------------------------------------------ a new check, end to end
+def _toy_add_parser(sub: Any) -> None:
+    p = sub.add_parser("toy-check", help="a toy check")
+    p.add_argument("--out", required=True)
+
+
+def _toy_cli_run(args: Any, argv: list[str]) -> int:
+    from saliency_sanity.report import write_run
+
+    table = pd.DataFrame({"method": ["g", "g"], "stage": 1, "layer": "fc", "sample": [0, 1],
+                          "metric": "ssim", "value": [0.5, 0.25]})
+    write_run(CheckResult(check="toy", table=table, settings={"seed": 0}), args.out)
+    print("toy: done")
+    return 0
+
+
+def test_a_new_check_needs_only_its_spec_and_one_registration(monkeypatch, tmp_path, capsys):
+    from saliency_sanity._registry import Registry
+    from saliency_sanity.cli import interrupted_message, main
+
+    fresh: Registry[Any] = Registry("check")
+    monkeypatch.setattr(registry, "CHECKS", fresh)
+    for s in SPECS:
+        registry.register(s)
+    toy = CheckSpec("toy", run=_toy_run, title="Toy check", columns=("method", "stage", "layer",
+                    "sample", "metric", "value"),
+                    figures="saliency_sanity.plots:data_randomization_figures",
+                    report="saliency_sanity.report.pages:randomization_page",
+                    summary="saliency_sanity.verdicts:format_summary", verdict=None,
+                    ranking=Ranking(label="toy"),
+                    cli=Cli("toy-check", _toy_add_parser, _toy_cli_run, keeps_run_dir=True),
+                    example=Example)
+    registry.register(toy)  # the one registration line
+    assert main(["toy-check", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("toy: done")
+    page = (tmp_path / "run" / "report.html").read_text(encoding="utf-8")
+    assert "<title>Toy check" in page and (tmp_path / "run" / "figures" / "bars_ssim.png").is_file()
+    assert main(["list"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("  ")]
+    assert [ln.split()[0] for ln in lines] == [*[s.name for s in SPECS], "toy"]
+    assert "saliency-sanity toy-check" in lines[-1] and lines[-1].endswith("Toy check")
+    import argparse
+
+    msg = interrupted_message(argparse.Namespace(command="toy-check", out="o"))
+    assert "finished work is kept in o" in msg

@@ -25,8 +25,9 @@ class Hook:
 
 
 def verdict_hook(result: CheckResult) -> Hook:
-    """The verdict hook of ``result``'s check; a check that is not registered is judged as model
-    randomization's extras are (its rule and verdict, no stage readings).
+    """The verdict hook of ``result``'s check; a check that is not registered, or declares no
+    verdict, is judged as model randomization's extras are (its rule and verdict, no stage
+    readings) when its page is the randomization page.
 
     Example:
         >>> import pandas as pd
@@ -35,7 +36,7 @@ def verdict_hook(result: CheckResult) -> Hook:
         ('verdicts', 'stage_verdicts')
     """
     spec = find_check(result.check)
-    own = spec is not None
+    own = spec is not None and spec.verdict is not None
     if spec is None or spec.verdict is None:
         spec = get_check("model_randomization")
     v = spec.verdict
