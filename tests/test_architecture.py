@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "saliency_sanity"
 #: Each component's layer: a component may import only from its own layer or lower ones.
 LAYERS = {
     "__init__": 0, "_registry": 0, "_io": 0, "_guard": 0, "_imports": 0, "performance": 0,
-    "_errors": 0, "_arch": 0,
+    "_errors": 0, "_arch": 0, "_hash": 0,
     "metrics": 1, "postprocess": 1, "scores": 1, "methods": 1, "models": 1, "data": 1,
     "randomization": 1, "faithfulness": 1, "grids": 1,
     "training": 2, "results": 2, "io_inputs": 2, "io_models": 2,

@@ -4,16 +4,24 @@ Every retraining is an independent :class:`RetrainUnit` with a stable key; :func
 runs one (a scheduler may run them in parallel, in any order) and writes its row atomically to
 ``run_dir/units/<key>.json``; the trained model is cached by the trainer (per-epoch
 checkpoints), so a killed run resumes without retraining what finished.
+
+:func:`run_units_on_ray` runs the units not finished yet -- no row in ``run_dir/units/`` and
+no finished model in the trainer cache -- as Ray tasks (``checks._ray_train``): the run's
+:class:`RetrainSetup` goes to Ray's object store once and each worker masks the data for its
+unit; this process records each trained model in the trainer cache and writes the unit's row,
+atomically, once: the run directory is the one a local run writes, and a run interrupted on one
+backend resumes on the other.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +32,7 @@ from .._io import write_json
 from ..data import Dataset
 from ..engine import derive_seed
 from ._masking import check_k, masked_dataset
+from ._ray_train import TrainJob, train_on_ray
 
 KS = (1.0, 0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05)
 SIDES = ("top", "bottom")
@@ -119,11 +128,19 @@ def saved_row(unit: RetrainUnit, setup_fp: str, run_dir: str | os.PathLike | Non
 
 def unit_training(unit: RetrainUnit, setup: RetrainSetup) -> tuple[Dataset, Any]:
     """The masked data set and the trainer settings of one unit."""
+    return unit_data(unit, setup), unit_config(unit, setup)
+
+
+def unit_data(unit: RetrainUnit, setup: RetrainSetup) -> Dataset:
+    """The masked data set a unit trains on (built on a Ray worker from the shared setup)."""
     a_tr, a_te = ((setup.attr_train[unit.repeat], setup.attr_test[unit.repeat])
                   if setup.per_repeat else (setup.attr_train, setup.attr_test))
-    ds = masked_dataset(setup.data, a_tr, a_te, unit.k, unit.side,
-                        setup.per, setup.fill)
-    return ds, dataclasses.replace(setup.config, seed=unit.seed, label_seed=None)
+    return masked_dataset(setup.data, a_tr, a_te, unit.k, unit.side, setup.per, setup.fill)
+
+
+def unit_config(unit: RetrainUnit, setup: RetrainSetup) -> Any:
+    """The trainer settings of a unit: the run's, with the unit's seed, on true labels."""
+    return dataclasses.replace(setup.config, seed=unit.seed, label_seed=None)
 
 
 def unit_row(unit: RetrainUnit, setup: RetrainSetup, res: Any, seconds: float, setup_fp: str
@@ -159,3 +176,36 @@ def run_unit(unit: RetrainUnit, setup: RetrainSetup, run_dir: str | os.PathLike 
     if path is not None:
         write_json(path, row)
     return {**row, "from_cache": False}
+
+
+def run_units_on_ray(units: Sequence[RetrainUnit], setup: RetrainSetup,
+                     run_dir: str | os.PathLike | None, address: str | None = None,
+                     options: Mapping[str, Any] | None = None, progress: bool = False,
+                     desc: str = "diffroar") -> list[dict[str, Any]]:
+    """The rows of ``units`` (in their order), the missing ones trained as Ray tasks."""
+    from tqdm.auto import tqdm
+
+    fp = setup.fingerprint()
+    rows: list[dict[str, Any] | None] = [saved_row(u, fp, run_dir) for u in units]
+    todo = [i for i, r in enumerate(rows) if r is None]
+    shipped = dataclasses.replace(setup, cache_dir=False, progress=False)
+    jobs = [TrainJob(setup.factory, unit_config(units[i], setup), setup.model_kwargs,
+                     source=shipped, build=functools.partial(unit_data, units[i]))
+            for i in todo]
+    bar = tqdm(total=len(units), initial=len(units) - len(todo), desc=desc,
+               disable=not progress, leave=False)
+
+    def finish(j: int, res: Any, seconds: float) -> None:
+        unit = units[todo[j]]
+        row = unit_row(unit, setup, res, seconds, fp)
+        path = unit_path(unit, run_dir)
+        if path is not None:
+            write_json(path, row)
+        rows[todo[j]] = {**row, "from_cache": False}
+        bar.update(1)
+
+    try:
+        train_on_ray(jobs, setup.cache_dir, address, options, on_result=finish)
+    finally:
+        bar.close()
+    return [r for r in rows if r is not None]

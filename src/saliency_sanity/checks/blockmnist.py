@@ -119,10 +119,11 @@ def blockmnist_experiment(
     cfg = training.TrainConfig(epochs=epochs, target_train_acc=target_train_acc, seed=seed)
     kw = {"width": width, "input_size": (56, 28)}
     if backend == "ray":
-        from ._ray_train import train_on_ray
+        from ._ray_train import TrainJob, train_on_ray
 
-        std, rob = train_on_ray(architecture, ds, [(cfg, None), (cfg, attack)], kw, cache_dir,
-                                run.ray_address, run.ray_options)
+        std, rob = train_on_ray([TrainJob(architecture, cfg, kw, adv, data=ds)
+                                 for adv in (None, attack)], cache_dir, run.ray_address,
+                                run.ray_options)
         runs = {"standard": std, "robust": rob}
     else:
         runs = {

@@ -24,6 +24,7 @@ from ..randomization import FixedPlan, StageSpec, fresh_copy
 from ..results import COLUMNS, CheckResult
 from ..results.spec import CheckSpec, Cli, Example, Ranking, Verdict
 from ._examples import tiny_data
+from ._ray_train import TrainJob, train_on_ray
 
 LAYER = "random_labels"
 
@@ -175,7 +176,9 @@ def data_randomization_test(
     kw = dict(model_kwargs) if model_kwargs is not None else (
         {"width": 0.5} if architecture in ("mnist_cnn", "mnist_mlp") else {})
     if cfg.backend == "ray":
-        true_res, rand_res = _train_on_ray(architecture, ds, (tc, rc), cache_dir, kw, cfg)
+        jobs = [TrainJob(architecture, c, kw, data=ds) for c in (tc, rc)]
+        true_res, rand_res = train_on_ray(jobs, cache_dir, cfg.ray_address, cfg.ray_options,
+                                          cfg.device)
     else:
         true_res = training.train(architecture, ds, tc, cache_dir=cache_dir, progress=progress,
                                   model_kwargs=kw, device=cfg.device)
@@ -201,39 +204,6 @@ def data_randomization_test(
         "random_config": _cfg(rc),
     })
     return result
-
-
-def _train_on_ray(architecture: Any, ds: Any, configs: Sequence[Any], cache_dir: Any,
-                  kw: Mapping[str, Any], cfg: RunConfig) -> list[Any]:
-    """Each training not in the cache yet as one Ray task (the two in parallel); this process
-    looks the cache up first and alone writes the runs that come back to it."""
-    from ..engine import ray_backend
-    from ..training.cache import cached_result, store_result
-
-    found = [cached_result(architecture, ds, c, cache_dir, model_kwargs=dict(kw),
-                           device=cfg.device) for c in configs]
-    todo = [i for i, r in enumerate(found) if r is None]
-    if todo:
-        ref = ray_backend.put(ds, cfg.ray_address)
-        dev = ray_backend.worker_device(cfg.device)
-        done = ray_backend.run_calls(
-            _train_task, [((architecture, ref, configs[i], dict(kw), dev), {}) for i in todo],
-            cfg.ray_address, cfg.ray_options, cfg.device or "cpu")
-        for i, res in zip(todo, done, strict=True):
-            found[i] = store_result(res, architecture, ds, configs[i], cache_dir,
-                                    model_kwargs=dict(kw), device=cfg.device)
-    return found
-
-
-def _train_task(architecture: Any, ds: Any, config: Any, kw: dict[str, Any],
-                device: str | None) -> Any:
-    """One training on a Ray worker: nothing written there; the model comes back on the CPU."""
-    from .. import training
-
-    res = training.train(architecture, ds, config, cache_dir=False, progress=False,
-                         model_kwargs=kw, device=device)
-    res.model.cpu()
-    return res
 
 
 def _acc(res: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ ROAR at removed fraction r = acc(bottom-(1 - r)) (removing the top r keeps the b
 both curves come from the same runs.
 
 Every retraining is an independent unit with a stable key (``checks/_retrain.py``), run here
-one after the other or as Ray tasks (``checks/roar_ray.py``), its row written atomically to
+one after the other or as Ray tasks, its row written atomically to
 ``run_dir/units/<key>.json``; the trained model is cached by the trainer (per-epoch
 checkpoints), so a killed run resumes without retraining what finished.
 """
@@ -33,9 +33,8 @@ from ..engine import RunConfig, derive_seed
 from ..results.spec import CheckSpec, Cli
 from ._examples import diffroar_example
 from ._masking import RANDOM, cached_attributions, model_fingerprint
-from ._retrain import KS, RetrainSetup, plan_units, run_unit
+from ._retrain import KS, RetrainSetup, plan_units, run_unit, run_units_on_ray
 from ._roar_summary import summarize
-from .roar_ray import run_units_on_ray
 
 TABLE_COLUMNS = ["method", "k", "side", "repeat", "seed", "test_acc", "train_acc", "epochs",
                  "reached_target", "cache_key"]
