@@ -118,7 +118,7 @@ def bench(n_grids: int, repeats: int, settings: tuple[str, ...] = ("gridpg", "di
     for method, layer in (("gradient", "input"), ("gradcam", "final")):
         for setting in settings:
             def ours(method: str = method, layer: str = layer, setting: str = setting) -> Any:
-                return localization_test(net, grids, [method], settings=[setting],
+                return localization_test(net, grids, methods=[method], settings=[setting],
                                          layers=[layer], controls=False, progress=False,
                                          batch_size=n_grids)
 

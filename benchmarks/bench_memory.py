@@ -83,8 +83,8 @@ def stages_child(check: str, depth: int, threads: int) -> None:
             r = checks.efficient_model_randomization_test(net, x, **kw)
             held = r.settings.get("engine", {}).get("stage_models_held_at_most")
         else:
-            df = checks.activation_scale_analysis(net, x, batch_size=8)
-            held = df.attrs["settings"].get("engine", {}).get("stage_models_held_at_most")
+            res = checks.activation_scale_analysis(net, x, batch_size=8, progress=False)
+            held = res.settings.get("engine", {}).get("stage_models_held_at_most")
     print(json.dumps({"peak_rss_mib": C.peak_rss_mib(), "rss_before_test_mib": base,
                       "held": held}))
 

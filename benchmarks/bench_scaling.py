@@ -93,7 +93,7 @@ def retrainings(repeats: int, n_train: int) -> dict[str, object]:
 
     def run(**extra: object) -> tuple[float, pd.DataFrame]:
         t0 = time.perf_counter()
-        r = diffroar("mnist_cnn", ds, None, "random", **kw, **extra)
+        r = diffroar("mnist_cnn", ds, None, method="random", **kw, **extra)
         return time.perf_counter() - t0, r.table[cols]
 
     torch.set_num_threads(1)

@@ -145,7 +145,7 @@ def tables(name: str, model: nn.Module, x: torch.Tensor, reuse: bool = True
                                      scores=scores(["spearman_abs", "ssim"]), seed=seed, **common)
         out[f"random_logit|{seed}"] = r.table
         out[f"scales|{seed}"] = checks.activation_scale_analysis(model, x, seed=seed,
-                                                                 batch_size=BATCH_SIZE)
+                                                                 batch_size=BATCH_SIZE).table
     return out
 
 

@@ -126,7 +126,7 @@ def test_values_equal_the_functions_called_directly(run, files):
     rl = checks.random_logit_test(model, x, methods=METHODS, scores=SCORES, **common)
     _same_table(pd.read_csv(run / "random_logit" / "results.csv"), rl.table)
     scales = checks.activation_scale_analysis(model, x, order="cascading", init="paper", seed=0,
-                                              batch_size=4)
+                                              batch_size=4, progress=False).table
     saved = pd.read_csv(run / "activation_scales.csv")
     assert saved[["stage", "randomized_block", "block", "position"]].astype(str).values.tolist() \
         == scales[["stage", "randomized_block", "block", "position"]].astype(str).values.tolist()

@@ -181,7 +181,7 @@ def test_localization_settings_and_box_bounds_from_the_grids(tmp_path, capsys):
     lo, hi = float(grids.images.min()), float(grids.images.max())
     assert "box bounds from the data's range" in capsys.readouterr().err
     api = localization_test(
-        small_cnn(), grids, {"occlusion": ("occlusion", {"patch": 7, "stride": 7}),
+        small_cnn(), grids, methods={"occlusion": ("occlusion", {"patch": 7, "stride": 7}),
                              "lrp_epsilon_gamma_box": ("lrp_epsilon_gamma_box",
                                                        {"low": lo, "high": hi})},
         settings=["difull"], layers=["input"], controls=False, seed=0, progress=False)

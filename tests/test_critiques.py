@@ -240,7 +240,7 @@ def test_random_logit_examples_and_controls():
 def test_activation_scales_hand_recomputed(global_rng_guard):
     model, x = zoo.make("cnn")
     snap = zoo.snapshot(model)
-    df = activation_scale_analysis(model, x, seed=1)
+    df = activation_scale_analysis(model, x, seed=1, progress=False).table
     zoo.assert_unchanged(model, snap)
     blocks = ["conv1", "conv2", "fc1", "fc2"]
     assert list(df.columns[:4]) == ["stage", "randomized_block", "block", "position"]
@@ -266,15 +266,16 @@ def test_activation_scales_hand_recomputed(global_rng_guard):
             want = stats.spearmanr(chan(stages[0].model, b), chan(stages[k].model, b))[0]
             got = df[(df["stage"] == k) & (df["block"] == b)]["spearman"].item()
             assert got == pytest.approx(want, abs=1e-12)
-    bu = activation_scale_analysis(model, x, order="bottom_up")
+    bu = activation_scale_analysis(model, x, order="bottom_up", progress=False).table
     assert set(bu[bu["stage"] == 1]["position"]) == {"randomized", "above"}
 
 
 def test_activation_scales_resnet_groups():
     model, x = zoo.make("resnet")
-    df = activation_scale_analysis(model, x, group_by="children")
+    res = activation_scale_analysis(model, x, group_by="children", progress=False)
+    df = res.table
     assert list(dict.fromkeys(df["block"])) == ["stem", "bn", "layer1", "layer2", "fc"]
-    assert df.attrs["settings"]["hooked_modules"]["layer1"] == "layer1"
+    assert res.settings["hooked_modules"]["layer1"] == "layer1"
     assert df["spearman_spatial"][df["block"] == "fc"].isna().all()
 
 
@@ -326,7 +327,7 @@ def test_figures(tmp_path):
     from saliency_sanity.plots_critiques import activation_scales_figure, ranking_figure
 
     model, x = zoo.make("cnn")
-    df = activation_scale_analysis(model, x)
+    df = activation_scale_analysis(model, x, progress=False).table
     fig = activation_scales_figure(df, path=tmp_path / "scales.png")
     assert (tmp_path / "scales.png").stat().st_size > 0
     ranks = pd.DataFrame({"A": [1.0, 2.0], "B": [2.0, 1.0]}, index=["g", "h"])

@@ -83,12 +83,12 @@ def test_wrong_attribution_shape_and_bad_arguments():
         plan_units(repeats=0)
     ds = data.load("mnist", n_train=8, n_test=4)
     with pytest.raises(ValueError, match="k must be"):  # before any training
-        diffroar("mnist_mlp", ds, None, "gradient", ks=(1.0, 0.0), cache_dir=False)
+        diffroar("mnist_mlp", ds, None, method="gradient", ks=(1.0, 0.0), cache_dir=False)
     with pytest.raises(ValueError, match="not both"):
-        diffroar("mnist_mlp", ds, None, "gradient", original=nn.Linear(2, 2),
+        diffroar("mnist_mlp", ds, None, method="gradient", original=nn.Linear(2, 2),
                  adversarial=training.PGD(), cache_dir=False)
     with pytest.raises(TypeError, match="TrainConfig"):
-        diffroar("mnist_mlp", ds, None, "gradient", trainer={"epochs": 1}, cache_dir=False)
+        diffroar("mnist_mlp", ds, None, method="gradient", trainer={"epochs": 1}, cache_dir=False)
 
 
 def test_attributions_are_cached_by_model_and_method(tmp_path, monkeypatch):
@@ -116,8 +116,8 @@ _TINY = {"ks": (1.0, 0.5), "repeats": 2, "model_kwargs": {"width": 0.02}, "progr
 
 def test_same_seed_same_accuracies_bit_for_bit(global_rng_guard):
     ds = data.load("mnist", n_train=96, n_test=48)
-    a = diffroar("mnist_mlp", ds, None, "gradient", cache_dir=False, **_TINY)
-    b = diffroar("mnist_mlp", ds, None, "gradient", cache_dir=False, **_TINY)
+    a = diffroar("mnist_mlp", ds, None, method="gradient", cache_dir=False, **_TINY)
+    b = diffroar("mnist_mlp", ds, None, method="gradient", cache_dir=False, **_TINY)
     cols = ["k", "side", "repeat", "seed", "test_acc", "train_acc"]
     pd.testing.assert_frame_equal(a.table[cols], b.table[cols], check_exact=True)
     assert len(a.table) == 8 and a.valid
@@ -135,7 +135,7 @@ def test_trainer_missing_its_target_marks_the_run_invalid():
     ds = data.load("mnist", n_train=64, n_test=32)
     cfg = training.TrainConfig(epochs=1, target_train_acc=1.0)
     with pytest.warns(RuntimeWarning, match="INVALID"):
-        r = diffroar("mnist_mlp", ds, None, "gradient", ks=(1.0,), repeats=1, trainer=cfg,
+        r = diffroar("mnist_mlp", ds, None, method="gradient", ks=(1.0,), repeats=1, trainer=cfg,
                      model_kwargs={"width": 0.02}, cache_dir=False, progress=False)
     assert not r.valid and "original model" in r.settings["invalid_reason"]
     assert r.table["reached_target"].eq(False).all()
@@ -253,7 +253,7 @@ def test_given_original_model_and_tensor_pairs_leave_the_model_untouched():
         net = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     net.train()
     before = {k: v.clone() for k, v in net.state_dict().items()}
-    r = diffroar("mnist_mlp", (ds.x_train, ds.y_train), (ds.x_test, ds.y_test), "gradient",
+    r = diffroar("mnist_mlp", (ds.x_train, ds.y_train), (ds.x_test, ds.y_test), method="gradient",
                  ks=(0.5,), repeats=1, original=net, model_kwargs={"width": 0.02},
                  trainer=training.TrainConfig(epochs=1, target_train_acc=None),
                  cache_dir=False, progress=False)
@@ -261,7 +261,7 @@ def test_given_original_model_and_tensor_pairs_leave_the_model_untouched():
     assert r.settings["original_fingerprint"] == mk.model_fingerprint(net)
     assert r.settings["original"] == {} and len(r.table) == 2
     with pytest.raises(TypeError, match=r"\(x, y\) pairs"):
-        diffroar("mnist_mlp", ds.x_train, None, "gradient", cache_dir=False)
+        diffroar("mnist_mlp", ds.x_train, None, method="gradient", cache_dir=False)
 
 
 def test_summary_standard_error_and_welch_p_value_against_scipy():
@@ -299,7 +299,7 @@ def test_original_trainer_trains_the_original_apart_from_the_retrainings():
     ds = data.load("mnist", n_train=96, n_test=48)
     kw = {**_TINY, "ks": (0.5,), "repeats": 1}
     longer = training.TrainConfig(epochs=3, target_train_acc=None, batch_size=32)
-    r = diffroar("mnist_mlp", ds, None, "gradient", cache_dir=False,
+    r = diffroar("mnist_mlp", ds, None, method="gradient", cache_dir=False,
                  original_trainer=longer, **kw)
     assert r.settings["original"]["epochs"] == 3 and r.settings["original_trainer"]["epochs"] == 3
     assert r.table["epochs"].eq(1).all() and r.settings["trainer"]["epochs"] == 1
@@ -307,20 +307,21 @@ def test_original_trainer_trains_the_original_apart_from_the_retrainings():
     ref = training.train("mnist_mlp", ds, longer, cache_dir=False, progress=False,
                          model_kwargs={"width": 0.02})
     assert r.settings["original_fingerprint"] == mk.model_fingerprint(ref.model)
-    same = diffroar("mnist_mlp", ds, None, "gradient", cache_dir=False, **kw)
+    same = diffroar("mnist_mlp", ds, None, method="gradient", cache_dir=False, **kw)
     assert same.settings["original"]["epochs"] == 1
     assert same.settings["original_fingerprint"] != r.settings["original_fingerprint"]
     with pytest.raises(TypeError, match="original_trainer must be"):
-        diffroar("mnist_mlp", ds, None, "gradient", cache_dir=False, original_trainer=3, **kw)
+        diffroar("mnist_mlp", ds, None, method="gradient", cache_dir=False, original_trainer=3,
+                 **kw)
     with pytest.raises(ValueError, match="not both"):
-        diffroar("mnist_mlp", ds, None, "gradient", cache_dir=False, original_trainer=longer,
+        diffroar("mnist_mlp", ds, None, method="gradient", cache_dir=False, original_trainer=longer,
                  original=ref.model, **kw)
 
 
 def test_random_control_draws_a_map_per_repeat(monkeypatch):
     """Each repeat of the random-map control ranks by its own seeded uniform map (so the repeat
     spread covers the map's randomness); top and bottom of one repeat share it."""
-    from saliency_sanity.checks import roar
+    from saliency_sanity.checks import _retrain, roar
     from saliency_sanity.engine import derive_seed
 
     ds = data.load("mnist", n_train=40, n_test=20)
@@ -337,14 +338,14 @@ def test_random_control_draws_a_map_per_repeat(monkeypatch):
     setups = []
     real_unit = roar.run_unit
     monkeypatch.setattr(roar, "run_unit", lambda u, s, d: setups.append(s) or real_unit(u, s, d))
-    r = diffroar("mnist_mlp", ds, None, "random", cache_dir=False, seed=3,
+    r = diffroar("mnist_mlp", ds, None, method="random", cache_dir=False, seed=3,
                  **{**_TINY, "ks": (0.5,), "repeats": 3})
     expect = [derive_seed(3, "random-map", split, rep) % 2**31
               for split in ("train", "test") for rep in range(3)]
     assert seeds == expect and len(set(seeds)) == 6 and len(r.table) == 6
     setup = setups[0]
     for unit in plan_units((0.5,), 3, seed=3):
-        masked, _ = roar.unit_training(unit, setup)
+        masked, _ = _retrain.unit_training(unit, setup)
         a = maps[expect[unit.repeat]]  # this repeat's training map, drawn independently here
         torch.testing.assert_close(a, mk.compute_attributions(
             None, ds.x_train, ds.y_train, "random", seed=expect[unit.repeat]))

@@ -66,8 +66,8 @@ def test_stage_models_held_at_once_do_not_grow_with_stages(check):
         r = checks.efficient_model_randomization_test(model, x, methods=["gradient"], **kw)
         held = r.settings["engine"]["stage_models_held_at_most"]
     elif check == "scales":
-        df = checks.activation_scale_analysis(model, x, batch_size=len(x))
-        held = df.attrs["settings"]["engine"]["stage_models_held_at_most"]
+        res = checks.activation_scale_analysis(model, x, batch_size=len(x), progress=False)
+        held = res.settings["engine"]["stage_models_held_at_most"]
     else:
         r = checks.model_randomization_test(model, x, methods=["gradient"], scores=["pearson"],
                                             **kw)

@@ -168,11 +168,11 @@ def test_layers_resolved_and_bad_layers():
     assert (lay.middle, lay.final, lay.split, lay.kernel) == ("layer1", "layer2", "layer2", None)
     net, g = _cnn(), _grids(1)
     with pytest.raises(KeyError, match="no layer named 'conv9'"):
-        localization_test(net, g, ["gradient"], layers=["conv9"], **KW)
+        localization_test(net, g, methods=["gradient"], layers=["conv9"], **KW)
     with pytest.raises(ValueError, match="'fc1' is not spatial"):
-        localization_test(net, g, ["gradient"], layers=["fc1"], **KW)
+        localization_test(net, g, methods=["gradient"], layers=["fc1"], **KW)
     with pytest.raises(ValueError, match="after the split point"):
-        localization_test(net, g, ["gradient"], settings=["dipart"], layers=["relu2"],
+        localization_test(net, g, methods=["gradient"], settings=["dipart"], layers=["relu2"],
                           split="pool1", **KW)
 
 
@@ -181,7 +181,8 @@ def test_gridpg_refuses_models_that_cannot_take_a_grid():
 
     g = _grids(1)
     with pytest.raises(ValueError, match="gridpg: the model cannot take a grid"):
-        localization_test(MnistMLP(width=0.05, seed=0), g, ["gradient"], settings=["gridpg"],
+        localization_test(MnistMLP(width=0.05, seed=0), g, methods=["gradient"],
+                          settings=["gridpg"],
                           layers=["input"], **KW)
 
     class Fixed(nn.Module):  # flattens to a fixed size that a grid does not have
@@ -197,14 +198,15 @@ def test_gridpg_refuses_models_that_cannot_take_a_grid():
     fixed = zoo._seeded(Fixed, 0)
     with pytest.raises(ValueError, match="gridpg: the model cannot take a 2x2 grid: layer 'fc' "
                                          "failed"):
-        localization_test(fixed, g, ["gradient"], settings=["gridpg"], layers=["input"], **KW)
+        localization_test(fixed, g, methods=["gradient"], settings=["gridpg"], layers=["input"],
+                          **KW)
 
     class Other(Fixed):  # its linear layer takes neither the flattened map nor its channels
         def forward(self, x):
             return self.fc(self.conv(x).flatten(1)[:, :392].relu())
 
     with pytest.raises(ValueError, match="gridpg: .* linear layer 'fc' takes neither"):
-        localization_test(zoo._seeded(Other, 0), g, ["gradient"], settings=["gridpg"],
+        localization_test(zoo._seeded(Other, 0), g, methods=["gradient"], settings=["gridpg"],
                           layers=["input"], **KW)
     with pytest.raises(ValueError, match=r"grid images must be a float tensor \(G, C, n\*H"):
         GridSet(torch.zeros(2, 56 * 56), torch.zeros(2, 4).long(), torch.zeros(2, 4).long())
@@ -240,7 +242,7 @@ def test_layer_gradient_and_gradcam_equal_captum_on_the_grid():
 def test_difull_input_methods_localize_exactly(make, global_rng_guard):
     net, g = make(), _grids(3)
     snap = zoo.snapshot(net)
-    r = localization_test(net, g, ["gradient", "guided_backprop", "gradient_x_input",
+    r = localization_test(net, g, methods=["gradient", "guided_backprop", "gradient_x_input",
                                    ("integrated_gradients", {"steps": 5})],
                           settings=["difull"], layers=["input"], **KW)
     zoo.assert_unchanged(net, snap)
@@ -342,11 +344,12 @@ def test_bad_inputs_leave_no_files(tmp_path):
     net, g = _cnn(), _grids(1)
     out = tmp_path / "run"
     with pytest.raises(KeyError):
-        localization_test(net, g, ["gradient"], layers=["nope"], run_dir=out, **KW)
+        localization_test(net, g, methods=["gradient"], layers=["nope"], run_dir=out, **KW)
     with pytest.raises(ValueError, match="unknown settings"):
-        localization_test(net, g, ["gradient"], settings=["gridpg", "full"], run_dir=out, **KW)
+        localization_test(net, g, methods=["gradient"], settings=["gridpg", "full"], run_dir=out,
+                          **KW)
     with pytest.raises(TypeError, match="GridSet"):
-        localization_test(net, g.images, ["gradient"], run_dir=out, **KW)
+        localization_test(net, g.images, methods=["gradient"], run_dir=out, **KW)
     assert not out.exists()
 
 
@@ -365,13 +368,14 @@ def test_crash_then_resume_equals_uninterrupted(tmp_path):
 
     kw = dict(KW, settings=["gridpg"], layers=["input"])
     with pytest.raises(RuntimeError, match="simulated crash"):
-        localization_test(net, g, {"gradient": crashing}, run_dir=tmp_path / "r", **kw)
+        localization_test(net, g, methods={"gradient": crashing}, run_dir=tmp_path / "r", **kw)
     assert [p.name for p in (tmp_path / "r" / "partial").glob("batch-*.npz")] == [
         "batch-000000.npz"]
     assert not (tmp_path / "r" / "results.csv").exists()
-    resumed = localization_test(net, g, {"gradient": crashing}, run_dir=tmp_path / "r", **kw)
+    resumed = localization_test(net, g, methods={"gradient": crashing}, run_dir=tmp_path / "r",
+                                **kw)
     assert calls["n"] == 4 + 1 + 4  # unit 0, the crash, unit 1 again: unit 0 not recomputed
-    full = localization_test(net, g, {"gradient": grad}, **kw)
+    full = localization_test(net, g, methods={"gradient": grad}, **kw)
     np.testing.assert_array_equal(resumed.table["value"], full.table["value"])
 
 
@@ -407,7 +411,7 @@ def test_difull_gradcam_at_final_by_hand():
     weights every cell's activations with them (the paper's protocol), which marks other cells."""
     net, g = _cnn(), _grids(2)
     x = g.images
-    r = localization_test(net, GridSet(x, g.labels, g.sources), ["gradcam"],
+    r = localization_test(net, GridSet(x, g.labels, g.sources), methods=["gradcam"],
                           settings=["difull"], layers=["final"], aggatt_size=56, **KW)
     cells = [cell_slice(x, k, 2) for k in range(4)]
     acts = [net.relu2(net.conv2(net.pool1(net.relu1(net.conv1(c))))) for c in cells]
@@ -432,7 +436,7 @@ def test_trained_demo_cnn_difull_input_is_exactly_one():
 
     trained, ds = demo_model(seed=0, progress=False)
     grids = make_grids(trained.model, ds.x_test, ds.y_test, n=2, count=16, seed=0)
-    r = localization_test(trained.model, grids, ["gradient", "guided_backprop",
+    r = localization_test(trained.model, grids, methods=["gradient", "guided_backprop",
                                                  "gradient_x_input",
                                                  ("integrated_gradients", {"steps": 20})],
                           settings=["difull"], layers=["input"], **KW)

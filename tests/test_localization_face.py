@@ -31,7 +31,7 @@ def _grids(count: int = 4) -> GridSet:
 
 
 def test_write_run_figures_and_report(tmp_path):
-    r = localization_test(small_cnn().eval(), _grids(), ["gradient", "gradcam"],
+    r = localization_test(small_cnn().eval(), _grids(), methods=["gradient", "gradcam"],
                           settings=["difull"], layers=["input", "final"], progress=False,
                           controls=False)
     out = write_run(r, tmp_path / "run")

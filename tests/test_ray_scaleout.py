@@ -31,8 +31,8 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.ray
 def test_diffroar_on_ray_equals_local_and_resumes_across_backends(ray_cluster, tmp_path):
     ds = data.load("mnist", n_train=96, n_test=48)
-    local = diffroar("mnist_mlp", ds, None, "gradient", run_dir=tmp_path / "local", **_TINY)
-    on_ray = diffroar("mnist_mlp", ds, None, "gradient", run_dir=tmp_path / "ray",
+    local = diffroar("mnist_mlp", ds, None, method="gradient", run_dir=tmp_path / "local", **_TINY)
+    on_ray = diffroar("mnist_mlp", ds, None, method="gradient", run_dir=tmp_path / "ray",
                       backend="ray", **_TINY)
     pd.testing.assert_frame_equal(local.table[_COLS], on_ray.table[_COLS], check_exact=True)
     pd.testing.assert_frame_equal(local.summary, on_ray.summary, check_exact=True)
@@ -54,12 +54,12 @@ def test_diffroar_on_ray_equals_local_and_resumes_across_backends(ray_cluster, t
             _weights(tmp_path / "ray" / "models" / name)
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
     # a finished Ray run resumes locally (and the other way round) without training
-    again = diffroar("mnist_mlp", ds, None, "gradient", run_dir=tmp_path / "ray", **_TINY)
+    again = diffroar("mnist_mlp", ds, None, method="gradient", run_dir=tmp_path / "ray", **_TINY)
     assert again.settings["units_trained"] == [] and len(again.settings["units_loaded"]) == 4
     pd.testing.assert_frame_equal(again.table[_COLS[:-1]], local.table[_COLS[:-1]],
                                   check_exact=True)
     (tmp_path / "local" / "units" / units[0]).unlink()  # one row lost, its model cached
-    back = diffroar("mnist_mlp", ds, None, "gradient", run_dir=tmp_path / "local",
+    back = diffroar("mnist_mlp", ds, None, method="gradient", run_dir=tmp_path / "local",
                     backend="ray", **_TINY)
     assert back.settings["units_trained"] == [units[0][:-5]]
     pd.testing.assert_frame_equal(back.table[_COLS[:-1]], local.table[_COLS[:-1]],
@@ -113,12 +113,12 @@ def test_localization_on_ray_equals_local(ray_cluster, tmp_path):
 def test_diffroar_and_blockmnist_check_the_backend(monkeypatch, tmp_path, capsys):
     ds = data.load("mnist", n_train=16, n_test=8)
     with pytest.raises(ValueError, match="backend must be one of"):
-        diffroar("mnist_mlp", ds, None, "random", backend="dask", **_TINY)
+        diffroar("mnist_mlp", ds, None, method="random", backend="dask", **_TINY)
     with pytest.raises(ValueError, match="Ray backend only"):
         blockmnist_experiment(ray_address="auto", progress=False)
     monkeypatch.setitem(sys.modules, "ray", None)  # "not installed": said before any training
     with pytest.raises(ImportError, match=r"pip install 'saliency-sanity\[ray\]'"):
-        diffroar("mnist_mlp", ds, None, "gradient", backend="ray", cache_dir=False, **_TINY)
+        diffroar("mnist_mlp", ds, None, method="gradient", backend="ray", cache_dir=False, **_TINY)
     from saliency_sanity.cli import main
 
     args = ["diffroar", "--n-train", "16", "--n-test", "8", "--epochs", "1", "--no-progress"]

@@ -1,10 +1,12 @@
-"""Atomic file writes: a run directory never holds a partial or corrupt file."""
+"""Atomic file writes: a run directory never holds a partial or corrupt file or directory."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,53 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         tmp_path.unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_save(path: str | os.PathLike, obj: Any) -> Path:
+    """``torch.save(obj)`` to ``path``, atomically (as :func:`atomic_write`).
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> p = atomic_save(pathlib.Path(tempfile.mkdtemp()) / "t.pt", {"a": torch.ones(2)})
+        >>> torch.load(p, weights_only=True)["a"].tolist()
+        [1.0, 1.0]
+    """
+    import torch
+
+    return atomic_write(path, lambda p: torch.save(obj, p))
+
+
+def atomic_write_dir(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp_dir)`` on a fresh directory beside ``path``, then rename it into place;
+    an older ``path`` is replaced only once the new one is complete. If ``write`` raises, the
+    temporary directory is removed and ``path`` is left as it was.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> atomic_write_dir(d / "x", lambda t: (t / "a.txt").write_text("1")).name
+        'x'
+        >>> sorted(q.name for q in d.iterdir())
+        ['x']
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        # mkdtemp creates 0700; give the directory the permissions a plain mkdir would
+        os.chmod(tmp, 0o777 & ~_umask())
+        write(tmp)
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
 
 
 def _umask() -> int:

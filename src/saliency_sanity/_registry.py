@@ -62,5 +62,16 @@ class Registry(Generic[T]):
     def list(self) -> list[str]:
         return sorted(self._items)
 
+    def names(self) -> list[str]:
+        """The registered names in registration order (``list`` sorts them).
+
+        Example:
+            >>> reg = Registry("colour")
+            >>> _ = reg.register("red")(str), reg.register("blue")(str)
+            >>> reg.names(), reg.list()
+            (['red', 'blue'], ['blue', 'red'])
+        """
+        return list(self._items)
+
     def __contains__(self, name: object) -> bool:
         return name in self._items

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._arch import logits_of
 from .critiques import CritiqueOptions, CritiqueOutcome
+from .engine.accuracy import model_accuracy as model_accuracy  # re-exported: demo's API
+from .engine.accuracy import record_accuracy
 from .results import CheckResult
 
 #: Methods of the demo: None = every default method that applies, with the papers' settings,
@@ -57,70 +58,6 @@ def demo_model(seed: int = 0, cache_dir: str | os.PathLike | None = None, progre
     return res, ds
 
 
-def model_accuracy(model: Any, x: Any, y: Any, batch_size: int = 64) -> dict[str, Any] | None:
-    """The model's accuracy on the explained inputs ``x`` against labels ``y``:
-    ``{"correct": k, "n": n, "accuracy": k / n}``, or None when there are no usable labels (no
-    ``y``, a length that does not match, or labels outside ``0 .. classes - 1``, such as the -1
-    of unlabelled images). Computed in eval mode without gradients, on the model's device; a
-    low accuracy on a trained model usually means the inputs are not preprocessed as in training.
-
-    Example:
-        >>> import torch
-        >>> from torch import nn
-        >>> net = nn.Linear(2, 2, bias=False)
-        >>> with torch.no_grad():
-        ...     _ = net.weight.copy_(torch.eye(2))
-        >>> model_accuracy(net, torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]),
-        ...                torch.tensor([0, 1, 1]))
-        {'correct': 2, 'n': 3, 'accuracy': 0.6666666666666666}
-        >>> model_accuracy(net, torch.zeros(2, 2), None) is None
-        True
-        >>> model_accuracy(net, torch.zeros(2, 2), torch.tensor([-1, -1])) is None  # unlabelled
-        True
-    """
-    import torch
-
-    from ._guard import eval_mode, model_device
-
-    if y is None:
-        return None
-    y = torch.as_tensor(y).reshape(-1)
-    if y.dtype.is_floating_point and bool((y == y.round()).all()):
-        y = y.long()  # labels saved as floats (3.0)
-    if len(y) != len(x) or len(y) == 0 or y.dtype.is_floating_point or bool((y < 0).any()):
-        return None
-    dev = model_device(model)
-    correct = 0
-    with torch.no_grad(), eval_mode(model):
-        for i in range(0, len(x), batch_size):
-            out = logits_of(model(x[i:i + batch_size].to(dev)))
-            if out.dim() != 2 or bool((y[i:i + batch_size] >= out.shape[1]).any()):
-                return None
-            correct += int((out.argmax(1).cpu() == y[i:i + batch_size].cpu()).sum())
-    return {"correct": correct, "n": int(len(y)), "accuracy": correct / len(y)}
-
-
-def record_accuracy(result: CheckResult, model: Any, x: Any, y: Any) -> dict[str, Any] | None:
-    """Store :func:`model_accuracy` in ``result.settings["accuracy"]`` (when labels are known)
-    for the report's header; return it.
-
-    Example:
-        >>> import torch
-        >>> from torch import nn
-        >>> import pandas as pd
-        >>> from saliency_sanity.checks import CheckResult
-        >>> r = CheckResult(check="model_randomization", table=pd.DataFrame())
-        >>> record_accuracy(r, nn.Linear(2, 3), torch.zeros(4, 2), torch.tensor([0, 1, 2, 0]))["n"]
-        4
-        >>> r.settings["accuracy"]["n"]
-        4
-    """
-    acc = model_accuracy(model, x, y)
-    if acc is not None:
-        result.settings["accuracy"] = acc
-    return acc
-
-
 #: the localization part of the demo: cheap methods, two settings, input and final layer
 DEMO_LOCALIZATION = {"methods": ["gradient", "gradient_x_input", "gradcam"],
                      "settings": ["gridpg", "difull"], "layers": ["input", "final"],
@@ -144,7 +81,7 @@ def demo_localization(model: Any, ds: Any, out: str | os.PathLike, seed: int = 0
     t0 = time.perf_counter()
     grids = make_grids(model, ds.x_test, ds.y_test, n=2, count=DEMO_LOCALIZATION["count"],
                        seed=seed)
-    result = localization_test(model, grids, DEMO_LOCALIZATION["methods"],
+    result = localization_test(model, grids, methods=DEMO_LOCALIZATION["methods"],
                                settings=DEMO_LOCALIZATION["settings"],
                                layers=DEMO_LOCALIZATION["layers"], smoothing=True, seed=seed,
                                controls=False, progress=progress, run_dir=out)

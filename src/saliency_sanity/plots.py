@@ -11,6 +11,7 @@ import numpy as np
 
 from ._io import atomic_write
 from .results import CheckResult
+from .results.spec import find as find_check
 
 #: The methods' colours: matplotlib's tab10 without its grey (grey is for controls and nulls).
 METHOD_COLORS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C8", "C9")
@@ -347,27 +348,30 @@ def score_bars(result: CheckResult, metric: str, path: str | os.PathLike | None 
     return fig
 
 
-def save_figures(result: CheckResult, directory: str | os.PathLike) -> list[Path]:
-    """Write the check's figures into ``directory``: for model randomization the cascading grid
-    and one similarity curve per metric; for data randomization the side-by-side maps and one bar
-    chart per metric."""
-    if result.check == "localization":
-        from .plots_localization import save_localization_figures
-
-        return save_localization_figures(result, directory)
+def data_randomization_figures(result: CheckResult, directory: str | os.PathLike) -> list[Path]:
+    """Write the figures of a data randomization run into ``directory``: the side-by-side maps
+    and one bar chart per metric."""
     plt = _plt()
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
-    if result.check == "data_randomization":
-        if result.examples and result.examples.get("maps"):
-            plt.close(side_by_side(result, d / "maps_true_vs_random.png"))
-            paths.append(d / "maps_true_vs_random.png")
-        for metric in sorted(result.table["metric"].unique()):
-            p = d / f"bars_{metric}.png"
-            plt.close(score_bars(result, metric, p))
-            paths.append(p)
-        return paths
+    if result.examples and result.examples.get("maps"):
+        plt.close(side_by_side(result, d / "maps_true_vs_random.png"))
+        paths.append(d / "maps_true_vs_random.png")
+    for metric in sorted(result.table["metric"].unique()):
+        p = d / f"bars_{metric}.png"
+        plt.close(score_bars(result, metric, p))
+        paths.append(p)
+    return paths
+
+
+def model_randomization_figures(result: CheckResult, directory: str | os.PathLike) -> list[Path]:
+    """Write the figures of a model randomization run (and of its stage-wise extras) into
+    ``directory``: the cascading grid and one similarity curve per metric."""
+    plt = _plt()
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
     if result.examples and result.examples.get("maps"):
         fig = cascading_grid(result, 0, d / "cascading_grid.png")
         plt.close(fig)
@@ -378,6 +382,16 @@ def save_figures(result: CheckResult, directory: str | os.PathLike) -> list[Path
         plt.close(fig)
         paths.append(p)
     return paths
+
+
+def save_figures(result: CheckResult, directory: str | os.PathLike) -> list[Path]:
+    """Write the figures of ``result``'s check into ``directory``: those of the ``figures`` part
+    its :class:`~saliency_sanity.results.spec.CheckSpec` declares (a check that is not
+    registered gets :func:`model_randomization_figures`; one that declares none, none)."""
+    spec = find_check(result.check)
+    if spec is None:
+        return model_randomization_figures(result, directory)
+    return [] if spec.figures is None else spec.part("figures")(result, directory)
 
 
 def _savefig(fig, path: str | os.PathLike) -> None:

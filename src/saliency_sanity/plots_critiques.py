@@ -16,6 +16,7 @@ import pandas as pd
 
 from ._io import atomic_write
 from .plots import text_color
+from .results import CheckResult
 
 __all__ = ["activation_scales_figure", "ranking_figure"]
 
@@ -84,6 +85,14 @@ def activation_scales_figure(df: pd.DataFrame, value: str = "spearman",
     if path is not None:
         _savefig(fig, path)
     return fig
+
+
+def activation_scales_figures(result: CheckResult, directory: str | os.PathLike) -> list[Path]:
+    """Write ``activation_scales.png`` (:func:`activation_scales_figure` of the result's table)
+    into ``directory``."""
+    path = Path(directory) / "activation_scales.png"
+    _plt().close(activation_scales_figure(result.table, path=path))
+    return [path]
 
 
 def ranking_figure(ranks: pd.DataFrame, tau: pd.DataFrame,

@@ -14,6 +14,19 @@
 """
 
 from ..results import COLUMNS, CheckResult
+from ..results.spec import register
+from . import (
+    activation_scales,
+    blockmnist,
+    data_randomization,
+    emprt,
+    faithfulness,
+    localization,
+    model_randomization,
+    random_logit,
+    roar,
+    smprt,
+)
 from .activation_scales import activation_scale_analysis
 from .blockmnist import blockmnist_experiment, signal_share
 from .data_randomization import compare_models, data_randomization_test
@@ -25,6 +38,18 @@ from .random_logit import random_logit_test
 from .ranking import method_ranking
 from .roar import DiffRoarResult, diffroar
 from .smprt import smooth_model_randomization_test
+
+# The registry of checks (saliency_sanity.results.spec): one line per check, in the CLI's order.
+register(model_randomization.SPEC)
+register(data_randomization.SPEC)
+register(faithfulness.SPEC)
+register(localization.SPEC)
+register(roar.SPEC)
+register(blockmnist.SPEC)
+register(smprt.SPEC)
+register(emprt.SPEC)
+register(random_logit.SPEC)
+register(activation_scales.SPEC)
 
 __all__ = [
     "COLUMNS",

@@ -20,7 +20,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .._io import atomic_write
+from .._hash import update_with_state, update_with_tensors
+from .._io import atomic_save
 from ..data import Dataset
 
 RANDOM = "random"  # the random-map control: a seeded uniform map, independent of the model
@@ -53,19 +54,13 @@ def model_fingerprint(model: nn.Module) -> str:
     """
     h = hashlib.blake2b(digest_size=8)
     h.update(type(model).__qualname__.encode())
-    for name, t in model.state_dict().items():
-        arr = t.detach().cpu().contiguous()
-        h.update(f"{name}{arr.dtype}{tuple(arr.shape)}".encode())
-        h.update(arr.reshape(-1).view(torch.uint8).numpy().tobytes() if arr.numel() else b"")
+    update_with_state(h, model.state_dict())
     return h.hexdigest()
 
 
 def _tensor_hash(*ts: torch.Tensor) -> str:
     h = hashlib.blake2b(digest_size=8)
-    for t in ts:
-        arr = t.detach().cpu().contiguous()
-        h.update(f"{arr.dtype}{tuple(arr.shape)}".encode())
-        h.update(arr.reshape(-1).view(torch.uint8).numpy().tobytes() if arr.numel() else b"")
+    update_with_tensors(h, ts)
     return h.hexdigest()
 
 
@@ -136,7 +131,7 @@ def cached_attributions(model: nn.Module | None, x: torch.Tensor, y: torch.Tenso
         except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
             pass
     attr = compute_attributions(model, x, y, method, batch_size, seed)
-    atomic_write(path, lambda p: torch.save(attr, p))
+    atomic_save(path, attr)
     return attr
 
 

@@ -19,10 +19,14 @@ import torch
 from scipy import stats
 from torch import nn
 
-from .._guard import model_device
-from ..engine import RunConfig, View, batch_units, check_inputs, evaluate
+from ..engine import RunConfig, View, execute, prepare
+from ..engine.evaluator import RunOutput
+from ..results import CheckResult
+from ..results.spec import CheckSpec, Example
 from ._common import stage_plan
+from ._examples import tiny_inputs, tiny_model
 
+#: the table's columns: one row per stage and block
 COLUMNS_SCALES = ["stage", "randomized_block", "block", "position", "n_channels", "spearman",
                   "spearman_spatial", "scale_ratio"]
 
@@ -119,20 +123,20 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 def activation_scale_analysis(
     model: nn.Module,
     x: torch.Tensor,
+    *,
     order: str = "cascading",
     init: str = "paper",
-    seed: int = 0,
     blocks: Sequence[Any] | None = None,
     group_by: str | Sequence[str] | None = None,
     init_settings: Mapping[str, Any] | None = None,
-    batch_size: int = 32,
-    device: str | torch.device | None = None,
-) -> pd.DataFrame:
+    config: RunConfig | None = None,
+    **common: Any,
+) -> CheckResult:
     """How much of the forward activations' scale structure survives randomization.
 
-    For each stage k >= 1 of ``randomized_models(model, order, init, seed)`` and each block (in
-    forward order), the block's output activations on ``x`` are compared between the trained and
-    the stage's model:
+    For each stage k >= 1 of the randomization (``order``, ``init``, the run's seed) and each
+    block (in forward order), the block's output activations on ``x`` are compared between the
+    trained and the stage's model:
 
     - ``spearman``: Spearman rank correlation of the per-channel mean |activation| (channels =
       dim 1, mean over inputs and positions). NaN when either is constant or there is one channel.
@@ -148,9 +152,18 @@ def activation_scale_analysis(
     correlation is exactly 1: the activations that gradient x activation maps multiply with are
     fully preserved. The interesting rows are the randomized blocks.
 
+    Args:
+        model, x: the trained classifier and the inputs.
+        order, init, blocks, group_by, init_settings: the randomization, as
+            :func:`~saliency_sanity.model_randomization_test`.
+        config, **common: the common settings (:class:`~saliency_sanity.engine.RunConfig`:
+            ``seed``, ``batch_size``, ``device``, ``progress``, ``run_dir`` (resume),
+            ``backend``, ...); a keyword given here replaces the one in ``config``.
+
     Returns:
-        A DataFrame with columns ``stage, randomized_block, block, position, n_channels,
-        spearman, spearman_spatial, scale_ratio``; ``df.attrs["settings"]`` records the run.
+        A :class:`CheckResult` whose ``table`` has the columns ``stage, randomized_block,
+        block, position, n_channels, spearman, spearman_spatial, scale_ratio`` and whose
+        ``settings`` record the run.
 
     Example:
         >>> import torch
@@ -158,58 +171,79 @@ def activation_scale_analysis(
         >>> net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(),
         ...                     nn.Linear(5, 3))
         >>> x = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
-        >>> df = activation_scale_analysis(net, x)
+        >>> df = activation_scale_analysis(net, x, progress=False).table
         >>> df[df["position"] == "below"]["spearman"].tolist()
         [1.0, 1.0, 1.0]
     """
-    x, _ = check_inputs(x, None)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    cfg = RunConfig(seed=seed, batch_size=batch_size)
-    dev = torch.device(device) if device is not None else model_device(model)
-    x = x.to(dev)
-    plan = stage_plan(model, x, cfg.batch_size, order, init, seed, dev, blocks, group_by,
+    cfg = RunConfig.from_kwargs(config, common)
+    x, _, _, dev = prepare(model, x, None, None, cfg.device)
+    plan = stage_plan(model, x, cfg.batch_size, order, init, cfg.seed, dev, blocks, group_by,
                       init_settings)
     blocks = plan.blocks
-    forward_index = {b.name: i for i, b in enumerate(blocks)}
     views = [View(f"s{pos}", pos, spec.index) for pos, spec in enumerate(plan.specs)]
-    out = evaluate(plan, views, [], x, None, "predicted", {}, {},
-                   batch_units(int(x.shape[0]), cfg.batch_size), seed, 0,
-                   probe=_probe(blocks))
-    trained = _combine(out.chunks, "s0", blocks)
-    rows: list[list[Any]] = []
-    for pos, spec in enumerate(plan.specs):
-        if pos == 0:
-            continue
-        acts = _combine(out.chunks, f"s{pos}", blocks)
-        lowest = min(forward_index[n] for n in spec.layers)
-        for b in blocks:
-            if b.name not in acts or b.name not in trained:
+    settings = {"order": order, "init": plan.scheme.name, "init_settings": plan.settings(),
+                "blocks": [b.name for b in blocks],
+                "hooked_modules": {b.name: _hook_module(model, b) for b in blocks}}
+    return execute("activation_scales", plan=plan, views=views, pairs=[], x=x, target=None,
+                   target_mode="predicted", method_objs={}, score_objs={}, config=cfg,
+                   settings=settings, models=[model], desc="activation scales",
+                   probe=_probe(blocks), post=_post(plan))
+
+
+def _post(plan: Any) -> Any:
+    """The table from the units' probe arrays: one row per stage k >= 1 and block."""
+    blocks = plan.blocks
+    forward_index = {b.name: i for i, b in enumerate(blocks)}
+
+    def post(out: RunOutput) -> RunOutput:
+        trained = _combine(out.chunks, "s0", blocks)
+        rows: list[list[Any]] = []
+        for pos, spec in enumerate(plan.specs):
+            if pos == 0:
                 continue
-            t, r = trained[b.name], acts[b.name]
-            if b.name in spec.layers:
-                position = "randomized"
-            elif forward_index[b.name] < lowest:
-                position = "below"
-            else:
-                position = "above"
-            t_mean = float(t["chan"].mean())
-            ratio = float(r["chan"].mean()) / t_mean if t_mean > 0 else float("nan")
-            rows.append([spec.index, spec.block, b.name, position, int(t["chan"].size),
-                         _spearman(t["chan"], r["chan"]),
-                         _spearman(t["spatial"], r["spatial"]), ratio])
-    df = pd.DataFrame(rows, columns=COLUMNS_SCALES)
-    df = df.astype({"stage": "int64", "n_channels": "int64", "spearman": "float64",
-                    "spearman_spatial": "float64", "scale_ratio": "float64"})
-    df.attrs["settings"] = {
-        "check": "activation_scales",
-        "order": order,
-        "init": plan.scheme.name,
-        "init_settings": plan.settings(),
-        "seed": seed,
-        "n_samples": int(x.shape[0]),
-        "blocks": [b.name for b in blocks],
-        "hooked_modules": {b.name: _hook_module(model, b) for b in blocks},
-        "engine": {"stage_models_held_at_most": out.peak_held},
-    }
-    return df
+            acts = _combine(out.chunks, f"s{pos}", blocks)
+            lowest = min(forward_index[n] for n in spec.layers)
+            for b in blocks:
+                if b.name not in acts or b.name not in trained:
+                    continue
+                t, r = trained[b.name], acts[b.name]
+                if b.name in spec.layers:
+                    position = "randomized"
+                elif forward_index[b.name] < lowest:
+                    position = "below"
+                else:
+                    position = "above"
+                t_mean = float(t["chan"].mean())
+                ratio = float(r["chan"].mean()) / t_mean if t_mean > 0 else float("nan")
+                rows.append([spec.index, spec.block, b.name, position, int(t["chan"].size),
+                             _spearman(t["chan"], r["chan"]),
+                             _spearman(t["spatial"], r["spatial"]), ratio])
+        df = pd.DataFrame(rows, columns=COLUMNS_SCALES)
+        out.table = df.astype({"stage": "int64", "n_channels": "int64", "spearman": "float64",
+                               "spearman_spatial": "float64", "scale_ratio": "float64"})
+        out.examples = {}
+        return out
+
+    return post
+
+
+def _example() -> Example:
+    return Example(args=(tiny_model(), tiny_inputs()),
+                   kwargs={"seed": 0, "progress": False, "batch_size": 2},
+                   bad={"order": "sideways"})
+
+
+#: An extra of the model randomization run (``--activation-scales``), no subcommand of its own.
+SPEC = CheckSpec(
+    "activation_scales",
+    run=activation_scale_analysis,
+    title="Activation scales (Binder et al. 2023, claim 2)",
+    columns=tuple(COLUMNS_SCALES),
+    figures="saliency_sanity.plots_critiques:activation_scales_figures",
+    report="saliency_sanity.report.pages:activation_scales_page",
+    summary=None,
+    verdict=None,
+    ranking=None,
+    cli=None,
+    example=_example,
+)

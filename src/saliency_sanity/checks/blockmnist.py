@@ -14,7 +14,12 @@ from typing import Any
 import pandas as pd
 import torch
 
+from ..engine import RunConfig
+from ..results.spec import CheckSpec, Cli, Example
 from ._masking import cached_attributions
+
+#: the common settings (:class:`RunConfig`) the experiment uses; the others raise when set
+RUN_SETTINGS = ("seed", "progress", "backend", "ray_address", "ray_options")
 
 
 def signal_share(maps: torch.Tensor, signal_mask: torch.Tensor,
@@ -63,6 +68,7 @@ def signal_share(maps: torch.Tensor, signal_mask: torch.Tensor,
 
 def blockmnist_experiment(
     base: str = "mnist",
+    *,
     n_train: int = 2000,
     n_test: int = 500,
     n_maps: int = 200,
@@ -74,13 +80,10 @@ def blockmnist_experiment(
     attack: Any = None,
     method: Any = "gradient",
     top_k: float = 0.1,
-    seed: int = 0,
     cache_dir: str | os.PathLike | None = None,
-    progress: bool = True,
     target_train_acc: float | None = None,
-    backend: str = "local",
-    ray_address: str | None = None,
-    ray_options: dict[str, Any] | None = None,
+    config: RunConfig | None = None,
+    **common: Any,
 ) -> dict[str, Any]:
     """Train a standard and a PGD-trained model on BlockMNIST; signal shares of their maps.
 
@@ -90,9 +93,12 @@ def blockmnist_experiment(
     eps 1.0, 5 steps of 0.5, no random start). Maps are ``|method|`` of the true label's logit.
     Both models train ``epochs`` epochs (Adam lr 1e-3, batch 64, seed ``seed``); with
     ``target_train_acc`` they stop there, and a model that never reaches it makes the outcome
-    invalid (``settings["valid"]``). ``backend="ray"`` trains the two models as two Ray tasks
-    in parallel (``ray_address``, ``ray_options`` as for ``RunConfig``); this process alone
-    writes them to the cache; the same models and tables, bit for bit on CPU.
+    invalid (``settings["valid"]``). ``config``, ``**common``: the common settings
+    (:class:`~saliency_sanity.engine.RunConfig`) that apply here, a keyword replacing the one in
+    ``config``: ``seed`` (data, training, attack), ``progress``, and ``backend="ray"``, which
+    trains the two models as two Ray tasks in parallel (``ray_address``, ``ray_options``); this
+    process alone writes them to the cache; the same models and tables, bit for bit on CPU. The
+    other common settings do not apply and raise an error when set.
 
     Example:
         >>> out = blockmnist_experiment(n_train=32, n_test=16, n_maps=4, classes=2, epochs=1,
@@ -100,9 +106,10 @@ def blockmnist_experiment(
     """
     from .. import training
     from ..data import load_blockmnist
-    from ..engine import check_backend
 
-    check_backend(backend, ray_address, ray_options)
+    run = RunConfig.from_kwargs(config, common)
+    run.reject_unused(RUN_SETTINGS, "blockmnist_experiment")
+    seed, progress, backend = run.seed, run.progress, run.backend
     if backend == "ray":  # before any training: a missing extra says how to install it
         from ..engine.ray_backend import require_ray
 
@@ -112,10 +119,11 @@ def blockmnist_experiment(
     cfg = training.TrainConfig(epochs=epochs, target_train_acc=target_train_acc, seed=seed)
     kw = {"width": width, "input_size": (56, 28)}
     if backend == "ray":
-        from ._ray_train import train_on_ray
+        from ._ray_train import TrainJob, train_on_ray
 
-        std, rob = train_on_ray(architecture, ds, [(cfg, None), (cfg, attack)], kw, cache_dir,
-                                ray_address, ray_options)
+        std, rob = train_on_ray([TrainJob(architecture, cfg, kw, adv, data=ds)
+                                 for adv in (None, attack)], cache_dir, run.ray_address,
+                                run.ray_options)
         runs = {"standard": std, "robust": rob}
     else:
         runs = {
@@ -161,3 +169,27 @@ def blockmnist_experiment(
     settings["invalid_reason"] = "; ".join(missed)
     return {"table": pd.concat(rows, ignore_index=True), "summary": pd.DataFrame(summary),
             "maps": maps, "x": x, "y": y, "mask": mask, "settings": settings}
+
+
+def _example() -> Example:
+    return Example(kwargs={"n_train": 40, "n_test": 20, "n_maps": 8, "classes": 2, "epochs": 1,
+                           "cache_dir": False, "progress": False, "seed": 0},
+                   bad={"top_k": 2.0})
+
+
+#: The outcome is a dict of tables, maps and settings, written with its figures and page by
+#: ``report.shah.write_blockmnist_run`` (the CLI runner): no figures or page function of its own.
+SPEC = CheckSpec(
+    "blockmnist",
+    run=blockmnist_experiment,
+    title="BlockMNIST: attribution on the signal block (Shah, Jain, Netrapalli 2021)",
+    columns=("model", "image", "mass_share", "topk_share", "signal_top"),
+    figures=None,
+    report=None,
+    summary=None,
+    verdict=None,
+    ranking=None,
+    cli=Cli("blockmnist", "saliency_sanity.cli.shah:add_blockmnist",
+            "saliency_sanity.cli.shah:_cmd_blockmnist", keeps_run_dir=True),
+    example=_example,
+)

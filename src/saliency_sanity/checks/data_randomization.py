@@ -21,7 +21,10 @@ from ..engine import (
     resolve_scores,
 )
 from ..randomization import FixedPlan, StageSpec, fresh_copy
-from ..results import CheckResult
+from ..results import COLUMNS, CheckResult
+from ..results.spec import CheckSpec, Cli, Example, Ranking, Verdict
+from ._examples import tiny_data
+from ._ray_train import TrainJob, train_on_ray
 
 LAYER = "random_labels"
 
@@ -41,10 +44,10 @@ def compare_models(
     true_model: nn.Module,
     random_model: nn.Module,
     x: torch.Tensor,
+    *,
     target: torch.Tensor | Sequence[int] | None = None,
     methods: Sequence[Any] | Mapping[str, Any] | None = None,
     scores: str | Sequence[str] | None = None,
-    *,
     accuracies: Mapping[str, Any] | None = None,
     memorization_target: float = 0.95,
     config: RunConfig | None = None,
@@ -106,6 +109,7 @@ def compare_models(
 def data_randomization_test(
     dataset: str | Any = "mnist",
     architecture: str | Any = "mnist_cnn",
+    *,
     n_train: int = 2000,
     n_test: int = 1000,
     n_samples: int = 16,
@@ -115,7 +119,6 @@ def data_randomization_test(
     model_kwargs: Mapping[str, Any] | None = None,
     methods: Sequence[Any] | Mapping[str, Any] | None = None,
     scores: str | Sequence[str] | None = None,
-    *,
     cache_dir: str | os.PathLike | None = None,
     config: RunConfig | None = None,
     **common: Any,
@@ -173,7 +176,9 @@ def data_randomization_test(
     kw = dict(model_kwargs) if model_kwargs is not None else (
         {"width": 0.5} if architecture in ("mnist_cnn", "mnist_mlp") else {})
     if cfg.backend == "ray":
-        true_res, rand_res = _train_on_ray(architecture, ds, (tc, rc), cache_dir, kw, cfg)
+        jobs = [TrainJob(architecture, c, kw, data=ds) for c in (tc, rc)]
+        true_res, rand_res = train_on_ray(jobs, cache_dir, cfg.ray_address, cfg.ray_options,
+                                          cfg.device)
     else:
         true_res = training.train(architecture, ds, tc, cache_dir=cache_dir, progress=progress,
                                   model_kwargs=kw, device=cfg.device)
@@ -201,39 +206,6 @@ def data_randomization_test(
     return result
 
 
-def _train_on_ray(architecture: Any, ds: Any, configs: Sequence[Any], cache_dir: Any,
-                  kw: Mapping[str, Any], cfg: RunConfig) -> list[Any]:
-    """Each training not in the cache yet as one Ray task (the two in parallel); this process
-    looks the cache up first and alone writes the runs that come back to it."""
-    from ..engine import ray_backend
-    from ..training.cache import cached_result, store_result
-
-    found = [cached_result(architecture, ds, c, cache_dir, model_kwargs=dict(kw),
-                           device=cfg.device) for c in configs]
-    todo = [i for i, r in enumerate(found) if r is None]
-    if todo:
-        ref = ray_backend.put(ds, cfg.ray_address)
-        dev = ray_backend.worker_device(cfg.device)
-        done = ray_backend.run_calls(
-            _train_task, [((architecture, ref, configs[i], dict(kw), dev), {}) for i in todo],
-            cfg.ray_address, cfg.ray_options, cfg.device or "cpu")
-        for i, res in zip(todo, done, strict=True):
-            found[i] = store_result(res, architecture, ds, configs[i], cache_dir,
-                                    model_kwargs=dict(kw), device=cfg.device)
-    return found
-
-
-def _train_task(architecture: Any, ds: Any, config: Any, kw: dict[str, Any],
-                device: str | None) -> Any:
-    """One training on a Ray worker: nothing written there; the model comes back on the CPU."""
-    from .. import training
-
-    res = training.train(architecture, ds, config, cache_dir=False, progress=False,
-                         model_kwargs=kw, device=device)
-    res.model.cpu()
-    return res
-
-
 def _acc(res: Any) -> dict[str, Any]:
     return {"train_acc": float(res.train_acc), "test_acc": float(res.test_acc),
             "epochs": int(res.epochs), "reached_target": bool(res.reached_target),
@@ -244,3 +216,36 @@ def _cfg(cfg: Any) -> dict[str, Any]:
     import dataclasses
 
     return dataclasses.asdict(cfg)
+
+
+#: The plain rule of the data randomization verdict.
+RULE = (
+    "A method passes when the maps of the model trained on random labels are no closer to "
+    "the true-label model's maps than random maps are, yet clearly moved away from them.")
+
+
+def _example() -> Example:
+    from .. import training
+
+    return Example(kwargs={"dataset": tiny_data(), "n_train": 8, "n_samples": 4,
+                           "true_config": training.TrainConfig.true_labels(seed=0, epochs=1),
+                           "random_config": training.TrainConfig.random_labels(0, seed=1, epochs=1),
+                           "model_kwargs": {"width": 0.25}, "methods": ["gradient"],
+                           "seed": 0, "progress": False},
+                   bad={"n_samples": 0})
+
+
+SPEC = CheckSpec(
+    "data_randomization",
+    run=data_randomization_test,
+    title="Data randomization test",
+    columns=tuple(COLUMNS),
+    figures="saliency_sanity.plots:data_randomization_figures",
+    report="saliency_sanity.report.pages:randomization_page",
+    summary="saliency_sanity.verdicts:format_summary",
+    verdict=Verdict(judge="saliency_sanity.verdicts:verdicts", rule=RULE),
+    ranking=Ranking(label="data randomization"),
+    cli=Cli("data-randomization", "saliency_sanity.cli._args:add_data_randomization",
+            "saliency_sanity.cli.commands:_cmd_data_randomization", keeps_run_dir=True),
+    example=_example,
+)

@@ -24,8 +24,11 @@ import torch
 from torch import nn
 
 from ..engine import Pair, RunConfig, View, execute, prepare, resolve_methods
-from ..results import CheckResult
+from ..results import COLUMNS, CheckResult
+from ..results.spec import CheckSpec, Example, Ranking, Verdict
+from . import model_randomization
 from ._common import randomization_settings, stage_plan
+from ._examples import tiny_inputs, tiny_model
 
 LAYER = "all"
 
@@ -99,13 +102,13 @@ class _PairStat:
 def efficient_model_randomization_test(
     model: nn.Module,
     x: torch.Tensor,
+    *,
     target: torch.Tensor | Sequence[int] | None = None,
     methods: Sequence[Any] | Mapping[str, Any] | None = None,
     bins: int = 100,
     absolute: bool = False,
     order: str = "bottom_up",
     init: str = "paper",
-    *,
     blocks: Sequence[Any] | None = None,
     group_by: str | Sequence[str] | None = None,
     init_settings: Mapping[str, Any] | None = None,
@@ -169,3 +172,27 @@ def efficient_model_randomization_test(
                    pairs=[Pair("trained", "randomized", last, LAYER)], x=x, target=target,
                    target_mode=target_mode, method_objs=method_objs, score_objs=stats,
                    config=cfg, settings=settings, models=[model], desc="eMPRT")
+
+
+def _example() -> Example:
+    return Example(args=(tiny_model(), tiny_inputs()),
+                   kwargs={"methods": ["gradient"], "bins": 10, "seed": 0, "progress": False,
+                            "batch_size": 2},
+                   bad={"methods": ["gradient"], "target": [0]})
+
+
+#: An extra of the model randomization run (``--...``):
+#: no subcommand of its own; its page is a randomization page.
+SPEC = CheckSpec(
+    "efficient_model_randomization",
+    run=efficient_model_randomization_test,
+    title="efficient_model_randomization",
+    columns=tuple(COLUMNS),
+    figures="saliency_sanity.plots:model_randomization_figures",
+    report="saliency_sanity.report.pages:randomization_page",
+    summary="saliency_sanity.verdicts:format_summary",
+    verdict=Verdict(judge="saliency_sanity.verdicts:verdicts", rule=model_randomization.RULE),
+    ranking=Ranking(label="eMPRT"),
+    cli=None,
+    example=_example,
+)

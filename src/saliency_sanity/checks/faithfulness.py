@@ -26,8 +26,9 @@ from .. import faithfulness as F
 from ..engine import RunConfig, View, derive_seed, execute, prepare, resolve_methods
 from ..faithfulness.curves import pixels_count
 from ..randomization import FixedPlan, StageSpec, fresh_copy
-from ..results import CheckResult, mean_interval
-from .ranking import register_rank_table
+from ..results import COLUMNS, CheckResult, mean_interval
+from ..results.spec import CheckSpec, Cli, Example, Ranking
+from ._examples import tiny_inputs, tiny_model
 
 METRICS = ("region_perturbation", "pixel_flipping", "insertion", "deletion", "road")
 #: the orders each metric is computed in (insertion/deletion: most relevant first, by design)
@@ -135,10 +136,10 @@ def check_settings(chosen: Mapping[str, Mapping[str, Any]], x: torch.Tensor, sco
 def faithfulness_test(
     model: nn.Module,
     x: torch.Tensor,
+    *,
     target: torch.Tensor | Sequence[int] | None = None,
     methods: Sequence[Any] | Mapping[str, Any] | None = None,
     metrics: Sequence[str] = METRICS,
-    *,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
     score: str = "softmax",
     random_order: bool = True,
@@ -372,7 +373,27 @@ def ranking_views(result: CheckResult) -> dict[str, CheckResult]:
     return out
 
 
-register_rank_table("faithfulness", rank_table, views=ranking_views)
+
+def _example() -> Example:
+    return Example(args=(tiny_model(), tiny_inputs()),
+                   kwargs={"methods": ["gradient"], "metrics": ["pixel_flipping"], "seed": 0,
+                            "progress": False, "batch_size": 2}, bad={"metrics": ["no_curve"]})
+
+
+SPEC = CheckSpec(
+    "faithfulness",
+    run=faithfulness_test,
+    title="Faithfulness",
+    columns=tuple(COLUMNS),
+    figures="saliency_sanity.plots_faithfulness:save_faithfulness_figures",
+    report="saliency_sanity.report.pages:faithfulness_page",
+    summary="saliency_sanity.report.faithfulness:format_faithfulness_summary",
+    verdict=None,  # ranks methods by its scores, no pass / fail
+    ranking=Ranking(table=rank_table, views=ranking_views, group="faithfulness"),
+    cli=Cli("faithfulness", "saliency_sanity.cli._faithfulness:add_parser",
+            "saliency_sanity.cli._faithfulness:run", keeps_run_dir=True),
+    example=_example,
+)
 
 __all__ = ["HIGHER_IS_BETTER", "METRICS", "default_settings", "faithfulness_scores",
            "faithfulness_summary", "faithfulness_test", "rank_table", "ranking_views",

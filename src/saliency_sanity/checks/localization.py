@@ -43,6 +43,8 @@ from ..localization import (
 )
 from ..randomization import FixedPlan, StageSpec, fresh_copy
 from ..results import CheckResult, columns_for
+from ..results.spec import CheckSpec, Cli, Example
+from ._examples import tiny_inputs, tiny_model
 
 LAYERS = ("input", "middle", "final")
 
@@ -75,13 +77,11 @@ class _Holder(nn.Module):
 def localization_test(
     model: nn.Module,
     grids: GridSet,
+    *,
     methods: Sequence[Any] | Mapping[str, Any] | None = None,
     settings: Sequence[str] = SETTINGS,
     layers: Sequence[str] = LAYERS,
     smoothing: Any = None,
-    seed: int = 0,
-    run_dir: Any = None,
-    *,
     heads: Mapping[str, Sequence[int]] | None = None,
     split: str | None = None,
     absolute: Sequence[str] = ABS_METHODS,
@@ -106,7 +106,8 @@ def localization_test(
         absolute: methods whose maps enter as absolute values (the paper: gradient, guided
             backprop).
         aggatt_size: AggAtt maps are kept at most this many pixels high and wide.
-        seed, run_dir, config, **common: the common settings (:class:`RunConfig`).
+        config, **common: the common settings (:class:`RunConfig`: ``seed``, ``run_dir``,
+            ``batch_size``, ...); a keyword given here replaces the one in ``config``.
 
     Example:
         >>> from torch import nn
@@ -115,12 +116,13 @@ def localization_test(
         ...                     nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 4))
         >>> g = GridSet(torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)),
         ...             torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0]]), torch.zeros(2, 4).long())
-        >>> r = localization_test(net, g, ["gradient"], settings=["difull"], layers=["input"],
+        >>> r = localization_test(net, g, methods=["gradient"], settings=["difull"],
+        ...                       layers=["input"],
         ...                       controls=False, progress=False)
         >>> r.table["value"].tolist()
         [1.0, 1.0, 1.0, 1.0]
     """
-    cfg = RunConfig.from_kwargs(config, {"seed": seed, "run_dir": run_dir, **common})
+    cfg = RunConfig.from_kwargs(config, common)
     if not isinstance(grids, GridSet):
         raise TypeError(f"grids must be a GridSet (saliency_sanity.grids.make_grids), got "
                         f"{type(grids).__name__}")
@@ -253,5 +255,32 @@ def _post(settings: list[str], layers: list[str], labels: list[str],
 
     return post
 
+
+
+def _example() -> Example:
+    x = tiny_inputs(4)
+    cells = torch.cat([torch.cat([x[0], x[1]], 2), torch.cat([x[2], x[3]], 2)], 1)
+    grids = GridSet(cells[None].repeat(2, 1, 1, 1), torch.tensor([[0, 1, 2, 3]] * 2),
+                    torch.tensor([[0, 1, 2, 3]] * 2))
+    return Example(args=(tiny_model(), grids),
+                   kwargs={"methods": ["gradient"], "settings": ["gridpg", "difull"],
+                            "seed": 0, "progress": False, "batch_size": 2},
+                   bad={"settings": ["nowhere"]})
+
+
+SPEC = CheckSpec(
+    "localization",
+    run=localization_test,
+    title="Localization in controlled settings (Rao, Boehle, Schiele 2022)",
+    columns=("method", "setting", "layer", "sample", "head", "metric", "value"),
+    figures="saliency_sanity.plots_localization:save_localization_figures",
+    report="saliency_sanity.report.pages:localization_page",
+    summary="saliency_sanity.report.localization:format_localization_summary",
+    verdict=None,  # scores against chance, no pass / fail
+    ranking=None,
+    cli=Cli("localization", "saliency_sanity.cli._args:add_localization",
+            "saliency_sanity.cli.commands:_cmd_localization", keeps_run_dir=True),
+    example=_example,
+)
 
 __all__ = ["LAYERS", "localization_test"]

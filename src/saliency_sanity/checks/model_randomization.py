@@ -19,19 +19,21 @@ from ..engine import (
     resolve_methods,
     resolve_scores,
 )
-from ..results import CheckResult
+from ..results import COLUMNS, CheckResult
+from ..results.spec import CheckSpec, Cli, Example, Ranking, Verdict
 from ._common import randomization_settings, stage_plan
+from ._examples import tiny_inputs, tiny_model
 
 
 def model_randomization_test(
     model: nn.Module,
     x: torch.Tensor,
+    *,
     target: torch.Tensor | Sequence[int] | None = None,
     methods: Sequence[Any] | Mapping[str, Any] | None = None,
     scores: str | Sequence[str] | None = None,
     order: str = "cascading",
     init: str = "paper",
-    *,
     blocks: Sequence[Any] | None = None,
     group_by: str | Sequence[str] | None = None,
     init_settings: Mapping[str, Any] | None = None,
@@ -129,3 +131,35 @@ def model_randomization_test(
         more_settings=lambda out: {"activation_reuse": {"budget_bytes": reuse_bytes,
                                                         "reused_operations": out.reused}},
     )
+
+
+#: The plain rule of the model randomization verdict (the report's "Rule." line).
+RULE = (
+    "A method passes when, with every block randomized, its maps are no closer to the "
+    "trained model's maps than the maps of two unrelated random models are to each other, "
+    "yet clearly moved away from them; stage by stage it is flagged when its maps keep more "
+    "than half of their similarity while most predictions have already changed.")
+
+
+def _example() -> Example:
+    return Example(args=(tiny_model(), tiny_inputs()),
+                   kwargs={"methods": ["gradient", "smoothgrad"], "seed": 0, "progress": False,
+                            "batch_size": 2},
+                   bad={"order": "sideways"})
+
+
+SPEC = CheckSpec(
+    "model_randomization",
+    run=model_randomization_test,
+    title="Model parameter randomization test",
+    columns=tuple(COLUMNS),
+    figures="saliency_sanity.plots:model_randomization_figures",
+    report="saliency_sanity.report.pages:randomization_page",
+    summary="saliency_sanity.report.hooks:format_model_randomization_summary",
+    verdict=Verdict(judge="saliency_sanity.verdicts:verdicts", rule=RULE,
+                    stages="saliency_sanity.verdicts:stage_verdicts"),
+    ranking=Ranking(label="MPRT"),
+    cli=Cli("model-randomization", "saliency_sanity.cli._args:add_model_randomization",
+            "saliency_sanity.cli.commands:_cmd_model_randomization", keeps_run_dir=True),
+    example=_example,
+)

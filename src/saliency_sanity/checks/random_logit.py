@@ -32,7 +32,10 @@ from ..engine import (
 )
 from ..methods.base import check_logits
 from ..randomization import FixedPlan, StageSpec, fresh_copy
-from ..results import CheckResult
+from ..results import COLUMNS, CheckResult
+from ..results.spec import CheckSpec, Example, Ranking, Verdict
+from . import model_randomization
+from ._examples import tiny_inputs, tiny_model
 
 LAYER = "random_logit"
 
@@ -59,10 +62,10 @@ def other_classes(target: torch.Tensor, num_classes: int, seed: int = 0) -> torc
 def random_logit_test(
     model: nn.Module,
     x: torch.Tensor,
+    *,
     target: torch.Tensor | Sequence[int] | None = None,
     methods: Sequence[Any] | Mapping[str, Any] | None = None,
     scores: Any = None,
-    *,
     other: torch.Tensor | Sequence[int] | None = None,
     config: RunConfig | None = None,
     **common: Any,
@@ -142,3 +145,27 @@ def random_logit_test(
          "unchanged": False},
     ]
     return result
+
+
+def _example() -> Example:
+    return Example(args=(tiny_model(), tiny_inputs()),
+                   kwargs={"methods": ["gradient"], "seed": 0, "progress": False,
+                            "batch_size": 2},
+                   bad={"methods": ["gradient"], "target": [0]})
+
+
+#: An extra of the model randomization run (``--...``):
+#: no subcommand of its own; its page is a randomization page.
+SPEC = CheckSpec(
+    "random_logit",
+    run=random_logit_test,
+    title="random_logit",
+    columns=tuple(COLUMNS),
+    figures="saliency_sanity.plots:model_randomization_figures",
+    report="saliency_sanity.report.pages:randomization_page",
+    summary="saliency_sanity.verdicts:format_summary",
+    verdict=Verdict(judge="saliency_sanity.verdicts:verdicts", rule=model_randomization.RULE),
+    ranking=Ranking(label="random logit"),
+    cli=None,
+    example=_example,
+)

@@ -33,8 +33,10 @@ from scipy import stats
 
 from .. import scores as _scores
 from ..results import CheckResult
-from ..results.files import CHECK_LABELS, EXTRA_DIRS
+from ..results.files import EXTRA_DIRS
 from ..results.ranking import RANKING_COLUMNS, TAU_COLUMNS, wide_ranking  # noqa: F401
+from ..results.spec import find as find_check
+from ..results.spec import ranking_label, resolve
 
 
 def _check_name(key: str, result: Any) -> str:
@@ -49,25 +51,22 @@ def _controls(result: Any) -> set[str]:
     return set()
 
 
-#: Checks whose methods are ranked by a table derived from their own (e.g. faithfulness: AOPC
-#: per method and sample from the curves), by ``CheckResult.check``; filled by the checks.
-RANK_TABLES: dict[str, Any] = {}
-#: Checks that rank methods by several scores: ``views(result)`` -> ``{label: result}``, one
-#: result per score (each naming its ``ranking_metric``), by ``CheckResult.check``.
-RANK_VIEWS: dict[str, Any] = {}
+def _ranking_part(check: str, part: str) -> Any:
+    """A check's ranking ``part`` (``table`` or ``views``) as its spec declares it
+    (:class:`~saliency_sanity.results.spec.Ranking`); None for a check without one."""
+    spec = find_check(check)
+    ranking = spec.ranking if spec is not None else None
+    return resolve(getattr(ranking, part)) if ranking is not None else None
 
 
-def register_rank_table(check: str, derive: Any, views: Any = None) -> None:
-    """Rank ``check``'s methods by ``derive(result)``, a table with the columns of
-    :data:`~saliency_sanity.results.COLUMNS` (its last stage is ranked); ``views(result)``, when
-    given, splits a result into one ranking per score (:func:`ranking_inputs` uses it)."""
-    RANK_TABLES[check] = derive
-    if views is not None:
-        RANK_VIEWS[check] = views
+def _ranking_group(check: str) -> str:
+    spec = find_check(check)
+    ranking = spec.ranking if spec is not None else None
+    return ranking.group if ranking is not None else "randomization"
 
 
 def expand_views(checks: Mapping[str, CheckResult]) -> dict[str, CheckResult]:
-    """``checks`` with every result of a multi-score check (:data:`RANK_VIEWS`, e.g.
+    """``checks`` with every result of a multi-score check (its spec's ``Ranking.views``, e.g.
     faithfulness) replaced by one entry per score, labelled by the score.
 
     Example:
@@ -78,7 +77,7 @@ def expand_views(checks: Mapping[str, CheckResult]) -> dict[str, CheckResult]:
     """
     out: dict[str, CheckResult] = {}
     for key, res in checks.items():
-        views = RANK_VIEWS.get(res.check) if isinstance(res, CheckResult) else None
+        views = _ranking_part(res.check, "views") if isinstance(res, CheckResult) else None
         if views is None:
             out[key] = res
         else:
@@ -88,7 +87,7 @@ def expand_views(checks: Mapping[str, CheckResult]) -> dict[str, CheckResult]:
 
 def _table(result: Any) -> pd.DataFrame:
     if isinstance(result, CheckResult):
-        derive = RANK_TABLES.get(result.check)
+        derive = _ranking_part(result.check, "table")
         return derive(result) if derive is not None else result.table
     if isinstance(result, pd.DataFrame):
         return result
@@ -247,7 +246,7 @@ def ranking_inputs(d: str | Path, result: CheckResult,
         notes.append("MPRT left out: its order is 'independent', so no stage randomizes every "
                      "block")
     else:
-        checks[CHECK_LABELS.get(result.check, result.check)] = result
+        checks[ranking_label(result.check)] = result
     for sub in EXTRA_DIRS.values():
         if (d / sub / "run.json").is_file():
             try:
@@ -255,10 +254,10 @@ def ranking_inputs(d: str | Path, result: CheckResult,
             except (OSError, ValueError) as err:
                 notes.append(f"{sub}/ left out: unreadable ({err})")
                 continue
-            checks[CHECK_LABELS.get(res.check, res.check)] = res
+            checks[ranking_label(res.check)] = res
     checks = expand_views(checks)
     if data_randomization is not None:
-        checks[CHECK_LABELS["data_randomization"]] = data_randomization
+        checks[ranking_label(data_randomization.check)] = data_randomization
         if data_randomization.settings.get("valid") is False:
             notes.append("the data randomization run is INVALID (its random-label model did not "
                          "memorize: "
@@ -317,8 +316,8 @@ def compute_ranking(checks: Mapping[str, CheckResult]
     trows = [[a, b, float(tau.loc[a, b]), float(pval.loc[a, b]), int(count.loc[a, b])]
              for a in tau.index for b in tau.columns]
     long_tau = pd.DataFrame(trows, columns=TAU_COLUMNS)
-    groups = {k: ("faithfulness" if use[k].check == "faithfulness" else "randomization")
-              for k in ranks.columns if isinstance(use[k], CheckResult)}
+    groups = {k: _ranking_group(use[k].check) for k in ranks.columns
+              if isinstance(use[k], CheckResult)}
     settings = {"metric": metric, "metrics": metrics, "checks": list(ranks.columns),
                 "groups": groups, "controls": "excluded", "notes": notes,
                 "tau": "Kendall's tau-b (scipy.stats.kendalltau) over the methods both checks rank"}

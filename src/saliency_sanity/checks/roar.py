@@ -7,8 +7,8 @@ pairs (mean, std, interval mean +- std, as Shah et al. plot it). KAR(k) = acc(to
 ROAR at removed fraction r = acc(bottom-(1 - r)) (removing the top r keeps the bottom 1 - r):
 both curves come from the same runs.
 
-Every retraining is an independent :class:`RetrainUnit` with a stable key; :func:`run_unit`
-runs one (a scheduler may run them in parallel, in any order) and writes its row atomically to
+Every retraining is an independent unit with a stable key (``checks/_retrain.py``), run here
+one after the other or as Ray tasks, its row written atomically to
 ``run_dir/units/<key>.json``; the trained model is cached by the trainer (per-epoch
 checkpoints), so a killed run resumes without retraining what finished.
 """
@@ -16,10 +16,7 @@ checkpoints), so a killed run resumes without retraining what finished.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
-import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,146 +29,20 @@ from torch import nn
 
 from .._io import write_json
 from ..data import Dataset
-from ..engine import derive_seed
-from ._masking import RANDOM, cached_attributions, check_k, masked_dataset, model_fingerprint
+from ..engine import RunConfig, derive_seed
+from ..results.spec import CheckSpec, Cli
+from ._examples import diffroar_example
+from ._masking import RANDOM, cached_attributions, model_fingerprint
+from ._retrain import KS, RetrainSetup, plan_units, run_unit, run_units_on_ray
 from ._roar_summary import summarize
 
-KS = (1.0, 0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05)
-SIDES = ("top", "bottom")
 TABLE_COLUMNS = ["method", "k", "side", "repeat", "seed", "test_acc", "train_acc", "epochs",
                  "reached_target", "cache_key"]
 
 
-@dataclass(frozen=True)
-class RetrainUnit:
-    """One retraining: fraction ``k``, ``side``, ``repeat`` and the training seed; ``key`` is
-    stable across processes (it names the unit's file).
-
-    Example:
-        >>> u = RetrainUnit(k=0.1, side="top", repeat=1, seed=5)
-        >>> u.key
-        'k0.1-top-r1'
-    """
-
-    k: float
-    side: str
-    repeat: int
-    seed: int
-
-    @property
-    def key(self) -> str:
-        return f"k{self.k:g}-{self.side}-r{self.repeat}"
-
-
-def plan_units(ks: Sequence[float] = KS, repeats: int = 2, seed: int = 0) -> list[RetrainUnit]:
-    """The retraining units of a run; each (k, side, repeat) has its own training seed, the
-    same for every method (so k = 1 runs are shared through the trainer's cache), independent
-    across k (so one side's luckier seeds do not shift the whole curve).
-
-    Example:
-        >>> [u.key for u in plan_units(ks=(1.0, 0.5), repeats=1)]
-        ['k1-top-r0', 'k1-bottom-r0', 'k0.5-top-r0', 'k0.5-bottom-r0']
-    """
-    if int(repeats) != repeats or repeats < 1:
-        raise ValueError(f"repeats must be an integer >= 1, got {repeats}")
-    ks = [check_k(k) for k in ks]
-    if not ks or len(set(ks)) != len(ks):
-        raise ValueError(f"ks must be distinct fractions in (0, 1], got {list(ks)}")
-    return [RetrainUnit(k, side, r, derive_seed(seed, "retrain", f"{k:g}", side, r) % 2**31)
-            for k in ks for r in range(int(repeats)) for side in SIDES]
-
-
-@dataclass
-class RetrainSetup:
-    """What every unit of one run shares (picklable when the factory is a name or a module-level
-    function): the data, the attributions ranking it, the trainer settings. With
-    ``per_repeat``, ``attr_train[r]`` / ``attr_test[r]`` are repeat r's maps (the random-map
-    control draws a map per repeat)."""
-
-    factory: Any
-    data: Dataset
-    attr_train: torch.Tensor
-    attr_test: torch.Tensor
-    method: str
-    config: Any
-    model_kwargs: dict[str, Any]
-    per: str = "coordinate"
-    fill: str = "scalar"
-    cache_dir: Any = None
-    progress: bool = False
-    per_repeat: bool = False
-
-    def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        h.update(json.dumps([repr(self.factory), self.data.fingerprint(), self.method,
-                             dataclasses.asdict(self.config), self.model_kwargs, self.per,
-                             self.fill, self.per_repeat], sort_keys=True, default=repr).encode())
-        for t in (self.attr_train, self.attr_test):
-            h.update(t.contiguous().numpy().tobytes())
-        return h.hexdigest()[:16]
-
-
-def unit_path(unit: RetrainUnit, run_dir: str | os.PathLike | None) -> Path | None:
-    """Where a unit's finished row is written (None without a run directory)."""
-    return Path(run_dir) / "units" / f"{unit.key}.json" if run_dir is not None else None
-
-
-def saved_row(unit: RetrainUnit, setup_fp: str, run_dir: str | os.PathLike | None
-              ) -> dict[str, Any] | None:
-    """The unit's row written by an earlier run of the same setup, else None (a damaged row is
-    recomputed; the model itself comes from the trainer cache)."""
-    path = unit_path(unit, run_dir)
-    if path is None or not path.is_file():
-        return None
-    try:
-        row = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return {**row, "from_cache": True} if row.get("setup") == setup_fp else None
-
-
-def unit_training(unit: RetrainUnit, setup: RetrainSetup) -> tuple[Dataset, Any]:
-    """The masked data set and the trainer settings of one unit."""
-    a_tr, a_te = ((setup.attr_train[unit.repeat], setup.attr_test[unit.repeat])
-                  if setup.per_repeat else (setup.attr_train, setup.attr_test))
-    ds = masked_dataset(setup.data, a_tr, a_te, unit.k, unit.side,
-                        setup.per, setup.fill)
-    return ds, dataclasses.replace(setup.config, seed=unit.seed, label_seed=None)
-
-
-def unit_row(unit: RetrainUnit, setup: RetrainSetup, res: Any, seconds: float, setup_fp: str
-             ) -> dict[str, Any]:
-    """The table row of a unit's finished training ``res`` (as written to its file)."""
-    return {"method": setup.method, "k": unit.k, "side": unit.side, "repeat": unit.repeat,
-            "seed": unit.seed, "test_acc": float(res.test_acc),
-            "train_acc": float(res.train_acc), "epochs": int(res.epochs),
-            "reached_target": (bool(res.reached_target)
-                               if setup.config.target_train_acc is not None else None),
-            "cache_key": res.key, "seconds": seconds, "setup": setup_fp}
-
-
-def run_unit(unit: RetrainUnit, setup: RetrainSetup, run_dir: str | os.PathLike | None = None
-             ) -> dict[str, Any]:
-    """Train one unit (or load its finished row from ``run_dir``) and return its table row.
-
-    Example:
-        >>> # rows = [run_unit(u, setup, "runs/x") for u in plan_units()]  # any order, any worker
-    """
-    from .. import training
-
-    fp = setup.fingerprint()
-    row = saved_row(unit, fp, run_dir)
-    if row is not None:
-        return row
-    ds, cfg = unit_training(unit, setup)
-    t0 = time.perf_counter()
-    res = training.train(setup.factory, ds, cfg, cache_dir=setup.cache_dir,
-                         progress=setup.progress, model_kwargs=dict(setup.model_kwargs))
-    row = unit_row(unit, setup, res, time.perf_counter() - t0, fp)
-    path = unit_path(unit, run_dir)
-    if path is not None:
-        write_json(path, row)
-    return {**row, "from_cache": False}
+#: the common settings (:class:`RunConfig`) a DiffROAR run uses; the others raise when set
+RUN_SETTINGS = ("seed", "run_dir", "batch_size", "progress", "backend", "ray_address",
+                "ray_options")
 
 
 @dataclass
@@ -216,13 +87,11 @@ def diffroar(
     model_factory: Any,
     train: Any,
     test: Any,
+    *,
     method: Any = "gradient",
     ks: Sequence[float] = KS,
     repeats: int = 2,
     trainer: Any = None,
-    seed: int = 0,
-    run_dir: str | os.PathLike | None = None,
-    *,
     original: nn.Module | None = None,
     adversarial: Any = None,
     original_trainer: Any = None,
@@ -230,11 +99,8 @@ def diffroar(
     per: str = "coordinate",
     fill: str = "scalar",
     cache_dir: str | os.PathLike | None = None,
-    batch_size: int = 250,
-    progress: bool = True,
-    backend: str = "local",
-    ray_address: str | None = None,
-    ray_options: dict[str, Any] | None = None,
+    config: RunConfig | None = None,
+    **common: Any,
 ) -> DiffRoarResult:
     """DiffROAR / ROAR / KAR of ``method`` on ``train`` / ``test`` with retraining.
 
@@ -253,14 +119,19 @@ def diffroar(
         original_trainer: a ``training.TrainConfig`` for the original model only (default
             ``trainer``): an original trained longer than the retrainings, e.g. an
             adversarially trained one that needs more epochs to learn.
-        run_dir: where unit rows (``units/``), attributions and trained models (``models/``,
-            unless ``cache_dir`` is given) go; rerunning with the same ``run_dir`` resumes.
-            ``cache_dir``: where trained models go (runs sharing it share the k = 1
-            retrainings); default ``run_dir/models``, or the user cache without a run_dir.
+        cache_dir: where trained models go (runs sharing it share the k = 1 retrainings);
+            default ``run_dir/models``, or the user cache without a run_dir.
         per, fill: ``"coordinate"`` / ``"pixel"`` ranking; ``"scalar"`` / ``"channel"`` mean.
-        backend: ``"local"`` (retrainings one after the other here) or ``"ray"``: each
-            retraining a Ray task, on the cluster at ``ray_address`` with ``ray_options``
-            (as for ``RunConfig``); the same table, bit for bit on CPU (``docs/scaling.md``).
+        config, **common: the common settings (:class:`~saliency_sanity.engine.RunConfig`) that
+            apply here, a keyword replacing the one in ``config``: ``seed`` (the original
+            model, the retraining seeds, the random maps); ``run_dir``: where unit rows
+            (``units/``), attributions and trained models (``models/``, unless ``cache_dir``
+            is given) go, and rerunning with the same ``run_dir`` resumes; ``batch_size``:
+            inputs per attribution batch (default 250 without a ``config``); ``progress``;
+            ``backend``: ``"local"`` (retrainings one after the other here) or ``"ray"``: each
+            retraining a Ray task, on the cluster at ``ray_address`` with ``ray_options``; the
+            same table, bit for bit on CPU (``docs/scaling.md``). The other common settings
+            do not apply and raise an error when set.
 
     The run is invalid (``settings["valid"] = False``, reason in ``settings["invalid_reason"]``)
     when the trainer has a target accuracy and the original model, or a retraining on the full
@@ -269,18 +140,19 @@ def diffroar(
     Example:
         >>> from saliency_sanity import data, training
         >>> ds = data.load("mnist", n_train=48, n_test=24)
-        >>> r = diffroar("mnist_mlp", ds, None, "random", ks=(1.0, 0.5), repeats=1,
+        >>> r = diffroar("mnist_mlp", ds, None, method="random", ks=(1.0, 0.5), repeats=1,
         ...              trainer=training.TrainConfig(epochs=1, target_train_acc=None),
         ...              model_kwargs={"width": 0.02}, cache_dir=False, progress=False)
         >>> len(r.table), list(r.summary["k"])
         (4, [1.0, 0.5])
     """
     from .. import training
-    from ..engine import check_backend
 
+    cfg_run = RunConfig.from_kwargs(config, common, defaults={"batch_size": 250})
+    cfg_run.reject_unused(RUN_SETTINGS, "diffroar")
+    seed, rd, progress = cfg_run.seed, cfg_run.run_dir, cfg_run.progress
     units = plan_units(ks, repeats, seed)  # validates ks and repeats first
-    check_backend(backend, ray_address, ray_options)
-    if backend == "ray":  # before any training: a missing extra says how to install it
+    if cfg_run.backend == "ray":  # before any training: a missing extra says how to install it
         from ..engine.ray_backend import require_ray
 
         require_ray()
@@ -302,7 +174,7 @@ def diffroar(
     kw = dict(model_kwargs or {})
     if isinstance(model_factory, str):
         kw.setdefault("num_classes", ds.num_classes)
-    rd = Path(run_dir) if run_dir is not None else None
+    rd = Path(rd) if rd is not None else None
     models_dir: Any = cache_dir if cache_dir is not None or rd is None else rd / "models"
     attr_dir = (rd / "attributions" if rd is not None else
                 None if cache_dir is False else
@@ -323,7 +195,7 @@ def diffroar(
                             f"below the target {ocfg.target_train_acc:.0%}")
     fp = model_fingerprint(original) if original is not None else None
     def maps(x: torch.Tensor, y: torch.Tensor, *key: Any) -> torch.Tensor:
-        return cached_attributions(original, x, y, method, attr_dir, batch_size,
+        return cached_attributions(original, x, y, method, attr_dir, cfg_run.batch_size,
                                    derive_seed(seed, "random-map", *key) % 2**31)
 
     if is_random:  # a map per repeat: the repeats sample the map's randomness too
@@ -336,10 +208,9 @@ def diffroar(
                          models_dir, False, per_repeat=is_random)
     from tqdm.auto import tqdm
 
-    if backend == "ray":
-        from .roar_ray import run_units_on_ray
-
-        rows = run_units_on_ray(units, setup, rd, ray_address, ray_options, progress,
+    if cfg_run.backend == "ray":
+        rows = run_units_on_ray(units, setup, rd, cfg_run.ray_address, cfg_run.ray_options,
+                                progress,
                                 f"diffroar {label}")
     else:
         rows = [run_unit(unit, setup, rd) for unit in tqdm(
@@ -370,7 +241,25 @@ def diffroar(
         "units_loaded": [u.key for u, r in zip(units, rows, strict=True) if r["from_cache"]],
         "units_trained": [u.key for u, r in zip(units, rows, strict=True) if not r["from_cache"]],
     }
-    if backend != "local":  # not part of the setup: a run resumes on the other backend
-        settings["engine"] = {"backend": backend}
+    if cfg_run.backend != "local":  # not part of the setup: a run resumes on the other backend
+        settings["engine"] = {"backend": cfg_run.backend}
     cols = [*TABLE_COLUMNS, "seconds", "from_cache"]
     return DiffRoarResult(table[cols], summarize(table), settings)
+
+
+#: The CLI writes one run of three (standard, robust, random) with its figures and page
+#: (``report.shah.write_diffroar_run``): no figures or page function of its own.
+SPEC = CheckSpec(
+    "diffroar",
+    run=diffroar,
+    title="DiffROAR, ROAR and KAR with retraining (Shah, Jain, Netrapalli 2021)",
+    columns=(*TABLE_COLUMNS, "seconds", "from_cache"),
+    figures=None,
+    report=None,
+    summary=None,
+    verdict=None,
+    ranking=None,
+    cli=Cli("diffroar", "saliency_sanity.cli.shah:add_diffroar",
+            "saliency_sanity.cli.shah:_cmd_diffroar", keeps_run_dir=True),
+    example=diffroar_example,
+)

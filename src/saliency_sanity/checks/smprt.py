@@ -21,8 +21,11 @@ from torch import nn
 from .. import postprocess as _pp
 from ..engine import Pair, RunConfig, View, execute, prepare, resolve_methods, resolve_scores
 from ..methods import Method, NoiseWrapper
-from ..results import CheckResult
+from ..results import COLUMNS, CheckResult
+from ..results.spec import CheckSpec, Example, Ranking, Verdict
+from . import model_randomization
 from ._common import randomization_settings, stage_plan
+from ._examples import tiny_inputs, tiny_model
 
 
 class NormalizedScore:
@@ -103,6 +106,7 @@ def smoothed(method: Method, samples: int, noise: float, seed: int = 0,
 def smooth_model_randomization_test(
     model: nn.Module,
     x: torch.Tensor,
+    *,
     target: torch.Tensor | Sequence[int] | None = None,
     methods: Sequence[Any] | Mapping[str, Any] | None = None,
     scores: Any = None,
@@ -111,7 +115,6 @@ def smooth_model_randomization_test(
     order: str = "bottom_up",
     normalize: str | Callable[[torch.Tensor], torch.Tensor] | None = "second_moment",
     init: str = "paper",
-    *,
     blocks: Sequence[Any] | None = None,
     group_by: str | Sequence[str] | None = None,
     init_settings: Mapping[str, Any] | None = None,
@@ -186,3 +189,27 @@ def smooth_model_randomization_test(
                    target=target, target_mode=target_mode, method_objs=method_objs,
                    score_objs=score_objs, config=cfg, settings=settings, models=[model],
                    desc="sMPRT")
+
+
+def _example() -> Example:
+    return Example(args=(tiny_model(), tiny_inputs()),
+                   kwargs={"methods": ["gradient"], "samples": 2, "seed": 0, "progress": False,
+                            "batch_size": 2},
+                   bad={"methods": ["gradient"], "target": [0]})
+
+
+#: An extra of the model randomization run (``--...``):
+#: no subcommand of its own; its page is a randomization page.
+SPEC = CheckSpec(
+    "smooth_model_randomization",
+    run=smooth_model_randomization_test,
+    title="smooth_model_randomization",
+    columns=tuple(COLUMNS),
+    figures="saliency_sanity.plots:model_randomization_figures",
+    report="saliency_sanity.report.pages:randomization_page",
+    summary="saliency_sanity.verdicts:format_summary",
+    verdict=Verdict(judge="saliency_sanity.verdicts:verdicts", rule=model_randomization.RULE),
+    ranking=Ranking(label="sMPRT"),
+    cli=None,
+    example=_example,
+)

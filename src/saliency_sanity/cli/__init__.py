@@ -15,7 +15,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ._args import build_parser, critique_options
-from .commands import _COMMANDS, EXIT_EXTRA_FAILED, _os_message, apply_normalize
+from ._common import apply_normalize, os_message
+from .commands import EXIT_EXTRA_FAILED, command, keeps_run_dir
 
 #: Exit status after Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
@@ -36,9 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         with warnings_through_tqdm():
-            return _COMMANDS[args.command](args, list(argv) if argv is not None else sys.argv[1:])
+            return command(args.command)(args, list(argv) if argv is not None else sys.argv[1:])
     except (InputError, KeyError, ValueError, TypeError, OSError, ImportError) as err:
-        msg = err.args[0] if isinstance(err, KeyError) and err.args else _os_message(err)
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else os_message(err)
         print(f"saliency-sanity: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -54,9 +55,7 @@ def interrupted_message(args: argparse.Namespace) -> str:
         'saliency-sanity: interrupted'
     """
     out = getattr(args, "out", None)
-    if out is None or args.command not in ("demo", "model-randomization", "data-randomization",
-                                           "faithfulness", "localization", "diffroar",
-                                           "blockmnist"):
+    if out is None or not keeps_run_dir(args.command):
         return "saliency-sanity: interrupted"
     return (f"saliency-sanity: interrupted; finished work is kept in {out}: run the same command "
             "again to continue where it stopped")

@@ -5,107 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from ..results.spec import resolve, specs
 from . import _method_settings
+from ._common import add_backend, add_common, add_image_options, add_model, csv_list
+from ._model_inputs import add_methods, add_model_inputs
 
 if TYPE_CHECKING:
     from ..critiques import CritiqueOptions
-
-
-def _csv(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    return items or None
-
-
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0, help="seed for everything random (default 0)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-def add_model(p: argparse.ArgumentParser) -> None:
-    """``--model``, ``--model-kwargs``, ``--weights``, ``--unsafe-load``: the user's model, which
-    :func:`~saliency_sanity.cli.commands.load_model_arg` loads."""
-    p.add_argument("--model", required=True,
-                   help="'package.module:factory', 'file.py:factory' or a TorchScript file")
-    p.add_argument("--model-kwargs", default=None, help="JSON keyword arguments for the factory")
-    p.add_argument("--weights", default=None, help="state_dict file (loaded weights_only)")
-    p.add_argument("--unsafe-load", action="store_true",
-                   help="allow pickled checkpoints (runs code from the file: trusted files only)")
-
-
-def add_image_options(p: argparse.ArgumentParser) -> None:
-    """``--size`` and ``--channels``: how folder images are read."""
-    p.add_argument("--size", type=int, default=None, help="resize folder images to SIZE x SIZE")
-    p.add_argument("--channels", type=int, choices=(1, 3), default=None,
-                   help="convert folder images to 1 or 3 channels")
-
-
-def add_methods(p: argparse.ArgumentParser) -> None:
-    """``--methods`` (from every registered method) and ``--method-settings``."""
-    from .. import methods
-
-    p.add_argument("--methods", default=None,
-                   help=f"comma-separated, from: {', '.join(methods.list())} (default: all that "
-                        "apply)")
-    _method_settings.add_option(p)
-
-
-def add_model_inputs(p: argparse.ArgumentParser, n_samples_note: str = "") -> None:
-    """The user's model, the inputs to explain and the methods: :func:`add_model`, ``--data``,
-    ``--n-samples`` (its help ends with ``n_samples_note``), :func:`add_image_options` and
-    :func:`add_methods`; :func:`~saliency_sanity.cli.commands.load_model_inputs` loads them.
-
-    Example:
-        >>> p = argparse.ArgumentParser()
-        >>> add_model_inputs(p)
-        >>> a = p.parse_args(["--model", "m.py:net", "--data", "x.npz", "--methods", "gradient"])
-        >>> a.model, a.data, a.n_samples, a.size, a.channels, a.methods, a.unsafe_load
-        ('m.py:net', 'x.npz', None, None, None, 'gradient', False)
-    """
-    add_model(p)
-    p.add_argument("--data", required=True,
-                   help="a built-in data set name, a folder of images (one sub-folder per class), "
-                        "or an .npz with arrays x and y")
-    p.add_argument("--n-samples", type=int, default=None,
-                   help=f"inputs to explain (16, or all when the data hold fewer{n_samples_note})")
-    add_image_options(p)
-    add_methods(p)
-
-
-def add_backend(p: argparse.ArgumentParser, dtype: bool = True, unit: str = "batch") -> None:
-    """``--backend``, ``--ray-address`` and ``--dtype`` (unless ``dtype`` is False): where and
-    in which precision the units of work (``unit``: what one Ray task computes) run (see
-    ``docs/scaling.md``); :func:`backend_settings` reads them."""
-    g = p.add_argument_group("scaling", "where the units of work run (docs/scaling.md)")
-    g.add_argument("--backend", choices=["local", "ray"], default="local",
-                   help=f"local (this process, default) or ray: one Ray task per {unit}, the "
-                        "same results (needs: pip install 'saliency-sanity[ray]')")
-    g.add_argument("--ray-address", default=None, metavar="ADDR",
-                   help="the Ray cluster: 'auto', 'HOST:6379' or 'ray://HOST:10001' "
-                        "(default: $RAY_ADDRESS, else a local cluster on this machine)")
-    if dtype:
-        g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
-                       default="float32",
-                       help="maps in mixed precision (torch.autocast); float32 (default) is "
-                            "exact")
-
-
-def backend_settings(args: argparse.Namespace) -> dict[str, object]:
-    """The :class:`~saliency_sanity.engine.RunConfig` settings of :func:`add_backend`'s flags.
-
-    Example:
-        >>> a = argparse.Namespace(backend="ray", ray_address="auto", dtype="float32")
-        >>> backend_settings(a)
-        {'backend': 'ray', 'ray_address': 'auto', 'dtype': None}
-    """
-    backend = getattr(args, "backend", "local")
-    address = getattr(args, "ray_address", None)
-    if address is not None and backend != "ray":
-        raise ValueError("--ray-address needs --backend ray")
-    dtype = getattr(args, "dtype", "float32")
-    return {"backend": backend, "ray_address": address,
-            "dtype": None if dtype == "float32" else dtype}
 
 
 def _add_critiques(p: argparse.ArgumentParser) -> None:
@@ -166,30 +72,15 @@ def critique_options(args: argparse.Namespace) -> CritiqueOptions:
         smprt_normalize=args.smprt_normalize, emprt_bins=args.emprt_bins,
         data_randomization_run=args.data_randomization_run,
         faithfulness=bool(getattr(args, "faithfulness", False)),
-        faithfulness_metrics=tuple(_csv(getattr(args, "faithfulness_metrics", None)) or ()),
+        faithfulness_metrics=tuple(csv_list(getattr(args, "faithfulness_metrics", None)) or ()),
     )
 
 
-def _controls(text: str) -> bool | list[str]:
-    """``--controls``: 'default' -> every default control that applies, 'none' -> none.
-
-    Example:
-        >>> _controls("default"), _controls("none"), _controls("edge_sobel, constant")
-        (True, [], ['edge_sobel', 'constant'])
-    """
-    word = text.strip().lower()
-    if word == "default":
-        return True
-    if word == "none":
-        return []
-    return _csv(text) or []
-
-
-def _as_flags(message: str) -> str:
+def as_flags(message: str) -> str:
     """A :class:`CritiqueOptions` error with its field names written as the CLI's flags.
 
     Example:
-        >>> _as_flags("smprt_samples must be a positive integer, got 0")
+        >>> as_flags("smprt_samples must be a positive integer, got 0")
         '--smprt-samples must be a positive integer, got 0'
     """
     import dataclasses
@@ -204,9 +95,13 @@ def _as_flags(message: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import scores
-    from ..randomization import init_schemes, orders
+    """The command line's parser: ``demo``, one subcommand per registered check (its
+    ``Cli.add_parser``), ``list`` and ``report``.
 
+    Example:
+        >>> build_parser().parse_args(["list"]).command
+        'list'
+    """
     parser = argparse.ArgumentParser(
         prog="saliency-sanity",
         description="Sanity checks for saliency maps (Adebayo et al. 2018 and follow-ups).",
@@ -226,7 +121,27 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-localization", action="store_true",
                    help="skip the localization part (grids of MNIST digits, GridPG and DiFull; "
                         "written to OUT/localization)")
-    _add_common(d)
+    add_common(d)
+
+    for spec in specs():  # one subcommand per check, in registration order
+        if spec.cli is not None:
+            resolve(spec.cli.add_parser)(sub)
+    sub.add_parser("list", help="list the methods, scores, init schemes and data sets")
+
+    rp = sub.add_parser("report", help="(re)build report.html of a run directory from its saved "
+                                       "results, without recomputing anything")
+    rp.add_argument("run_dir", help="a run directory written by saliency-sanity")
+    rp.add_argument("--out", default=None, help="where to write the page (default: "
+                                                "RUN_DIR/report.html)")
+    rp.add_argument("--margin", type=float, default=0.1,
+                    help="verdict margin as a fraction of (perfect - null) similarity (0.1)")
+    return parser
+
+
+def add_model_randomization(sub: Any) -> None:
+    """The ``model-randomization`` subcommand and its options."""
+    from .. import scores
+    from ..randomization import init_schemes, orders
 
     m = sub.add_parser("model-randomization", help="run the model parameter randomization test")
     add_model_inputs(m, n_samples_note="; a larger number than the data hold warns and uses "
@@ -253,8 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", required=True, help="run directory to write")
     _add_critiques(m)
     add_backend(m)
-    _add_common(m)
+    add_common(m)
 
+
+def add_data_randomization(sub: Any) -> None:
+    """The ``data-randomization`` subcommand and its options."""
     r = sub.add_parser("data-randomization",
                        help="train on true and on permuted labels, compare the maps")
     r.add_argument("--architecture", default="mnist_cnn", help="a built-in model name (mnist_cnn)")
@@ -276,28 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cache-dir", default=None, help="where trained models are cached")
     r.add_argument("--out", required=True, help="run directory to write")
     add_backend(r)
-    _add_common(r)
-
-    from ._faithfulness import add_parser as _add_faithfulness
-
-    _add_faithfulness(sub)
-    _add_localization(sub)
-    from .shah import add_parsers
-
-    add_parsers(sub)  # diffroar, blockmnist
-    sub.add_parser("list", help="list the methods, scores, init schemes and data sets")
-
-    rp = sub.add_parser("report", help="(re)build report.html of a run directory from its saved "
-                                       "results, without recomputing anything")
-    rp.add_argument("run_dir", help="a run directory written by saliency-sanity")
-    rp.add_argument("--out", default=None, help="where to write the page (default: "
-                                                "RUN_DIR/report.html)")
-    rp.add_argument("--margin", type=float, default=0.1,
-                    help="verdict margin as a fraction of (perfect - null) similarity (0.1)")
-    return parser
+    add_common(r)
 
 
-def _add_localization(sub: Any) -> None:
+def add_localization(sub: Any) -> None:
+    """The ``localization`` subcommand and its options."""
     p = sub.add_parser("localization",
                        help="localization on grid images in GridPG, DiFull and DiPart "
                             "(Rao et al. 2022)")
@@ -325,4 +226,4 @@ def _add_localization(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: the model's)")
     p.add_argument("--out", required=True, help="run directory to write")
-    _add_common(p)
+    add_common(p)

@@ -8,7 +8,15 @@ import sys
 from typing import Any
 
 from . import _method_settings
-from ._args import _add_common, _controls, _csv, add_model_inputs
+from ._common import (
+    add_common,
+    apply_normalize,
+    csv_list,
+    load_model_inputs,
+    parse_controls,
+    print_outputs,
+)
+from ._model_inputs import add_model_inputs, record_inputs
 
 #: Metric settings on the command line: flag -> (setting, metrics it applies to).
 _SETTING_FLAGS = {
@@ -64,7 +72,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="for models trained on normalized inputs: explain model((x - mean) / "
                         "std), x in the data's own units")
     f.add_argument("--out", required=True, help="run directory to write (rerun to resume)")
-    _add_common(f)
+    add_common(f)
     return f
 
 
@@ -94,7 +102,7 @@ def metric_settings(args: argparse.Namespace, metrics: list[str]) -> dict[str, d
                              f"which --metrics ({', '.join(metrics)}) does not include")
         if flag == "percentages":
             try:
-                value = [float(t) for t in _csv(value) or []]
+                value = [float(t) for t in csv_list(value) or []]
             except ValueError:
                 raise ValueError(f"--percentages must be comma-separated fractions in (0, 1), "
                                  f"got {args.percentages!r}") from None
@@ -114,16 +122,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     """Run the faithfulness check and write the run directory."""
     from ..checks import faithfulness_test
     from ..critiques.options import check_faithfulness_metrics
-    from ..demo import record_accuracy
+    from ..engine import record_accuracy
     from ..io_inputs import check_model_on_inputs, check_output_dir
     from ..report import write_run
     from ..report.faithfulness import format_faithfulness_summary
-    from .commands import _print_outputs, apply_normalize, load_model_inputs, record_inputs
 
     check_output_dir(args.out)
     metrics = check_faithfulness_metrics(args.metrics, "--metrics")
     settings = metric_settings(args, metrics)
-    given = _method_settings.check(args.method_settings, _csv(args.methods))
+    given = _method_settings.check(args.method_settings, csv_list(args.methods))
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be a positive integer, got {args.batch_size}")
     model, x, y, desc = load_model_inputs(args)
@@ -137,17 +144,17 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                          f"{args.data} has none: use --target-mode predicted")
     check_model_on_inputs(model, x, target)
     boxes: dict[str, Any] = {}
-    methods = _method_settings.specs(_csv(args.methods), given, x, args.normalize,
+    methods = _method_settings.specs(csv_list(args.methods), given, x, args.normalize,
                                      lambda s: print(s, file=sys.stderr), boxes)
     result = faithfulness_test(
         model, x, target=target, methods=methods, metrics=metrics,
         settings=settings, score=args.score, random_order=not args.no_random_order,
         seed=args.seed, batch_size=args.batch_size, device=args.device,
-        controls=_controls(args.controls), progress=not args.no_progress, run_dir=args.out)
+        controls=parse_controls(args.controls), progress=not args.no_progress, run_dir=args.out)
     record_inputs(result, args, desc, given, boxes)
     record_accuracy(result, model, x, y)
     out = write_run(result, args.out, command=["saliency-sanity", *argv])
-    _print_outputs(out)
+    print_outputs(out)
     print(format_faithfulness_summary(result))
     print("(the random order is the baseline: a map no better than chance scores like it)",
           file=sys.stderr)

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ._common import csv_list
+
 SYNTAX = ("NAME=JSON;NAME=JSON (e.g. 'rise={\"n_masks\":1000};occlusion={\"patch\":5}') or a "
           "JSON file {\"NAME\": {...}}")
 
@@ -230,9 +232,8 @@ def data_randomization_specs(args: argparse.Namespace, given: Mapping[str, Any],
     """``(dataset, methods, boxes)`` for ``data-randomization``: the data set is loaded here
     (as the check would load it) only when a box-bounded LRP needs the range of its inputs."""
     from .. import data, methods
-    from ._args import _csv
 
-    names = _csv(args.methods)
+    names = csv_list(args.methods)
     boxes: dict[str, Any] = {}
     need = names is not None and any(
         n in methods.list() and _needs_bounds(methods.get(n, **given.get(n, {})))

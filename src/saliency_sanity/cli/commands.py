@@ -1,113 +1,32 @@
-"""The command line's commands: one function per subcommand (``_COMMANDS``)."""
+"""The command line's commands: one function per subcommand (:func:`command`): ``demo``,
+``list`` and ``report`` here, each check's from its registered ``Cli.run``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..results.spec import by_command, find, resolve, specs
 from . import _method_settings
-from ._args import _as_flags, _controls, _csv, backend_settings, critique_options
-from .shah import COMMANDS as _SHAH_COMMANDS
+from ._args import as_flags, critique_options
+from ._common import (
+    apply_normalize,
+    backend_settings,
+    csv_list,
+    load_model_arg,
+    load_model_inputs,
+    parse_controls,
+    print_outputs,
+)
+from ._model_inputs import record_inputs
 
 if TYPE_CHECKING:
     from ..critiques import CritiqueOutcome
 
 #: Exit status when the main check succeeded but an extra (--smprt, ...) failed.
 EXIT_EXTRA_FAILED = 4
-
-
-def apply_normalize(args: argparse.Namespace, model: Any, group_by: Any) -> tuple[Any, Any]:
-    """``--normalize``: the model wrapped in :class:`~saliency_sanity.io_inputs.Normalized`, and
-    ``--group-by`` names moved under the wrapper's ``model.`` prefix (``children`` becomes the
-    wrapped model's children). Unchanged without ``--normalize``.
-
-    Example:
-        >>> from torch import nn
-        >>> a = argparse.Namespace(normalize="0.5,0.25")
-        >>> net, g = apply_normalize(a, nn.Sequential(nn.Linear(2, 2)), "children")
-        >>> type(net).__name__, g
-        ('Normalized', ['model.0'])
-    """
-    if not getattr(args, "normalize", None):
-        return model, group_by
-    from ..io_inputs import Normalized, parse_normalize
-
-    means, stds = parse_normalize(args.normalize)
-    wrapped = Normalized(model, means, stds).eval()
-    if group_by == "children":
-        group_by = [f"model.{name}" for name, _ in model.named_children()]
-    elif group_by:
-        group_by = [f"model.{g}" for g in group_by]
-    return wrapped, group_by
-
-
-def load_model_arg(args: argparse.Namespace) -> Any:
-    """``--device`` checked, then the model of :func:`~saliency_sanity.cli._args.add_model`'s
-    options (``--model``, ``--model-kwargs``, ``--weights``, ``--unsafe-load``).
-
-    Example:
-        >>> a = argparse.Namespace(device="cpu", model="torch.nn:Identity", model_kwargs=None,
-        ...                        weights=None, unsafe_load=False)
-        >>> type(load_model_arg(a)).__name__
-        'Identity'
-    """
-    from ..io_inputs import check_device, load_model, parse_kwargs
-
-    check_device(args.device)
-    return load_model(args.model, weights=args.weights, unsafe_load=args.unsafe_load,
-                      kwargs=parse_kwargs(args.model_kwargs))
-
-
-def load_model_inputs(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
-    """:func:`load_model_arg`, then the inputs of
-    :func:`~saliency_sanity.cli._args.add_model_inputs`'s options: ``(model, x, y,
-    description)``, 16 inputs unless ``--n-samples`` says otherwise (a warning when the data
-    hold fewer than asked for).
-
-    Example:
-        >>> a = argparse.Namespace(device="cpu", model="torch.nn:Identity", model_kwargs=None,
-        ...                        weights=None, unsafe_load=False, data="mnist", n_samples=2,
-        ...                        seed=0, size=None, channels=None)
-        >>> model, x, y, desc = load_model_inputs(a)
-        >>> tuple(x.shape), desc
-        ((2, 1, 28, 28), 'mnist (test split, seed 0)')
-    """
-    from ..io_inputs import load_data
-
-    model = load_model_arg(args)
-    x, y, desc = load_data(args.data, n=16 if args.n_samples is None else args.n_samples,
-                           seed=args.seed, size=args.size, channels=args.channels,
-                           warn_if_fewer=args.n_samples is not None)
-    return model, x, y, desc
-
-
-def record_inputs(result: Any, args: argparse.Namespace, desc: str,
-                  given: Mapping[str, Any], boxes: Mapping[str, Any]) -> None:
-    """What ``run.json`` records of the inputs: the model (``--model``, ``--weights``, and
-    ``--normalize`` when given), the data's description ``desc`` and the method settings."""
-    result.settings["model"] = {"spec": args.model, "weights": args.weights}
-    if getattr(args, "normalize", None):
-        result.settings["model"]["normalize"] = args.normalize
-    result.settings["data"] = desc
-    _method_settings.record(result, given, boxes)
-
-
-def _os_message(err: BaseException) -> object:
-    """A clear message for file-system errors (a full disk, no permission); others unchanged."""
-    import errno
-
-    if isinstance(err, OSError) and not isinstance(err, FileNotFoundError):
-        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
-        if err.errno == errno.ENOSPC:
-            return (f"no space left on the device{where}: no incomplete file was kept (batches "
-                    "already finished stay in the run directory, complete); free some space "
-                    "and rerun the same command to continue, or choose another --out")
-        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            return f"{err.strerror or err}{where}: choose a writable --out"
-    return err
 
 
 def _cmd_demo(args: argparse.Namespace, argv: list[str]) -> int:
@@ -120,7 +39,7 @@ def _cmd_demo(args: argparse.Namespace, argv: list[str]) -> int:
                    cache_dir=args.cache_dir, progress=not args.no_progress,
                    log=lambda s: print(s, file=sys.stderr),
                    localization=not args.no_localization, **kw)
-    _print_outputs(run.out)
+    print_outputs(run.out)
     print(_summary(run.result))
     return _critique_status(run.outcome, run.out)
 
@@ -131,31 +50,31 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     from ..report import write_run
 
     check_output_dir(args.out)
-    given = _method_settings.check(args.method_settings, _csv(args.methods))
+    given = _method_settings.check(args.method_settings, csv_list(args.methods))
     scaling = backend_settings(args)
     options = critique_options(args)
     try:
         options.validate()
     except ValueError as err:  # name the command line's flags, not the API's fields
-        raise ValueError(_as_flags(str(err))) from None
+        raise ValueError(as_flags(str(err))) from None
     model, x, y, desc = load_model_inputs(args)
     boxes: dict[str, Any] = {}
-    methods = _method_settings.specs(_csv(args.methods), given, x, args.normalize, _log, boxes)
-    controls = _controls(args.controls)
+    methods = _method_settings.specs(csv_list(args.methods), given, x, args.normalize, _log, boxes)
+    controls = parse_controls(args.controls)
     group_by = args.group_by
     if group_by and group_by != "children":
-        group_by = _csv(group_by)
+        group_by = csv_list(group_by)
     model, group_by = apply_normalize(args, model, group_by)
     target = y if (args.target_mode == "fixed" and y is not None and (y >= 0).all()) else None
     check_model_on_inputs(model, x, target)
     result = model_randomization_test(
-        model, x, target=target, methods=methods, scores=_csv(args.scores),
+        model, x, target=target, methods=methods, scores=csv_list(args.scores),
         order=args.order, init=args.init, seed=args.seed, target_mode=args.target_mode,
         batch_size=args.batch_size, device=args.device, controls=controls, group_by=group_by,
         progress=not args.no_progress, run_dir=args.out, **scaling,
     )
     record_inputs(result, args, desc, given, boxes)
-    from ..demo import record_accuracy
+    from ..engine import record_accuracy
 
     record_accuracy(result, model, x, y)
     if options.any():
@@ -168,11 +87,11 @@ def _cmd_model_randomization(args: argparse.Namespace, argv: list[str]) -> int:
 
         outcome = run_critiques(
             result, out, options, model=model, x=x, target=target, methods=methods,
-            scores=_csv(args.scores), controls=controls, group_by=group_by, device=args.device,
+            scores=csv_list(args.scores), controls=controls, group_by=group_by, device=args.device,
             progress=not args.no_progress, log=lambda s: print(s, file=sys.stderr),
             scaling=scaling)
         build_report(out, result=result)
-    _print_outputs(out)
+    print_outputs(out)
     print(_summary(result))
     return _critique_status(outcome, out)
 
@@ -189,9 +108,9 @@ def _cmd_data_randomization(args: argparse.Namespace, argv: list[str]) -> int:
     from ..report import write_run
 
     check_output_dir(args.out)
-    given = _method_settings.check(args.method_settings, _csv(args.methods))
+    given = _method_settings.check(args.method_settings, csv_list(args.methods))
     scaling = backend_settings(args)
-    controls = _controls(args.controls)
+    controls = parse_controls(args.controls)
     dataset, methods, boxes = _method_settings.data_randomization_specs(args, given, _log)
     result = data_randomization_test(
         dataset=dataset, architecture=args.architecture, n_train=args.subset,
@@ -200,7 +119,7 @@ def _cmd_data_randomization(args: argparse.Namespace, argv: list[str]) -> int:
         random_config=training.TrainConfig.random_labels(
             args.label_seed, seed=random_label_init_seed(args.seed), epochs=args.epochs),
         model_kwargs={"width": args.width}, methods=methods,
-        scores=_csv(args.scores), seed=args.seed, batch_size=args.batch_size,
+        scores=csv_list(args.scores), seed=args.seed, batch_size=args.batch_size,
         controls=controls, cache_dir=args.cache_dir, progress=not args.no_progress,
         **scaling,
     )
@@ -211,7 +130,7 @@ def _cmd_data_randomization(args: argparse.Namespace, argv: list[str]) -> int:
           f"test acc {acc['true']['test_acc']:.3f}")
     print(f"random-label model: train acc {acc['random']['train_acc']:.3f}, "
           f"test acc {acc['random']['test_acc']:.3f}")
-    _print_outputs(out)
+    print_outputs(out)
     if not result.settings["valid"]:
         print(f"INVALID comparison: {result.settings['invalid_reason']}", file=sys.stderr)
         return 3
@@ -238,7 +157,7 @@ def _cmd_localization(args: argparse.Namespace, argv: list[str]) -> int:
     from ..report.localization import summary_table
 
     out = check_output_dir(args.out)
-    given = _method_settings.check(args.method_settings, _csv(args.methods))
+    given = _method_settings.check(args.method_settings, csv_list(args.methods))
     smoothing = _smoothing(args.smoothing)
     model = load_model_arg(args)
     if args.grids:
@@ -252,16 +171,16 @@ def _cmd_localization(args: argparse.Namespace, argv: list[str]) -> int:
         grids = make_grids(model, x, y, n=args.grid, count=args.count,
                            confidence=args.confidence, seed=args.seed)
     boxes: dict[str, Any] = {}
-    methods = _method_settings.specs(_csv(args.methods), given, grids.images, None, _log, boxes)
+    methods = _method_settings.specs(csv_list(args.methods), given, grids.images, None, _log, boxes)
     result = localization_test(
-        model, grids, methods=methods, settings=_csv(args.settings) or [],
-        layers=_csv(args.layers) or [], smoothing=smoothing, seed=args.seed,
+        model, grids, methods=methods, settings=csv_list(args.settings) or [],
+        layers=csv_list(args.layers) or [], smoothing=smoothing, seed=args.seed,
         run_dir=args.out, split=args.split, batch_size=args.batch_size, device=args.device,
-        controls=_controls(args.controls), progress=not args.no_progress)
+        controls=parse_controls(args.controls), progress=not args.no_progress)
     record_inputs(result, args, desc, given, boxes)
     run = write_run(result, out, command=["saliency-sanity", *argv])
     grids.save(run / "grids.npz")
-    _print_outputs(run)
+    print_outputs(run)
     print(f"  grids:   {run / 'grids.npz'}")
     s = summary_table(result)
     for metric, g in s.groupby("metric", sort=False):
@@ -280,6 +199,10 @@ def _cmd_list(args: argparse.Namespace, argv: list[str]) -> int:
     print("orders:       " + ", ".join(orders))
     print("init schemes: " + ", ".join(init_schemes.list()))
     print("data sets:    " + ", ".join(data.list()))
+    print("checks:")
+    for spec in specs():
+        how = f"saliency-sanity {spec.cli.command}" if spec.cli is not None else "API / extra"
+        print(f"  {spec.name:<30} {how:<36} {spec.title}")
     return 0
 
 
@@ -310,55 +233,49 @@ def _critique_status(outcome: CritiqueOutcome | None, out: Path) -> int:
     return EXIT_EXTRA_FAILED
 
 
-def _print_outputs(out: Path) -> None:
-    from ..results.files import EXTRA_DIRS, RANKING_CSV, RANKING_TAU_CSV, SCALES_CSV
-
-    print(f"run directory: {out}")
-    print(f"  report:  {out / 'report.html'}")
-    print(f"  table:   {out / 'results.csv'}")
-    print(f"  run:     {out / 'run.json'}")
-    for sub in EXTRA_DIRS.values():
-        if (out / sub / "results.csv").is_file():
-            print(f"  extra:   {out / sub / 'results.csv'}")
-    for f in (SCALES_CSV, RANKING_CSV, RANKING_TAU_CSV):
-        if (out / f).is_file():
-            print(f"  extra:   {out / f}")
-    figs = sorted((out / "figures").glob("*.png"))
-    for f in figs:
-        print(f"  figure:  {f}")
+#: The subcommands that are not checks.
+_OWN_COMMANDS = {"demo": _cmd_demo, "list": _cmd_list, "report": _cmd_report}
+#: Of those, the ones that keep finished work in ``--out`` when interrupted.
+OWN_KEEPS_RUN_DIR = ("demo",)
 
 
-def _cmd_faithfulness(args: argparse.Namespace, argv: list[str]) -> int:
-    from ._faithfulness import run
+def command(name: str) -> Any:
+    """The function of subcommand ``name``: ``run(args, argv) -> exit status`` (a check's
+    registered ``Cli.run``).
 
-    return run(args, argv)
+    Example:
+        >>> command("list").__name__, command("localization").__name__
+        ('_cmd_list', '_cmd_localization')
+    """
+    if name in _OWN_COMMANDS:
+        return _OWN_COMMANDS[name]
+    spec = by_command(name)
+    if spec is None or spec.cli is None:
+        raise KeyError(f"unknown command {name!r}")
+    return resolve(spec.cli.run)
 
 
-_COMMANDS = {
-    "demo": _cmd_demo,
-    "faithfulness": _cmd_faithfulness,
-    "model-randomization": _cmd_model_randomization,
-    "data-randomization": _cmd_data_randomization,
-    "localization": _cmd_localization,
-    "list": _cmd_list,
-    "report": _cmd_report,
-    **_SHAH_COMMANDS,
-}
+def keeps_run_dir(name: str) -> bool:
+    """True when subcommand ``name`` keeps its finished work in ``--out`` after Ctrl-C and the
+    same command continues it (the demo's, and each check's ``Cli.keeps_run_dir``).
+
+    Example:
+        >>> keeps_run_dir("demo"), keeps_run_dir("model-randomization"), keeps_run_dir("list")
+        (True, True, False)
+    """
+    if name in _OWN_COMMANDS:
+        return name in OWN_KEEPS_RUN_DIR
+    spec = by_command(name)
+    return spec is not None and spec.cli is not None and spec.cli.keeps_run_dir
 
 
 def _summary(result: Any, margin: float = 0.1) -> str:
-    """What the terminal shows after a run: the stage-by-stage headlines first (which blocks
-    each method ignores), then the verdicts at full randomization."""
-    from ..verdicts import format_stage_summary, format_summary
+    """What the terminal shows after a run: the ``summary`` its check declares (model
+    randomization: the stage-by-stage headlines, then the verdicts at full randomization); the
+    verdicts for a check that is not registered."""
+    from ..verdicts import format_summary
 
-    if result.check == "faithfulness":
-        from ..report.faithfulness import format_faithfulness_summary
-
-        return format_faithfulness_summary(result)
-    if result.check == "localization":
-        from ..report.localization import summary_table
-
-        return summary_table(result).round(3).to_string(index=False)
-    if result.check != "model_randomization":
+    spec = find(result.check)
+    if spec is None:
         return format_summary(result, margin=margin)
-    return format_stage_summary(result) + "\n\n" + format_summary(result, margin=margin)
+    return "" if spec.summary is None else spec.part("summary")(result, margin=margin)

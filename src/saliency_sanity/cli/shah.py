@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from ._args import add_backend, backend_settings
+from ._common import add_backend, backend_settings
 
 EXIT_INVALID = 3
 
@@ -47,8 +47,8 @@ def _add_model(p: argparse.ArgumentParser, n_train: int, n_test: int, epochs: in
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
-def add_parsers(sub: Any) -> None:
-    """Add the ``diffroar`` and ``blockmnist`` subcommands to the CLI's subparsers."""
+def add_diffroar(sub: Any) -> None:
+    """Add the ``diffroar`` subcommand to the CLI's subparsers."""
     d = sub.add_parser("diffroar", help="DiffROAR / ROAR / KAR with retraining: standard vs "
                                         "robust model, random-map control (Shah et al. 2021)")
     d.add_argument("--data", default="mnist", choices=["mnist", "fashion_mnist"],
@@ -75,6 +75,9 @@ def add_parsers(sub: Any) -> None:
     _add_attack(d, "linf", eps=0.2, steps=5)
     add_backend(d, dtype=False, unit="retraining")
 
+
+def add_blockmnist(sub: Any) -> None:
+    """Add the ``blockmnist`` subcommand to the CLI's subparsers."""
     b = sub.add_parser("blockmnist", help="BlockMNIST: signal-block share of the gradient of a "
                                           "standard and a robust model (Shah et al. 2021)")
     b.add_argument("--base", default="mnist", help="mnist or fashion (mnist)")
@@ -139,7 +142,8 @@ def _cmd_diffroar(args: argparse.Namespace, argv: list[str]) -> int:
     models = args.cache_dir or Path(args.out) / "models"  # shared: k = 1 runs are trained once
     for label, method, adv, repeats in plan:
         print(f"diffroar: {label} ({method}, {repeats} repeats)", file=sys.stderr)
-        runs[label] = diffroar("mnist_cnn", ds, None, method, run_dir=Path(args.out) / label,
+        runs[label] = diffroar("mnist_cnn", ds, None, method=method,
+                               run_dir=Path(args.out) / label,
                                adversarial=adv, cache_dir=models, repeats=repeats,
                                original_trainer=None if method == "random" else original_cfg,
                                **common)
@@ -189,5 +193,3 @@ def _cmd_blockmnist(args: argparse.Namespace, argv: list[str]) -> int:
         return EXIT_INVALID
     return 0
 
-
-COMMANDS = {"diffroar": _cmd_diffroar, "blockmnist": _cmd_blockmnist}

@@ -12,10 +12,9 @@ from .options import CritiqueOptions, load_data_randomization_run
 from .run import (
            CritiqueOutcome,
            run_critiques,
-           save_dir_atomically,
            select_methods,
            without_noise_methods,
 )
 
 __all__ = ["CritiqueOptions", "CritiqueOutcome", "load_data_randomization_run",
-           "run_critiques", "save_dir_atomically", "select_methods", "without_noise_methods"]
+           "run_critiques", "select_methods", "without_noise_methods"]

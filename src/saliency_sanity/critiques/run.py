@@ -41,10 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +50,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import atomic_write, write_json
+from .._io import atomic_write, atomic_write_dir, write_json
 from ..checks.ranking import compute_ranking, ranking_inputs, wide_ranking
 from ..results import CheckResult
 from ..results.files import (
@@ -152,8 +149,8 @@ def run_critiques(
         res = compute()
         res.settings["critique_key"] = key
         res.settings["main_fingerprint"] = fp
-        outcome.written[name] = save_dir_atomically(
-            d, EXTRA_DIRS[name], res.save if save is None else (lambda p: save(res, p)))
+        outcome.written[name] = atomic_write_dir(
+            d / EXTRA_DIRS[name], res.save if save is None else (lambda p: save(res, p)))
 
     shared = {"methods": jsonable_spec(methods), "scores": jsonable_spec(scores),
               "controls": jsonable_spec(controls), "group_by": jsonable_spec(group_by),
@@ -202,8 +199,8 @@ def run_critiques(
         params = {"order": main_order, "init": init, "group_by": jsonable_spec(group_by),
                   **{k: str(v) for k, v in common.items()}}
         attempt("activation_scales", lambda: _activation_scales(
-            d, model, x, main_order, init, group_by, common, _key(fp, "activation_scales",
-                                                                    params), fp, outcome, log))
+            d, model, x, main_order, init, group_by, {**common, "progress": progress},
+            _key(fp, "activation_scales", params), fp, outcome, log))
     if options.faithfulness:
         from ..checks import faithfulness_test
         from ..plots_faithfulness import save_faithfulness_figures
@@ -238,10 +235,10 @@ def _activation_scales(d: Path, model: nn.Module, x: torch.Tensor, order: str, i
         outcome.written["activation_scales"] = d / SCALES_CSV
         log(f"critique activation_scales: reusing {d / SCALES_CSV} (same run and settings)")
         return
-    df = activation_scale_analysis(model, x, order=order, init=init, seed=common["seed"],
-                                   group_by=group_by, batch_size=common["batch_size"],
-                                   device=common["device"])
-    settings = dict(df.attrs.get("settings", {}))
+    res = activation_scale_analysis(model, x, order=order, init=init, group_by=group_by,
+                                    **common)
+    df = res.table
+    settings = dict(res.settings)
     settings.update({"critique_key": key, "main_fingerprint": fp})
     # the table first, the figure, then the settings file that marks the extra complete
     atomic_write(d / SCALES_CSV, lambda p: df.to_csv(p, index=False))
@@ -317,39 +314,6 @@ def select_methods(run_methods: Sequence[Any] | Mapping[str, Any] | None,
         else:
             out[str(getattr(c, "name", c))] = c
     return out
-
-
-def save_dir_atomically(parent: Path, name: str, save: Callable[[Path], Any]) -> Path:
-    """Build ``parent/name`` under a temporary name with ``save(tmp_dir)`` and rename it into
-    place (replacing an older one only once the new one is complete); return the path.
-
-    Example:
-        >>> import tempfile
-        >>> p = Path(tempfile.mkdtemp())
-        >>> save_dir_atomically(p, "x", lambda t: (t / "a.txt").write_text("1")).name
-        'x'
-        >>> sorted(q.name for q in p.iterdir())
-        ['x']
-    """
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent))
-    final = parent / name
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o777 & ~mask)
-        save(tmp)
-        if final.exists():
-            old = parent / f".{name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
 
 
 def _key(fp: str | None, name: str, params: Mapping[str, Any]) -> str | None:

@@ -7,11 +7,13 @@
 - :mod:`.store`: the run directory's per-unit store (resume) and run fingerprints;
 - :mod:`.rows`: the tidy tables assembled from the units' column arrays;
 - :mod:`.run`: :func:`execute`, which ties them together for a check;
+- :mod:`.accuracy`: the model's accuracy on the explained inputs, for the report's header;
 - :mod:`.ray_backend`: units as Ray tasks (``RunConfig(backend="ray")``; imported only then).
 
 Plans of models come from :mod:`saliency_sanity.randomization` (``StagePlan``, ``FixedPlan``).
 """
 
+from .accuracy import model_accuracy, record_accuracy
 from .config import RunConfig, check_backend, derive_seed, versions
 from .evaluator import (
     Evaluator,
@@ -33,6 +35,6 @@ __all__ = [
     "DEFAULT_BUDGET_BYTES", "ActivationReuse", "Evaluator", "LocalRunner", "Pair", "RunConfig",
     "RunOutput", "Unit", "UnitStore", "View", "batch_units", "check_inputs", "derive_seed",
     "evaluate", "execute", "finished_run", "fingerprint", "make_runner", "method_for_call",
-    "prepare", "progress_bar",
+    "model_accuracy", "prepare", "progress_bar", "record_accuracy",
     "resolve_methods", "resolve_scores", "versions",
 ]

@@ -127,14 +127,84 @@ class RunConfig:
         return None if self.dtype is None else getattr(torch, self.dtype)
 
     @classmethod
-    def from_kwargs(cls, config: RunConfig | None, kwargs: Mapping[str, Any]) -> RunConfig:
-        """``config`` (or the defaults) with ``kwargs`` replacing fields; unknown keys raise."""
+    def from_kwargs(cls, config: RunConfig | None, kwargs: Mapping[str, Any],
+                    defaults: Mapping[str, Any] | None = None) -> RunConfig:
+        """``config`` (or the defaults) with ``kwargs`` replacing fields; unknown keys raise.
+
+        ``defaults``: a check's own defaults for some common settings (DiffROAR's larger
+        batches), used only when no ``config`` is given; a keyword always wins.
+
+        Example:
+            >>> RunConfig.from_kwargs(RunConfig(seed=5, batch_size=8), {"seed": 1}).seed
+            1
+            >>> RunConfig.from_kwargs(None, {}, defaults={"batch_size": 250}).batch_size
+            250
+        """
         names = sorted(f.name for f in dataclasses.fields(cls))
-        for k in kwargs:
+        for k in [*kwargs, *(defaults or {})]:
             if k not in names:
                 raise TypeError(f"unknown setting {k!r}; the common settings are: "
                                 f"{', '.join(names)}")
-        return dataclasses.replace(config or cls(), **dict(kwargs))
+        base = config if config is not None else cls(**dict(defaults or {}))
+        if not isinstance(base, RunConfig):
+            raise TypeError(f"config must be a RunConfig, got {type(base).__name__}")
+        return dataclasses.replace(base, **dict(kwargs))
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> RunConfig:
+        """The config a saved run used, rebuilt from its ``run.json`` (the whole file's dict
+        or its ``"settings"``): seed, batch size, device, target mode, controls, examples,
+        backend and dtype as :meth:`record` wrote them (the resolved values: the device the run
+        used, the target mode it chose). ``progress``, ``run_dir`` and the Ray address and
+        options are not recorded: they get their defaults. Running the same check on the same
+        inputs with the rebuilt config records the same settings.
+
+        Example:
+            >>> cfg = RunConfig(seed=5, batch_size=8, device="cpu", target_mode="fixed",
+            ...                 controls=False, n_examples=2)
+            >>> rec = {"check": "demo", "settings": {"seed": 5, "batch_size": 8,
+            ...        "device": "cpu", "target_mode": "fixed", "n_examples": 2, "controls": []}}
+            >>> RunConfig.from_record(rec) == cfg
+            True
+            >>> RunConfig.from_record({"seed": 1, "engine": {"backend": "ray"}}).backend
+            'ray'
+        """
+        if not isinstance(record, Mapping):
+            raise TypeError(f"record must be the dict of a run.json, got {type(record).__name__}")
+        st = record.get("settings", record)
+        if not isinstance(st, Mapping):
+            raise TypeError("record['settings'] must be a dict (the settings of a run.json)")
+        kw: dict[str, Any] = {}
+        for name in ("seed", "batch_size", "n_examples"):
+            if st.get(name) is not None:
+                kw[name] = int(st[name])
+        for name in ("device", "target_mode", "dtype"):
+            if st.get(name) is not None:
+                kw[name] = str(st[name])
+        controls = st.get("controls")
+        if isinstance(controls, (list, tuple)):  # the labels of the controls that ran
+            kw["controls"] = list(controls) if controls else False
+        engine = st.get("engine")
+        if isinstance(engine, Mapping) and engine.get("backend") is not None:
+            kw["backend"] = str(engine["backend"])
+        return cls(**kw)
+
+    def reject_unused(self, used: Sequence[str], check: str) -> None:
+        """A clear error when a common setting the check does not use is set (not the default).
+
+        Example:
+            >>> RunConfig(seed=1).reject_unused(["seed"], "diffroar")
+            >>> RunConfig(dtype="bfloat16").reject_unused(["seed"], "diffroar")
+            Traceback (most recent call last):
+            ...
+            ValueError: diffroar does not use the common setting(s) dtype; it uses: seed
+        """
+        default = type(self)()
+        unused = [f.name for f in dataclasses.fields(self)
+                  if f.name not in used and getattr(self, f.name) != getattr(default, f.name)]
+        if unused:
+            raise ValueError(f"{check} does not use the common setting(s) {', '.join(unused)}; "
+                             f"it uses: {', '.join(used)}")
 
     def record(self, x: torch.Tensor, target: Any, dev: torch.device, target_mode: str | None,
                method_objs: Mapping[str, Any], score_objs: Mapping[str, Any],

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._hash import update_with_state, update_with_tensors
 from .._io import atomic_write, write_json
 
 
@@ -115,16 +116,7 @@ def fingerprint(models: Sequence[nn.Module], tensors: Sequence[torch.Tensor | No
     """
     h = hashlib.sha256()
     for m in models:
-        for name, t in m.state_dict().items():
-            h.update(name.encode())
-            h.update(str(t.dtype).encode())
-            h.update(str(tuple(t.shape)).encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    for t in tensors:
-        if t is None:
-            h.update(b"none")
-        else:
-            h.update(str(tuple(t.shape)).encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        update_with_state(h, m.state_dict())
+    update_with_tensors(h, tensors, dtype=False)
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     return h.hexdigest()[:32]

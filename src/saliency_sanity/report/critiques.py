@@ -30,7 +30,7 @@ from .ranking import ranking_section
 def contents(result: CheckResult, art: CritiqueArtifacts) -> list[tuple[str, str]]:
     """``(anchor, title)`` of the critique sections the page will show, in order."""
     out = []
-    if result.check == "model_randomization":
+    if "null_reference" in result.settings:  # model randomization records its null reference
         out.append(("null-reference", "Null reference"))
     if art.scales is not None:
         out.append(("activation-scales", "Activation scales"))
@@ -49,7 +49,7 @@ def critique_sections(result: CheckResult, art: CritiqueArtifacts) -> str:
     """The HTML of every critique section present (the null reference for model
     randomization, then activation scales, sMPRT, eMPRT, random logit, rankings)."""
     parts = []
-    if result.check == "model_randomization":
+    if "null_reference" in result.settings:
         parts.append(null_section(result))
     builders: list[tuple[str, Callable[[], str]]] = []
     if art.scales is not None:

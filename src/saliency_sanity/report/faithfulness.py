@@ -137,8 +137,9 @@ def ranking_artifacts(res: CheckResult) -> CritiqueArtifacts | None:
     return CritiqueArtifacts(ranking=long_ranks, tau=long_tau, ranking_settings=settings)
 
 
-def format_faithfulness_summary(res: CheckResult) -> str:
-    """The plain-text table printed after a faithfulness run: mean score per method.
+def format_faithfulness_summary(res: CheckResult, margin: float = 0.1) -> str:
+    """The plain-text table printed after a faithfulness run: mean score per method (``margin``
+    is not used: faithfulness ranks methods, it has no verdict).
 
     Example:
         >>> t = pd.DataFrame({"method": "g", "stage": [0, 1], "layer": ["0", "1"], "sample": 0,

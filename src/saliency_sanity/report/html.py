@@ -27,12 +27,13 @@ import pandas as pd
 from .._io import atomic_write
 from ..results import CheckResult
 from ..results.files import CRITIQUE_FIGURES
-from ..verdicts import MAIN_SCORES, verdicts
+from ..results.spec import find as find_check
+from ..results.spec import get as get_check
+from ..verdicts import MAIN_SCORES
 from ._util import PNG_SIGNATURE, _ci, _num, _png_uri, _table, e
 from .artifacts import CritiqueArtifacts, load_critiques
-from .critiques import contents, critique_sections
 from .summary import CSS as _SUMMARY_CSS
-from .summary import _badge, headlines_section, run_header, stage_readings_section
+from .summary import _badge
 
 _CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;margin:0;
@@ -74,12 +75,8 @@ def _figures_from_dir(directory: Path) -> list[tuple[str, bytes]]:
 
 
 def save_check_figures(result: CheckResult, directory: str | os.PathLike) -> list[Path]:
-    """Write the figures of ``result``'s check into ``directory`` (faithfulness: the curves of
-    :mod:`saliency_sanity.plots_faithfulness`; the other checks: :mod:`saliency_sanity.plots`)."""
-    if result.check == "faithfulness":
-        from ..plots_faithfulness import save_faithfulness_figures
-
-        return save_faithfulness_figures(result, directory)
+    """Write the figures of ``result``'s check into ``directory``
+    (:func:`saliency_sanity.plots.save_figures`: the check's registered ``figures``)."""
     from ..plots import save_figures
 
     return save_figures(result, directory)
@@ -269,7 +266,9 @@ def _settings_section(result: CheckResult) -> str:
 def render_report(result: CheckResult, figures: list[tuple[str, bytes]] | None = None,
                   title: str | None = None, margin: float = 0.1, min_samples: int = 5,
                   critiques: CritiqueArtifacts | None = None) -> str:
-    """The report page of ``result`` as an HTML string.
+    """The report page of ``result`` as an HTML string: the ``report`` part its check declares
+    (:mod:`saliency_sanity.results.spec`; a check that is not registered gets the randomization
+    page, titled with its name).
 
     ``figures``: ``(name, png_bytes)`` pairs to embed; None draws them from the result.
     ``critiques``: the extras saved beside the run (:func:`.critiques.load_critiques`); their
@@ -280,69 +279,15 @@ def render_report(result: CheckResult, figures: list[tuple[str, bytes]] | None =
     """
     if figures is None:
         figures = _figures_from_result(result)
-    if result.check == "faithfulness":
-        return _page(title or "Faithfulness", _faithfulness_body(result, figures, critiques))
-    if result.check == "localization":
-        from .localization import render_localization
-
-        return render_localization(result, figures, _CSS + _SUMMARY_CSS,
-                                   _settings_section(result), title)
-    v = verdicts(result, margin=margin, min_samples=min_samples)
-    name = title or {"model_randomization": "Model parameter randomization test",
-                     "data_randomization": "Data randomization test"}.get(result.check,
-                                                                         result.check)
-    order = result.settings.get("order")
-    sub = ", ".join(str(x) for x in (
-        f"{order} order" if order else None,
-        f"init {result.settings.get('init')}" if result.settings.get("init") else None,
-        f"seed {result.settings.get('seed')}" if result.settings.get("seed") is not None else None,
-        f"{result.table['sample'].nunique()} samples" if not result.table.empty else None,
-    ) if x)
-    art = critiques if critiques is not None else CritiqueArtifacts()
-    figures = [f for f in figures if f[0] not in CRITIQUE_FIGURES]
-    extra = critique_sections(result, art)
-    toc = contents(result, art)
-    nav = ""
-    if len(toc) > 1:
-        nav = ('<p class="sub">Sections: <a href="#verdicts">Verdicts</a> &middot; '
-               '<a href="#figures">Figures</a> &middot; ' + " &middot; ".join(
-                   f'<a href="#{a}">{e(t)}</a>' for a, t in toc)
-               + ' &middot; <a href="#settings">Settings</a></p>')
-    body = "\n".join([
-        f'<div class="head"><h1>{e(name)}</h1>'
-        f'<p class="sub">saliency-sanity report &middot; {e(sub)}</p></div>',
-        run_header(result),
-        nav,
-        headlines_section(result, v, margin, min_samples),
-        _figures_section(figures),
-        extra,
-        _detail_section(v, result),
-        stage_readings_section(result, min_samples),
-        _stage_tables_section(result),
-        _stages_section(result),
-        _settings_section(result),
-    ])
-    return _page(name, body)
-
-
-def _faithfulness_body(result: CheckResult, figures: list[tuple[str, bytes]],
-                       critiques: CritiqueArtifacts | None) -> str:
-    """The page of a faithfulness run: the curves and scores, the methods ranked by each score
-    with Kendall's tau between the scores, the settings."""
-    from .faithfulness import faithfulness_section, ranking_artifacts
-    from .ranking import ranking_section
-
-    art = critiques if critiques is not None and critiques.ranking is not None else (
-        ranking_artifacts(result))
-    sub = f"seed {result.settings.get('seed')}, {result.table['sample'].nunique()} samples" \
-        if not result.table.empty else ""
-    parts = ['<div class="head"><h1>Faithfulness</h1>'
-             f'<p class="sub">saliency-sanity report &middot; {e(sub)}</p></div>',
-             run_header(result), faithfulness_section(result, dict(figures))]
-    if art is not None:
-        parts.append(ranking_section(art))
-    parts.append(_settings_section(result))
-    return "\n".join(parts)
+    spec = find_check(result.check)
+    if spec is None:
+        spec, title = get_check("model_randomization"), title or result.check
+    if spec.report is None:
+        raise ValueError(f"the {result.check} check declares no report page: its run directory "
+                         "is written together with its page (saliency-sanity "
+                         f"{spec.cli.command if spec.cli else result.check})")
+    return spec.part("report")(result, figures, title=title or spec.title, margin=margin,
+                               min_samples=min_samples, critiques=critiques)
 
 
 def _page(name: str, body: str) -> str:

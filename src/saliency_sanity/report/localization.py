@@ -58,6 +58,20 @@ def difull_leaks(result: CheckResult) -> list[str]:
     return sorted(set(t[t["value"] < 1.0]["method"]))
 
 
+def format_localization_summary(result: CheckResult, margin: float = 0.1) -> str:
+    """What the terminal shows after a localization run: :func:`summary_table`, rounded
+    (``margin`` is not used: localization has no verdict).
+
+    Example:
+        >>> t = pd.DataFrame({"method": "g", "setting": "gridpg", "layer": "input",
+        ...                   "sample": [0, 1], "head": 0, "metric": "localization",
+        ...                   "value": [0.5, 1.0]})
+        >>> "0.75" in format_localization_summary(CheckResult("localization", t))
+        True
+    """
+    return summary_table(result).round(3).to_string(index=False)
+
+
 def render_localization(result: CheckResult, figures: list[tuple[str, bytes]], css: str,
                         settings_html: str, title: str | None = None) -> str:
     """The page as an HTML string (``css`` and the settings section come from the report)."""

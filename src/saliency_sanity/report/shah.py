@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from .._io import atomic_write, write_json
+from .._io import atomic_save, atomic_write, write_json
 from ._util import _num, _png_uri, _table, e
 from .html import _CSS
 
@@ -147,8 +147,6 @@ def write_blockmnist_run(outcome: Mapping[str, Any], out: str | os.PathLike,
     Example:
         >>> # write_blockmnist_run(blockmnist_experiment(), "runs/b")
     """
-    import torch
-
     from ..plots_shah import plot_block_maps, plot_signal_share_hist
 
     d = Path(out)
@@ -160,8 +158,8 @@ def write_blockmnist_run(outcome: Mapping[str, Any], out: str | os.PathLike,
     atomic_write(d / "summary.csv", lambda p: summary.to_csv(p, index=False))
     write_json(d / "run.json", {"check": "blockmnist", "settings": settings,
                                 "summary": summary.to_dict(orient="records")})
-    atomic_write(d / "maps.pt", lambda p: torch.save(
-        {"x": outcome["x"], "y": outcome["y"], "mask": outcome["mask"], **outcome["maps"]}, p))
+    atomic_save(d / "maps.pt", {"x": outcome["x"], "y": outcome["y"], "mask": outcome["mask"],
+                                **outcome["maps"]})
     figs = [plot_block_maps(outcome["x"], outcome["maps"], outcome["mask"],
                             d / "figures" / "blockmnist_maps.png"),
             plot_signal_share_hist(table, d / "figures" / "signal_share.png"),

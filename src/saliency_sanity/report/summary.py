@@ -25,8 +25,8 @@ import pandas as pd
 
 from ..results import CheckResult
 from ..verdicts import MAIN_SCORES, STAGE_RULE, method_summary, rule_text, stage_headlines
-from ..verdicts import stage_verdicts as _stage_verdicts
 from ._util import _ci, _num, _table, e
+from .hooks import verdict_hook
 
 #: Below this accuracy on the explained inputs the header warns about the preprocessing.
 LOW_ACCURACY = 0.5
@@ -110,7 +110,7 @@ def run_header(result: CheckResult) -> str:
     """
     st = result.settings
     rows = [("Model", _model_text(st)), ("Data", _data_text(st))]
-    if result.check == "data_randomization":
+    if "accuracies" in st:  # two models (data randomization): the accuracy of each
         accs = st.get("accuracies") or {}
         for kind in ("true", "random"):
             a = accs.get(kind) or {}
@@ -130,11 +130,13 @@ def _main_scores(result: CheckResult, v: pd.DataFrame) -> list[str]:
 
 
 def _stage_frames(result: CheckResult, min_samples: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(stage_verdicts, stage_headlines) of a model randomization run; empty otherwise."""
-    if result.check != "model_randomization" or result.table.empty:
+    """(stage_verdicts, stage_headlines) of a run whose check reads stages (its verdict hook's
+    ``stages``: model randomization); empty otherwise."""
+    stages = verdict_hook(result).stages
+    if stages is None or result.table.empty:
         return pd.DataFrame(), pd.DataFrame()
     try:
-        sv = _stage_verdicts(result, min_samples=min_samples)
+        sv = stages(result, min_samples=min_samples)
     except ValueError:
         return pd.DataFrame(), pd.DataFrame()
     if sv.empty:
@@ -188,7 +190,7 @@ def headlines_section(result: CheckResult, v: pd.DataFrame, margin: float = 0.1,
         True
     """
     parts = ['<span id="verdicts"></span><h2 class="top">Verdicts</h2>']
-    if result.check == "data_randomization" and result.settings.get("valid") is False:
+    if result.settings.get("valid") is False:  # data randomization: not memorized
         parts.append(f'<p class="rule"><b>INVALID run:</b> '
                      f'{e(result.settings.get("invalid_reason", ""))}</p>')
     if v.empty:
@@ -277,17 +279,6 @@ def _agreement_line(result: CheckResult) -> str:
             + " &middot; ".join(parts) + ".")
 
 
-_PLAIN = {
-    "model_randomization": (
-        "A method passes when, with every block randomized, its maps are no closer to the "
-        "trained model's maps than the maps of two unrelated random models are to each other, "
-        "yet clearly moved away from them; stage by stage it is flagged when its maps keep more "
-        "than half of their similarity while most predictions have already changed."),
-    "data_randomization": (
-        "A method passes when the maps of the model trained on random labels are no closer to "
-        "the true-label model's maps than random maps are, yet clearly moved away from them."),
-}
-
 _FORMULA = """\
 s_k,i    similarity of sample i's map at stage k to the trained model's map (oriented:
          higher = more similar, mse negated); P = the score's perfect value (stage 0)
@@ -316,10 +307,11 @@ def rule_section(result: CheckResult, margin: float = 0.1, min_samples: int = 5)
         >>> html.count("<details>"), "retained_k,i" in html
         (1, True)
     """
-    plain = _PLAIN.get(result.check, _PLAIN["model_randomization"])
+    hook = verdict_hook(result)
+    plain = hook.rule
     formula = _FORMULA.format(margin=margin, min_samples=min_samples)
     words = e(rule_text(margin, min_samples))
-    if result.check == "model_randomization":
+    if hook.stages is not None:
         formula += "\n" + _STAGE_FORMULA
         words += "</p><p>" + e(STAGE_RULE)
     return (f'<div class="rule" id="rule"><b>Rule.</b> {e(plain)}'

@@ -3,7 +3,9 @@
 This layer imports no torch: the report and the plots read results without the engine.
 """
 
-from . import files
-from .result import CHECK_COLUMNS, COLUMNS, CheckResult, columns_for, mean_interval
+from . import files, spec
+from .result import COLUMNS, CheckResult, columns_for, mean_interval
+from .spec import CheckSpec
 
-__all__ = ["CHECK_COLUMNS", "COLUMNS", "CheckResult", "columns_for", "files", "mean_interval"]
+__all__ = ["COLUMNS", "CheckResult", "CheckSpec", "columns_for", "files", "mean_interval",
+           "spec"]

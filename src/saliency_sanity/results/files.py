@@ -19,13 +19,3 @@ RANKING_TAU_CSV = "ranking_tau.csv"
 RANKING_JSON = "ranking.json"
 #: Figures the critiques add to ``figures/``.
 CRITIQUE_FIGURES = ("activation_scales", "ranking")
-
-#: Display names of the checks, by ``CheckResult.check``.
-CHECK_LABELS = {
-    "model_randomization": "MPRT",
-    "smooth_model_randomization": "sMPRT",
-    "efficient_model_randomization": "eMPRT",
-    "random_logit": "random logit",
-    "data_randomization": "data randomization",
-    "faithfulness": "faithfulness",
-}

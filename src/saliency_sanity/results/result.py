@@ -13,24 +13,26 @@ import numpy as np
 import pandas as pd
 
 from .._io import atomic_write, write_json
+from .spec import find
 
 COLUMNS = ["method", "stage", "layer", "sample", "metric", "value"]
-#: checks whose table has other key columns than ``COLUMNS`` (always with method, sample,
-#: metric and value): the localization check has a setting and a head instead of a stage
-CHECK_COLUMNS = {
-    "localization": ["method", "setting", "layer", "sample", "head", "metric", "value"],
-}
+#: columns read back as text (block and layer names such as "3" stay strings)
+TEXT_COLUMNS = ("method", "layer", "metric", "setting", "randomized_block", "block", "position")
 
 
 def columns_for(check: str) -> list[str]:
-    """The table columns of a check's result.
+    """The table columns of a check's result: those its :class:`~.spec.CheckSpec` declares
+    (e.g. localization: a setting and a head instead of a stage), ``COLUMNS`` for a check that
+    is not registered.
 
     Example:
         >>> columns_for("model_randomization") == COLUMNS
         True
+        >>> columns_for("localization")[:3]
+        ['method', 'setting', 'layer']
     """
-    return list(CHECK_COLUMNS.get(check, COLUMNS))
-
+    spec = find(check)
+    return list(spec.columns) if spec is not None else list(COLUMNS)
 
 
 def mean_interval(values: Any, ci: float = 0.95) -> tuple[int, float, float, float]:
@@ -163,13 +165,13 @@ class CheckResult:
 
 def _read_table(path: Path, columns: list[str] = COLUMNS) -> pd.DataFrame:
     try:
-        table = pd.read_csv(path, dtype={"method": str, "layer": str, "metric": str,
-                                         "setting": str})
+        table = pd.read_csv(path, dtype=dict.fromkeys(TEXT_COLUMNS, str))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not a readable results table: {err}") from err
     if list(table.columns) != columns:
         raise ValueError(f"{path} has columns {list(table.columns)}, expected {columns}")
-    table["layer"] = table["layer"].fillna("")
+    if "layer" in table:
+        table["layer"] = table["layer"].fillna("")
     return table
 
 

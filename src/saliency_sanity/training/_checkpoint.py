@@ -1,26 +1,13 @@
-"""Checkpoint files of the trainer: atomic writes and a guarded load (``weights_only=True``)."""
+"""Checkpoint files of the trainer: a guarded load (``weights_only=True``); they are written with
+:func:`saliency_sanity._io.atomic_save`."""
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(meta: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, default=repr))
-    os.replace(tmp, path)
 
 
 def _load_checkpoint(path: Path, key: str) -> dict[str, Any] | None:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import torch
 
+from .._io import atomic_save, write_json
 from ..data import Dataset
 from .config import TrainConfig, TrainResult
 from .trainer import (
@@ -23,9 +24,7 @@ from .trainer import (
     _build,
     _describe,
     _load_checkpoint,
-    _save_atomic,
     _state_hash,
-    _write_json,
     cache_key,
     default_cache_dir,
 )
@@ -86,15 +85,15 @@ def store_result(result: TrainResult, factory: Factory, dataset: Dataset, config
         raise ValueError(f"the result belongs to run {result.key}, not to {key}")
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
-    _save_atomic({"key": key, "model": state, "history": result.history, "done": True,
-                  "epoch": result.epochs, "train_acc": result.train_acc,
-                  "test_acc": result.test_acc, "reached_target": result.reached_target,
-                  "robust_test_acc": result.robust_test_acc}, path)
+    atomic_save(path, {"key": key, "model": state, "history": result.history, "done": True,
+                       "epoch": result.epochs, "train_acc": result.train_acc,
+                       "test_acc": result.test_acc, "reached_target": result.reached_target,
+                       "robust_test_acc": result.robust_test_acc})
     if isinstance(factory, str):
         kwargs.setdefault("num_classes", dataset.num_classes)
-    _write_json({"key": key, "model": _describe(factory, kwargs),
-                 "dataset": {"name": dataset.name, "n_train": dataset.n_train,
-                             "n_test": dataset.n_test, "seed": dataset.seed},
-                 "config": dataclasses.asdict(config), "done": True,
-                 "history": result.history}, path.with_suffix(".json"))
+    write_json(path.with_suffix(".json"), {
+        "key": key, "model": _describe(factory, kwargs),
+        "dataset": {"name": dataset.name, "n_train": dataset.n_train,
+                    "n_test": dataset.n_test, "seed": dataset.seed},
+        "config": dataclasses.asdict(config), "done": True, "history": result.history})
     return dataclasses.replace(result, checkpoint=path)

@@ -4,8 +4,9 @@ Determinism: the model is initialized from ``config.seed`` (factories take ``see
 shuffled by a ``torch.Generator`` seeded with ``config.seed``, and any use of the global RNG by the
 model itself (e.g. dropout) happens inside ``torch.random.fork_rng`` seeded with ``config.seed``,
 so the caller's global RNG state is left exactly as it was. After every epoch the model,
-optimizer, generator states, epoch and history are written atomically (tmp file + os.replace);
-an interrupted run resumes from there and ends bit-identical to an uninterrupted one.
+optimizer, generator states, epoch and history are written atomically (``_io.atomic_save``: tmp
+file + os.replace); an interrupted run resumes from there and ends bit-identical to an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._arch import logits_of
+from .._hash import update_with_state
+from .._io import atomic_save, write_json
 from ..data import Dataset
-from ._checkpoint import _load_checkpoint, _save_atomic, _write_json
+from ._checkpoint import _load_checkpoint
 from .adversarial import PGD, robust_accuracy
 from .config import TrainConfig, TrainResult
 
@@ -130,12 +133,7 @@ def _build(factory: Factory, kwargs: dict[str, Any], seed: int) -> nn.Module:
 
 def _state_hash(model: nn.Module) -> str:
     h = hashlib.blake2b(digest_size=8)
-    for name, t in model.state_dict().items():
-        arr = t.detach().cpu().contiguous()
-        h.update(f"{name}{arr.dtype}{tuple(arr.shape)}".encode())
-        # reshape(-1): a 0-dim tensor (batch norm's num_batches_tracked) cannot be viewed as
-        # bytes of another element size
-        h.update(arr.reshape(-1).view(torch.uint8).numpy().tobytes() if arr.numel() else b"")
+    update_with_state(h, model.state_dict())
     return h.hexdigest()
 
 
@@ -333,36 +331,30 @@ def train(
                     robust_acc = robust_accuracy(model, adversarial, x_test, y_test, config.seed)
                     history[-1]["robust_test_acc"] = robust_acc
                 if path is not None:
-                    _save_atomic(
-                        {
-                            "key": key,
-                            "model": model.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "shuffle_rng": shuffle.get_state(),
-                            "adv_rng": adv_gen.get_state(),
-                            "robust_test_acc": robust_acc,
-                            "global_rng": torch.random.get_rng_state(),
-                            "epoch": epoch + 1,
-                            "history": history,
-                            "done": done,
-                            "train_acc": train_acc,
-                            "test_acc": test_acc,
-                            "reached_target": reached,
-                        },
-                        path,
-                    )
-                    _write_json(
-                        {
-                            "key": key,
-                            "model": _describe(factory_name_or_callable, kwargs),
-                            "dataset": {"name": dataset.name, "n_train": n,
-                                        "n_test": len(y_test), "seed": dataset.seed},
-                            "config": dataclasses.asdict(config),
-                            "done": done,
-                            "history": history,
-                        },
-                        path.with_suffix(".json"),
-                    )
+                    atomic_save(path, {
+                        "key": key,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "shuffle_rng": shuffle.get_state(),
+                        "adv_rng": adv_gen.get_state(),
+                        "robust_test_acc": robust_acc,
+                        "global_rng": torch.random.get_rng_state(),
+                        "epoch": epoch + 1,
+                        "history": history,
+                        "done": done,
+                        "train_acc": train_acc,
+                        "test_acc": test_acc,
+                        "reached_target": reached,
+                    })
+                    write_json(path.with_suffix(".json"), {
+                        "key": key,
+                        "model": _describe(factory_name_or_callable, kwargs),
+                        "dataset": {"name": dataset.name, "n_train": n,
+                                    "n_test": len(y_test), "seed": dataset.seed},
+                        "config": dataclasses.asdict(config),
+                        "done": done,
+                        "history": history,
+                    })
                 bar.update(1)
                 bar.set_postfix(train=f"{train_acc:.3f}", test=f"{test_acc:.3f}")
                 if done:
