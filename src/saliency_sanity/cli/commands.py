@@ -347,9 +347,9 @@ _COMMANDS = {
 
 
 def _summary(result: Any, margin: float = 0.1) -> str:
-    """What the terminal shows after a run: the stage-by-stage headlines first (which blocks
-    each method ignores), then the verdicts at full randomization."""
-    from ..verdicts import format_stage_summary, format_summary
+    """What the terminal shows after a run: the one verdict per method (for model
+    randomization: which randomized blocks each method ignores), or the check's summary."""
+    from ..verdicts import format_verdict, has_verdict
 
     if result.check == "faithfulness":
         from ..report.faithfulness import format_faithfulness_summary
@@ -359,6 +359,6 @@ def _summary(result: Any, margin: float = 0.1) -> str:
         from ..report.localization import summary_table
 
         return summary_table(result).round(3).to_string(index=False)
-    if result.check != "model_randomization":
-        return format_summary(result, margin=margin)
-    return format_stage_summary(result) + "\n\n" + format_summary(result, margin=margin)
+    if not has_verdict(result.check):
+        return result.summary().round(3).to_string(index=False)
+    return format_verdict(result, margin=margin)
