@@ -261,6 +261,8 @@ def test_demo_cnn_reproduces_the_papers_stage_conclusion():
     assert h.loc["guided_backprop", "ignores"].startswith("fc2")
     assert h.loc["guided_gradcam", "verdict"] == "flagged"
     assert h.loc["gradient", "verdict"] == "pass" and h.loc["gradcam", "verdict"] != "flagged"
+    printed = [line.split() for line in format_verdict(r).splitlines()[1:-1]]
+    assert ["guided_backprop", "FLAGGED"] in [words[:2] for words in printed]
     assert h.loc["gradient", "headline"] == "changes with every randomized block"
     sv = stage_verdicts(r)
     first = sv[sv["stage"] == 1]
