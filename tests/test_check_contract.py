@@ -327,7 +327,7 @@ def test_a_new_check_needs_only_its_spec_and_one_registration(monkeypatch, tmp_p
                     "sample", "metric", "value"),
                     figures="saliency_sanity.plots:data_randomization_figures",
                     report="saliency_sanity.report.pages:randomization_page",
-                    summary="saliency_sanity.verdicts:format_summary", verdict=None,
+                    summary="saliency_sanity.report.hooks:format_table_summary", verdict=None,
                     ranking=Ranking(label="toy"),
                     cli=Cli("toy-check", _toy_add_parser, _toy_cli_run, keeps_run_dir=True),
                     example=Example)

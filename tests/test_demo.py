@@ -120,3 +120,30 @@ def test_gradient_road_morf_falls_faster_than_a_random_map(trained):
     assert abs(area["random_gaussian"] - area["(random order)"]) < 0.1
     gap = faithfulness_summary(r).set_index("method")["mean"]
     assert gap["gradient"] > gap["random_gaussian"]
+
+
+def test_guided_backprop_is_flagged_alike_in_the_printout_and_the_report(trained, tmp_path):
+    """The demo's question, one answer: guided backprop ignores the top blocks of the demo CNN
+    (Adebayo et al. 2018), and the terminal summary, the report and the function agree."""
+    import re
+
+    from saliency_sanity.cli.commands import _summary
+    from saliency_sanity.report import write_run
+    from saliency_sanity.verdicts import verdict
+
+    res, ds = trained
+    result = model_randomization_test(
+        res.model, ds.x_test[:16], methods=["gradient", "guided_backprop"],
+        scores=["spearman_abs", "ssim"], seed=0, batch_size=16, progress=False)
+    v = verdict(result).set_index("method")
+    assert v.loc["guided_backprop", "verdict"] == "flagged"
+    assert v.loc["guided_backprop", "ignores"].startswith("fc2")
+    assert v.loc["gradient", "verdict"] == "pass"
+    printed = {line.split()[0]: line.split()[1] for line in _summary(result).splitlines()[1:3]}
+    assert printed == {"gradient": "PASS", "guided_backprop": "FLAGGED"}
+    page = (write_run(result, tmp_path / "run") / "report.html").read_text(encoding="utf-8")
+    table = page[page.index('id="headlines"'):]
+    table = table[:table.index("</table>")]
+    badges = dict(re.findall(r'<tr[^>]*><td>([^<]*)(?: <span class="note">control</span>)?'
+                             r'</td><td><span class="badge (\w+)"', table))
+    assert badges == v["verdict"].to_dict()

@@ -92,30 +92,67 @@ def test_report_is_written_and_self_contained(run_dir):
     # order: what was explained, verdicts and headlines, figures, tables, settings
     pos = [text.index(h) for h in ('id="run"', "Accuracy on these inputs", ">Verdicts</h2>",
                                    'id="headlines"', 'id="rule"', "<h2>Figures</h2>",
-                                   ">Verdicts per score</h2>", ">Stage readings</h2>",
+                                   ">Stage readings</h2>",
                                    ">Per-stage tables</h2>", "<h2>Settings</h2>")]
     assert pos == sorted(pos)
-    assert "Rule." in text and "Binder" in text
+    assert "Rule." in text and "noise resembles nothing" in text
+    assert ">Verdicts per score</h2>" not in text  # one verdict: no end-of-curve table
     for word in ("edge_sobel", "random_gaussian", "Versions", "Reproduce this run"):
         assert word in text
 
 
-def test_report_verdicts_match_the_verdicts_table(run_dir):
-    from saliency_sanity.verdicts import method_summary, verdicts
+def _badges(text: str) -> dict[str, str]:
+    """method -> the verdict badge of its row in the report's headline table."""
+    import html
 
-    res = CheckResult.load(run_dir)
-    s = method_summary(verdicts(res)).set_index("method")["verdict"]
-    text = (run_dir / "report.html").read_text(encoding="utf-8")
-    assert s["edge_sobel"] == "fail"
     table = text[text.index('id="headlines"'):]
     table = table[:table.index("</table>")]
     rows = re.findall(r'<tr[^>]*><td>([^<]*)(?: <span class="note">control</span>)?</td><td><span '
                       r'class="badge (\w+)"', table)
-    import html
+    return {html.unescape(m): v for m, v in rows}
 
-    assert {html.unescape(m): v for m, v in rows} == s.to_dict()
-    # methods first, then the controls
-    assert [html.unescape(m) for m, _ in rows][-2:] == ["edge_sobel", "random_gaussian"]
+
+def _printed(text: str) -> dict[str, str]:
+    """method -> the verdict word of each method line printed by the terminal summary."""
+    out = {}
+    lines = text[text.index("verdicts: "):].splitlines()
+    for line in lines[1:]:
+        if line.startswith("rule: "):
+            break
+        name, _, rest = line.strip().partition("  ")
+        out[name.removesuffix(" (control)")] = rest.split()[0]
+    return out
+
+
+def test_every_place_gives_each_method_the_same_verdict(run_dir, capsys):
+    """The function, the printed summary, the report's verdict table and the per-stage table
+    agree: no method is passed in one place and flagged in another."""
+    from saliency_sanity.cli.commands import _summary
+    from saliency_sanity.verdicts import format_verdict, stage_verdicts, verdict
+
+    res = CheckResult.load(run_dir)
+    one = verdict(res).set_index("method")["verdict"].to_dict()
+    assert one["edge_sobel"] == "flagged" and one["random_gaussian"] == "pass"
+    text = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert _badges(text) == one
+    assert list(_badges(text))[-2:] == ["edge_sobel", "random_gaussian"]  # controls last
+    upper = {m: v.upper() for m, v in one.items()}
+    assert _printed(format_verdict(res)) == upper
+    assert _printed(_summary(res)) == upper
+    assert main(["report", str(run_dir), "--out", str(run_dir.parent / "again.html")]) == 0
+    assert _printed(capsys.readouterr().out) == upper
+    # the per-stage table says the same: flagged <=> a stage reads insensitive (or the maps
+    # never depend on the model); passed => every stage changed or was not judged
+    sv = stage_verdicts(res)
+    sv = sv[sv["metric"].isin(["spearman_abs", "ssim"])]
+    for method, g in sv.groupby("method"):
+        by_stage = g.groupby("stage")["reading"].agg(set)
+        stuck = any(r == {"insensitive"} or "model-independent" in r for r in by_stage)
+        assert (one[method] == "flagged") == stuck, (method, by_stage.tolist())
+        if one[method] == "pass":
+            assert all(r <= {"changed", "model unchanged"} for r in by_stage)
+    # and the page never shows another verdict for a method
+    assert 'class="badge fail"' not in text
 
 
 def _headline_rows(text: str) -> dict[str, str]:
@@ -131,7 +168,7 @@ def _headline_rows(text: str) -> dict[str, str]:
 def test_report_top_shows_the_run_and_the_headlines_with_their_numbers(run_dir):
     import html
 
-    from saliency_sanity.verdicts import stage_headlines, stage_verdicts, verdicts
+    from saliency_sanity.verdicts import stage_verdicts, verdict
 
     res = CheckResult.load(run_dir)
     text = (run_dir / "report.html").read_text(encoding="utf-8")
@@ -142,24 +179,20 @@ def test_report_top_shows_the_run_and_the_headlines_with_their_numbers(run_dir):
     assert "4 blocks: conv1, conv2, fc1, fc2" in top
     # one row per method and control, each with its stage headline and the numbers behind it
     rows = _headline_rows(text)
-    h = stage_headlines(res).set_index("method")
+    h = verdict(res).set_index("method")
     sv = stage_verdicts(res)
-    v = verdicts(res)
     assert set(rows) == set(h.index) == {"gradient", "<b>evil</b> & co", "edge_sobel",
                                          "random_gaussian"}
     for method, row in rows.items():
         words = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", row)).split())
         assert " ".join(str(h.loc[method, "headline"]).split()[:6]) in words
-        assert ('<span class="flag">flagged</span>' in row) == bool(h.loc[method, "flagged"])
-        for m in ("spearman_abs", "ssim"):  # similarity vs null at full randomization
-            r = v[(v["method"] == method) & (v["metric"] == m)].iloc[0]
-            assert f"{r['last_stage_mean']:.3f} vs {r['null_mean']:.3f}" in words
+        assert f'class="badge {h.loc[method, "verdict"]}"' in row
         if method in ("gradient", "<b>evil</b> & co"):  # the share kept at each stage
             g = sv[(sv["method"] == method)]
             first = g[g["stage"] == 1].set_index("metric")["retained_mean"]
             assert (f"kept: fc2 {100 * first['spearman_abs']:.0f}/"
                     f"{100 * first['ssim']:.0f}%") in words
-    assert "never changes" in rows["edge_sobel"] and 'class="flag"' in rows["edge_sobel"]
+    assert "never changes" in rows["edge_sobel"] and 'badge flagged' in rows["edge_sobel"]
     agree = res.stages[1]["output_change"]["prediction_agreement"]
     assert f"at each stage: fc2 {100 * agree:.0f}%" in top
 
@@ -169,11 +202,11 @@ def test_report_rule_in_words_and_long_tables_folded(run_dir):
     rule = text[text.index('id="rule"'):]
     rule = rule[:rule.index("</div>")]
     sentence = re.sub(r"<[^>]+>", "", rule[:rule.index("<details>")]).split("Rule.", 1)[1]
-    assert sentence.count(". ") == 0 and sentence.rstrip().endswith("changed.")
-    assert "<summary>The formula</summary>" in rule and "d_i = s_K,i - null_K,i" in rule
-    assert "retained_k,i = (s_k,i - F) / (P - F)" in rule
-    # the long tables are folded: per score verdicts, stage readings, one per score per stage
-    for head in (">Verdicts per score</h2>", ">Stage readings</h2>", ">Per-stage tables</h2>"):
+    assert sentence.count(". ") == 0 and sentence.rstrip().endswith("otherwise.")
+    assert "<summary>The formula</summary>" in rule and "d_i = s_K,i" not in rule
+    assert "retained_k,i = (s_k,i - F) / (P - F)" in rule and "flagged       = some" in rule
+    # the long tables are folded: stage readings, one per score per stage
+    for head in (">Stage readings</h2>", ">Per-stage tables</h2>"):
         after = text[text.index(head):]
         assert after.index("<details>") < after.index("<table>")
     per_stage = text[text.index(">Per-stage tables</h2>"):text.index(">Stages</h2>")]
@@ -218,7 +251,7 @@ def test_report_command_rebuilds_without_recomputing(run_dir, tmp_path, capsys, 
     out = tmp_path / "copy.html"
     assert main(["report", str(run_dir), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "edge_sobel" in printed and "FAIL" in printed and str(out) in printed
+    assert _printed(printed)["edge_sobel"] == "FLAGGED" and str(out) in printed
     check_page(out.read_text(encoding="utf-8"))
 
 

@@ -1,4 +1,5 @@
-"""Verdicts on hand-built tables with known answers; statistics checked against scipy."""
+"""The model randomization verdict on hand-built tables with known answers (which randomized
+blocks does a method ignore?); statistics checked against scipy."""
 
 from __future__ import annotations
 
@@ -11,17 +12,13 @@ from scipy import stats
 
 from saliency_sanity.checks import COLUMNS, CheckResult
 from saliency_sanity.verdicts import (
-    HEADLINE_COLUMNS,
+    RULE,
     STAGE_COLUMNS,
-    STAGE_RULE,
     VERDICT_COLUMNS,
-    format_stage_summary,
-    format_summary,
-    method_summary,
-    rule_text,
-    stage_headlines,
+    VERDICTS,
+    format_verdict,
     stage_verdicts,
-    verdicts,
+    verdict,
 )
 
 SCORES = {
@@ -56,169 +53,6 @@ def make_result(per_method, null_per_method=None, n_stages=3, check="model_rando
 RNG = np.random.default_rng(0)
 N = 12
 NOISE = RNG.normal(0, 0.03, size=(6, N))
-
-
-def test_null_like_method_passes_and_statistics_match_scipy():
-    s_last = 0.05 + NOISE[0]
-    null_last = 0.05 + NOISE[1]
-    r = make_result({"g": {"spearman_abs": {1: 0.6 + NOISE[2], 3: s_last}}},
-                    {"g": {"spearman_abs": {3: null_last}}})
-    v = verdicts(r).iloc[0]
-    assert v["verdict"] == "pass", v["reason"]
-    assert list(verdicts(r).columns) == VERDICT_COLUMNS
-    d = s_last - null_last
-    t = stats.ttest_rel(s_last, null_last)
-    assert v["p_value"] == pytest.approx(t.pvalue, rel=1e-9)
-    lo, hi = stats.t.interval(0.95, N - 1, loc=d.mean(), scale=stats.sem(d))
-    assert (v["diff_lo"], v["diff_hi"]) == pytest.approx((lo, hi), rel=1e-9)
-    e = 1.0 - s_last
-    lo, hi = stats.t.interval(0.95, N - 1, loc=e.mean(), scale=stats.sem(e))
-    assert (v["change_lo"], v["change_hi"]) == pytest.approx((lo, hi), rel=1e-9)
-    assert v["delta"] == pytest.approx(0.1 * (1.0 - null_last.mean()))
-    assert v["first_stage_mean"] == pytest.approx((0.6 + NOISE[2]).mean())
-    assert v["n"] == N and v["stage"] == 3
-
-
-def test_clearly_similar_method_fails():
-    r = make_result({"gbp": {"spearman_abs": {1: 0.95 + NOISE[0], 3: 0.8 + NOISE[1]}}},
-                    {"gbp": {"spearman_abs": {3: 0.1 + NOISE[2]}}})
-    v = verdicts(r).iloc[0]
-    assert v["verdict"] == "fail"
-    assert "more similar than the null" in v["reason"]
-    assert v["diff_lo"] > v["delta"]
-
-
-def test_unchanged_map_fails_even_when_equal_to_null():
-    ones = np.ones(N)
-    r = make_result({"edge_sobel": {"ssim": {1: ones, 3: ones}}},
-                    {"edge_sobel": {"ssim": {3: ones}}}, controls=["edge_sobel"])
-    v = verdicts(r).iloc[0]
-    assert v["verdict"] == "fail" and "did not change" in v["reason"]
-    assert bool(v["control"]) is True
-    assert math.isnan(v["p_value"])  # constant differences: no t-test
-
-
-def test_random_control_passes_trivially():
-    r = make_result({"random_gaussian": {"ssim": {1: NOISE[0] * 0.1, 3: NOISE[1] * 0.1}}},
-                    {"random_gaussian": {"ssim": {3: NOISE[2] * 0.1}}},
-                    controls=["random_gaussian"])
-    assert verdicts(r).iloc[0]["verdict"] == "pass"
-
-
-def test_too_few_samples_is_inconclusive():
-    r = make_result({"g": {"spearman_abs": {1: [0.5, 0.6, 0.5], 3: [0.0, 0.01, 0.02]}}},
-                    {"g": {"spearman_abs": {3: [0.0, 0.0, 0.01]}}})
-    v = verdicts(r).iloc[0]
-    assert v["verdict"] == "inconclusive" and "only 3 paired" in v["reason"]
-
-
-def test_nan_samples_are_dropped_before_counting():
-    vals = np.r_[0.05 + NOISE[0, :4], [np.nan] * (N - 4)]
-    r = make_result({"g": {"spearman_abs": {1: 0.6 + NOISE[1], 3: vals}}},
-                    {"g": {"spearman_abs": {3: 0.05 + NOISE[2]}}})
-    v = verdicts(r).iloc[0]
-    assert v["n"] == 4 and v["verdict"] == "inconclusive"
-
-
-def test_ambiguous_interval_is_inconclusive():
-    # difference to the null ~ the margin with a wide interval
-    s = 0.1 + RNG.normal(0, 0.3, N)
-    r = make_result({"g": {"spearman_abs": {1: 0.6 + NOISE[0], 3: s}}},
-                    {"g": {"spearman_abs": {3: np.zeros(N)}}})
-    v = verdicts(r).iloc[0]
-    assert v["diff_lo"] <= v["delta"] < v["diff_hi"]
-    assert v["verdict"] == "inconclusive"
-
-
-def test_lower_is_better_scores_are_oriented():
-    # mse: the method's distance equals the null's distance -> pass; far smaller -> fail
-    null = 2.0 + NOISE[0]
-    r = make_result({"a": {"mse": {1: 1.0 + NOISE[1], 3: 2.0 + NOISE[2]}},
-                     "b": {"mse": {1: 0.01 + NOISE[3] ** 2, 3: 0.02 + NOISE[4] ** 2}}},
-                    {"a": {"mse": {3: null}}, "b": {"mse": {3: null}}})
-    v = verdicts(r).set_index("method")
-    assert v.loc["a", "verdict"] == "pass"
-    assert v.loc["b", "verdict"] == "fail"
-    assert v.loc["a", "delta"] == pytest.approx(0.1 * null.mean())
-
-
-def test_no_null_is_inconclusive():
-    r = make_result({"g": {"spearman_abs": {1: 0.6 + NOISE[0], 3: NOISE[1]}}})
-    v = verdicts(r).iloc[0]
-    assert v["verdict"] == "inconclusive" and "no null" in v["reason"]
-
-
-def test_independent_order_judges_every_block():
-    r = make_result({"g": {"spearman_abs": {1: NOISE[0], 2: 0.9 + NOISE[1]}}},
-                    {"g": {"spearman_abs": {1: NOISE[2], 2: NOISE[3]}}}, order="independent")
-    v = verdicts(r)
-    assert list(v["stage"]) == [1, 2] and list(v["verdict"]) == ["pass", "fail"]
-    assert method_summary(v)["verdict"].tolist() == ["fail"]
-
-
-def test_data_randomization_uses_random_controls_as_null_and_invalid_runs():
-    per = {"gradient": {"spearman_abs": {1: 0.02 + NOISE[0]}},
-           "ig": {"spearman_abs": {1: 0.9 + NOISE[1]}},
-           "random_gaussian": {"spearman_abs": {1: NOISE[2] * 0.1}}}
-    r = make_result(per, check="data_randomization", controls=["random_gaussian"],
-                    settings={"valid": True})
-    v = verdicts(r).set_index("method")
-    assert v.loc["gradient", "verdict"] == "pass"
-    assert v.loc["ig", "verdict"] == "fail"
-    assert v.loc["gradient", "null_mean"] == pytest.approx((NOISE[2] * 0.1).mean())
-    bad = make_result(per, check="data_randomization", controls=["random_gaussian"],
-                      settings={"valid": False, "invalid_reason": "train acc 0.41 < 0.95"})
-    vb = verdicts(bad)
-    assert set(vb["verdict"]) == {"invalid"}
-    assert "train acc 0.41" in vb.iloc[0]["reason"]
-    assert set(method_summary(vb)["verdict"]) == {"invalid"}
-
-
-def test_method_summary_rules():
-    v = pd.DataFrame({
-        "method": ["a", "a", "a", "b", "b", "c", "c"],
-        "control": [False] * 7,
-        "metric": ["spearman_abs", "ssim", "hog", "spearman_abs", "ssim", "spearman_abs", "ssim"],
-        "verdict": ["pass", "pass", "fail", "pass", "inconclusive", "fail", "inconclusive"],
-    })
-    s = method_summary(v).set_index("method")["verdict"].to_dict()
-    assert s == {"a": "pass", "b": "inconclusive", "c": "fail"}  # hog is not a main score
-    only_hog = v[v["metric"] == "hog"]
-    assert method_summary(only_hog)["verdict"].tolist() == ["fail"]
-
-
-def test_margin_changes_the_verdict():
-    r = make_result({"g": {"spearman_abs": {1: 0.7 + NOISE[0], 3: 0.15 + NOISE[1] * 0.1}}},
-                    {"g": {"spearman_abs": {3: np.zeros(N)}}})
-    assert verdicts(r)["verdict"].item() == "fail"
-    assert verdicts(r, margin=0.25)["verdict"].item() == "pass"
-
-
-def test_text_outputs():
-    assert "delta = 0.1 x (P - chance)" in rule_text()
-    assert "delta = 0.2 x" in rule_text(margin=0.2)
-    r = make_result({"g": {"spearman_abs": {1: 0.6 + NOISE[0], 3: NOISE[1]}}},
-                    {"g": {"spearman_abs": {3: NOISE[2]}}})
-    text = format_summary(r)
-    assert "g" in text and "PASS" in text
-    with pytest.raises(ValueError, match="ci"):
-        verdicts(r, ci=1.5)
-
-
-def test_margin_is_scaled_by_the_random_controls():
-    """A method whose maps are near-identical for every model (MNIST Gradient x Input) is
-    null-like but unchanged: the margin comes from the random controls, not from its own null."""
-    hi = 0.99 + NOISE[0] * 0.01
-    r = make_result({"gxi": {"spearman_abs": {1: hi, 3: hi}},
-                     "random_gaussian": {"spearman_abs": {1: NOISE[1], 3: NOISE[2]}}},
-                    {"gxi": {"spearman_abs": {3: hi}},
-                     "random_gaussian": {"spearman_abs": {3: NOISE[3]}}},
-                    controls=["random_gaussian"])
-    v = verdicts(r).set_index("method")
-    assert v.loc["gxi", "chance"] == pytest.approx(NOISE[2].mean())
-    assert v.loc["gxi", "delta"] == pytest.approx(0.1 * (1 - NOISE[2].mean()))
-    assert v.loc["gxi", "verdict"] == "fail" and "did not change" in v.loc["gxi", "reason"]
-    assert v.loc["random_gaussian", "verdict"] == "pass"
 
 
 # --------------------------------------------------------------------------- per-stage verdicts
@@ -294,21 +128,26 @@ def test_stage_verdicts_readings_known_by_construction():
         assert [read["grad", met, k] for k in (1, 2, 3, 4)] == ["changed"] * 4
         assert [read["edge", met, k] for k in (1, 2, 3, 4)] == ["model-independent"] * 4
     assert [read["cam", "spearman_abs", k] for k in (1, 2, 3, 4)] == ["ambiguous"] * 4
-    h = stage_headlines(r).set_index("method")
-    assert list(stage_headlines(r).columns) == HEADLINE_COLUMNS
-    assert h.loc["gbp", "flagged"] and h.loc["gbp", "insensitive_top"] == 2
+    h = verdict(r).set_index("method")
+    assert list(verdict(r).columns) == VERDICT_COLUMNS
+    assert set(h["verdict"]) <= set(VERDICTS)
+    assert h.loc["gbp", "verdict"] == "flagged" and h.loc["gbp", "ignores"] == "fc2, fc1"
     assert h.loc["gbp", "headline"].startswith(
         "barely changes while the top 2 blocks are randomized (fc2, fc1), although the "
         "predictions change completely (agreement with the trained model 10%")
-    assert not h.loc["grad", "flagged"]
+    assert h.loc["grad", "verdict"] == "pass" and h.loc["grad", "ignores"] == ""
     assert h.loc["grad", "headline"] == "changes with every randomized block"
-    assert not h.loc["cam", "flagged"] and h.loc["cam", "headline"].startswith("not flagged")
-    assert h.loc["edge", "flagged"] and h.loc["edge", "headline"].startswith("never changes")
-    assert not h.loc["random_gaussian", "flagged"]
+    assert h.loc["cam", "verdict"] == "inconclusive"
+    assert h.loc["cam", "headline"].startswith("inconclusive: ")
+    assert h.loc["edge", "verdict"] == "flagged"
+    assert h.loc["edge", "headline"].startswith("never changes")
+    assert h.loc["edge", "ignores"] == "fc2, fc1, conv2, conv1"
+    assert h.loc["random_gaussian", "verdict"] == "pass"
     assert h.loc["gbp", "stages"] == ("fc2: insensitive; fc1: insensitive; conv2: changed; "
                                       "conv1: changed")
-    text = format_stage_summary(r)
-    assert STAGE_RULE in text and "FLAGGED" in text
+    text = format_verdict(r)
+    assert RULE in text and "which randomized blocks does each method ignore?" in text
+    assert _printed(text) == {m: x.upper() for m, x in h["verdict"].items()}
 
 
 def test_stage_statistics_match_scipy_and_hand_values():
@@ -350,9 +189,19 @@ def test_model_unchanged_stage_is_not_called_insensitive():
     sv = stage_verdicts(r)
     assert sv["reading"].tolist() == ["model unchanged", "insensitive", "changed", "changed"]
     assert bool(sv["model_changed"].iloc[0]) is False
-    h = stage_headlines(r).iloc[0]
-    assert not h["flagged"] and h["insensitive_top"] == 0
-    assert "insensitive at fc1" in h["headline"] and "model unchanged at fc2" in h["headline"]
+    # fc1's stage randomizes fc2 and fc1 while the predictions change: the maps ignore both
+    h = verdict(r).iloc[0]
+    assert h["verdict"] == "flagged" and h["ignores"] == "fc2, fc1"
+    assert h["headline"].startswith("barely changes while the top 2 blocks are randomized")
+    assert "model unchanged at fc2" in h["headline"]
+    # a model that never changes its predictions cannot be judged
+    r = _stage_result(per, null, agreement=(0.95,) * 4)
+    assert stage_verdicts(r)["reading"].tolist() == ["model unchanged"] * 2 + ["changed"] * 2
+    assert verdict(r).iloc[0]["verdict"] == "pass"  # it still changed at conv2 and conv1
+    r = _stage_result({"gbp": {"ssim": _curve([0.95, 0.9, 0.9, 0.9])}}, null,
+                      agreement=(0.95,) * 4)
+    h = verdict(r).iloc[0]
+    assert h["verdict"] == "inconclusive" and "predictions never changed" in h["headline"]
 
 
 def test_too_few_samples_is_inconclusive_per_stage():
@@ -360,8 +209,8 @@ def test_too_few_samples_is_inconclusive_per_stage():
     null = {"m": {"spearman_abs": {4: np.full(3, 0.1)}}}
     r = _stage_result(per, null)
     assert set(stage_verdicts(r)["reading"]) == {"too few samples"}
-    h = stage_headlines(r).iloc[0]
-    assert not h["flagged"]
+    h = verdict(r).iloc[0]
+    assert h["verdict"] == "inconclusive"
     assert h["headline"].startswith("inconclusive: too few samples (n = 3")
 
 
@@ -379,10 +228,10 @@ def test_scores_must_agree_and_lower_is_better_is_oriented():
     assert row["retained_mean"] == pytest.approx(ret.mean(), rel=1e-9)
     assert row["floor"] == pytest.approx(floor) and row["reading"] == "insensitive"
     assert sv.loc[("spearman_abs", 1), "reading"] == "changed"
-    h = stage_headlines(r, main=("mse", "spearman_abs")).iloc[0]
-    assert not h["flagged"] and h["stages"].startswith("fc2: ambiguous")
-    only_mse = stage_headlines(r, main=("mse",)).iloc[0]
-    assert only_mse["flagged"] and only_mse["insensitive_top"] == 1
+    h = verdict(r, main=("mse", "spearman_abs")).iloc[0]
+    assert h["verdict"] == "inconclusive" and h["stages"].startswith("fc2: ambiguous")
+    only_mse = verdict(r, main=("mse",)).iloc[0]
+    assert only_mse["verdict"] == "flagged" and only_mse["ignores"] == "fc2"
 
 
 def test_stage_verdicts_refuses_other_checks():
@@ -407,10 +256,13 @@ def test_demo_cnn_reproduces_the_papers_stage_conclusion():
         trained.model, x16, methods=["gradient", "guided_backprop", "gradcam", "guided_gradcam"],
         scores=["spearman_abs", "ssim"], seed=0, progress=False)
     assert torch.equal(torch.random.get_rng_state(), before)
-    h = stage_headlines(r).set_index("method")
-    assert h.loc["guided_backprop", "flagged"] and h.loc["guided_backprop", "insensitive_top"] >= 1
-    assert h.loc["guided_gradcam", "flagged"] and h.loc["guided_gradcam", "insensitive_top"] >= 1
-    assert not h.loc["gradient", "flagged"] and not h.loc["gradcam", "flagged"]
+    h = verdict(r).set_index("method")
+    assert h.loc["guided_backprop", "verdict"] == "flagged"
+    assert h.loc["guided_backprop", "ignores"].startswith("fc2")
+    assert h.loc["guided_gradcam", "verdict"] == "flagged"
+    assert h.loc["gradient", "verdict"] == "pass" and h.loc["gradcam", "verdict"] != "flagged"
+    printed = [line.split() for line in format_verdict(r).splitlines()[1:-1]]
+    assert ["guided_backprop", "FLAGGED"] in [words[:2] for words in printed]
     assert h.loc["gradient", "headline"] == "changes with every randomized block"
     sv = stage_verdicts(r)
     first = sv[sv["stage"] == 1]
@@ -430,8 +282,8 @@ def test_degenerate_floor_is_reported():
     assert sv.loc[("ssim", 1), "floor_source"] == "null at full randomization " + note
     assert sv.loc[("spearman_abs", 1), "floor_source"] == "zero (no null, no random control) " \
         + note
-    h = stage_headlines(r).iloc[0]
-    assert h["flagged"] and h["insensitive_top"] == 1
+    h = verdict(r).iloc[0]
+    assert h["verdict"] == "flagged" and h["ignores"] == "fc2"
     assert "caution, degenerate floor: constant null maps at full randomization" in h["headline"]
 
 
@@ -457,6 +309,72 @@ def test_second_architecture_reproduces_the_papers_stage_conclusion():
                                                 "guided_gradcam"],
             scores=["spearman_abs", "ssim"], seed=0, progress=False, group_by="children")
     assert [s["block"] for s in r.stages][1:3] == ["fc", "layer2"]
-    h = stage_headlines(r).set_index("method")
-    assert bool(h.loc["guided_backprop", "flagged"]) and bool(h.loc["guided_gradcam", "flagged"])
-    assert not h.loc["gradient", "flagged"] and not h.loc["gradcam", "flagged"]
+    h = verdict(r).set_index("method")["verdict"]
+    assert h["guided_backprop"] == "flagged" and h["guided_gradcam"] == "flagged"
+    assert h["gradient"] != "flagged" and h["gradcam"] != "flagged"
+
+
+def _printed(text):
+    """method -> the verdict word of each method line of format_verdict's text."""
+    out = {}
+    for line in text.splitlines()[1:-1]:
+        words = line.split()
+        out[words[0]] = words[2] if words[1] == "(control)" else words[1]
+    return out
+
+
+def test_unchanged_maps_are_flagged_at_every_block():
+    """Maps that do not move while every block is randomized (the model's predictions change
+    at once) ignore every block."""
+    same = {k: 0.98 + 0.1 * JITTER[k] for k in (1, 2, 3, 4)}
+    r = _stage_result({"stuck": {"spearman_abs": same, "ssim": same}},
+                      {"stuck": {"spearman_abs": {4: 0.1 + JITTER[5]},
+                                 "ssim": {4: 0.1 + JITTER[6]}}})
+    assert set(stage_verdicts(r)["reading"]) == {"insensitive"}
+    v = verdict(r).iloc[0]
+    assert v["verdict"] == "flagged" and v["ignores"] == "fc2, fc1, conv2, conv1"
+    assert v["headline"].startswith("barely changes while the top 4 blocks are randomized")
+
+
+def test_controls_that_change_completely_pass_and_the_edge_detector_is_flagged():
+    noise = {k: JITTER[k] for k in (1, 2, 3, 4)}
+    ones = {k: np.ones(N) for k in (1, 2, 3, 4)}
+    r = _stage_result(
+        {"random_gaussian": {"spearman_abs": noise, "ssim": {k: 0.03 + JITTER[8 + k]
+                                                            for k in (1, 2, 3, 4)}},
+         "edge_sobel": {"spearman_abs": ones, "ssim": ones}},
+        {"random_gaussian": {"spearman_abs": {4: JITTER[20]}, "ssim": {4: 0.03 + JITTER[21]}},
+         "edge_sobel": {"spearman_abs": {4: np.ones(N)}, "ssim": {4: np.ones(N)}}},
+        controls=("random_gaussian", "edge_sobel"))
+    v = verdict(r).set_index("method")
+    assert v.loc["random_gaussian", "verdict"] == "pass" and v["control"].all()
+    assert v.loc["random_gaussian", "stages"] == ("fc2: changed; fc1: changed; conv2: changed; "
+                                                  "conv1: changed")
+    assert v.loc["edge_sobel", "verdict"] == "flagged"
+    assert "do not depend on the model" in v.loc["edge_sobel", "headline"]
+
+
+def test_a_method_flagged_at_one_stage_is_not_passed_at_the_last():
+    """The last stage is one row of the per-stage table: a method that changed at full
+    randomization but ignored the top block is flagged, never passed."""
+    r = _stage_result({"m": {"ssim": _curve([0.9, 0.2, 0.1, 0.05])}},
+                      {"m": {"ssim": {4: 0.02 + JITTER[3]}}})
+    sv = stage_verdicts(r)
+    assert sv["reading"].tolist() == ["insensitive", "changed", "changed", "changed"]
+    v = verdict(r).iloc[0]
+    assert v["verdict"] == "flagged" and v["ignores"] == "fc2"
+
+
+def test_independent_order_names_each_ignored_block_alone():
+    r = _stage_result({"m": {"ssim": _curve([0.1, 0.9, 0.1, 0.1])}},
+                      {"m": {"ssim": {4: 0.02 + JITTER[3]}}})
+    r.settings["order"] = "independent"
+    v = verdict(r).iloc[0]
+    assert v["verdict"] == "flagged" and v["ignores"] == "fc1"
+    assert v["headline"].startswith("barely changes when fc1 is randomized")
+
+
+def test_verdict_refuses_a_check_without_a_rule():
+    r = make_result({"g": {"spearman_abs": {1: NOISE[0]}}}, check="random_logit")
+    with pytest.raises(ValueError, match="model_randomization"):
+        verdict(r)

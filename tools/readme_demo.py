@@ -40,22 +40,15 @@ def demo_result(out: Path, cache_dir: Any = None, critiques: bool = False) -> An
 
 
 def verdict_table(result: Any) -> str:
-    """docs/report.md's table: each method's verdict per main score, with its similarity at
-    full randomization against the null, and the method's overall verdict."""
-    from saliency_sanity.verdicts import MAIN_SCORES, method_summary, verdicts
+    """docs/report.md's table: each method's verdict (``verdicts.verdict``), the randomized
+    blocks it ignores and its headline."""
+    from saliency_sanity.verdicts import verdict
 
-    v = verdicts(result)
-    overall = method_summary(v).set_index("method")["verdict"]
-    lines = ["| method | " + " | ".join(f"{m} (sim vs null)" for m in MAIN_SCORES)
-             + " | verdict |", "|---" * (len(MAIN_SCORES) + 2) + "|"]
-    for method in dict.fromkeys(v["method"]):
-        rows = v[v["method"] == method].set_index("metric")
-        cells = []
-        for m in MAIN_SCORES:
-            r = rows.loc[m]
-            cells.append(f"{r['verdict']} ({r['last_stage_mean']:.3f} vs {r['null_mean']:.3f})")
-        tag = " (control)" if bool(rows["control"].iloc[0]) else ""
-        lines.append(f"| {method}{tag} | " + " | ".join(cells) + f" | {overall[method]} |")
+    lines = ["| method | verdict | ignores | headline |", "|---|---|---|---|"]
+    for _, r in verdict(result).iterrows():
+        tag = " (control)" if bool(r["control"]) else ""
+        lines.append(f"| {r['method']}{tag} | {r['verdict']} | {r['ignores'] or '-'} | "
+                     f"{r['headline']} |")
     return "\n".join(lines)
 
 

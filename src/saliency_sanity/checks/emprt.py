@@ -25,8 +25,7 @@ from torch import nn
 
 from ..engine import Pair, RunConfig, View, execute, prepare, resolve_methods
 from ..results import COLUMNS, CheckResult
-from ..results.spec import CheckSpec, Example, Ranking, Verdict
-from . import model_randomization
+from ..results.spec import CheckSpec, Example, Ranking
 from ._common import randomization_settings, stage_plan
 from ._examples import tiny_inputs, tiny_model
 
@@ -190,8 +189,8 @@ SPEC = CheckSpec(
     columns=tuple(COLUMNS),
     figures="saliency_sanity.plots:model_randomization_figures",
     report="saliency_sanity.report.pages:randomization_page",
-    summary="saliency_sanity.verdicts:format_summary",
-    verdict=Verdict(judge="saliency_sanity.verdicts:verdicts", rule=model_randomization.RULE),
+    summary="saliency_sanity.report.hooks:format_table_summary",
+    verdict=None,
     ranking=Ranking(label="eMPRT"),
     cli=None,
     example=_example,

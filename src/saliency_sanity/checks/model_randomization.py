@@ -135,10 +135,10 @@ def model_randomization_test(
 
 #: The plain rule of the model randomization verdict (the report's "Rule." line).
 RULE = (
-    "A method passes when, with every block randomized, its maps are no closer to the "
-    "trained model's maps than the maps of two unrelated random models are to each other, "
-    "yet clearly moved away from them; stage by stage it is flagged when its maps keep more "
-    "than half of their similarity while most predictions have already changed.")
+    "A method is flagged when, at a stage where most of the model's predictions have "
+    "changed, its maps still keep more than half of their similarity to the trained "
+    "model's maps (it ignores the blocks randomized there); it passes when its maps "
+    "changed at every stage it is judged at, and is inconclusive otherwise.")
 
 
 def _example() -> Example:
@@ -155,8 +155,8 @@ SPEC = CheckSpec(
     columns=tuple(COLUMNS),
     figures="saliency_sanity.plots:model_randomization_figures",
     report="saliency_sanity.report.pages:randomization_page",
-    summary="saliency_sanity.report.hooks:format_model_randomization_summary",
-    verdict=Verdict(judge="saliency_sanity.verdicts:verdicts", rule=RULE,
+    summary="saliency_sanity.verdicts:format_verdict",
+    verdict=Verdict(judge="saliency_sanity.verdicts:verdict", rule=RULE,
                     stages="saliency_sanity.verdicts:stage_verdicts"),
     ranking=Ranking(label="MPRT"),
     cli=Cli("model-randomization", "saliency_sanity.cli._args:add_model_randomization",

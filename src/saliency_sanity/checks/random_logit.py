@@ -33,8 +33,7 @@ from ..engine import (
 from ..methods.base import check_logits
 from ..randomization import FixedPlan, StageSpec, fresh_copy
 from ..results import COLUMNS, CheckResult
-from ..results.spec import CheckSpec, Example, Ranking, Verdict
-from . import model_randomization
+from ..results.spec import CheckSpec, Example, Ranking
 from ._examples import tiny_inputs, tiny_model
 
 LAYER = "random_logit"
@@ -163,8 +162,8 @@ SPEC = CheckSpec(
     columns=tuple(COLUMNS),
     figures="saliency_sanity.plots:model_randomization_figures",
     report="saliency_sanity.report.pages:randomization_page",
-    summary="saliency_sanity.verdicts:format_summary",
-    verdict=Verdict(judge="saliency_sanity.verdicts:verdicts", rule=model_randomization.RULE),
+    summary="saliency_sanity.report.hooks:format_table_summary",
+    verdict=None,
     ranking=Ranking(label="random logit"),
     cli=None,
     example=_example,

@@ -22,8 +22,7 @@ from .. import postprocess as _pp
 from ..engine import Pair, RunConfig, View, execute, prepare, resolve_methods, resolve_scores
 from ..methods import Method, NoiseWrapper
 from ..results import COLUMNS, CheckResult
-from ..results.spec import CheckSpec, Example, Ranking, Verdict
-from . import model_randomization
+from ..results.spec import CheckSpec, Example, Ranking
 from ._common import randomization_settings, stage_plan
 from ._examples import tiny_inputs, tiny_model
 
@@ -207,8 +206,8 @@ SPEC = CheckSpec(
     columns=tuple(COLUMNS),
     figures="saliency_sanity.plots:model_randomization_figures",
     report="saliency_sanity.report.pages:randomization_page",
-    summary="saliency_sanity.verdicts:format_summary",
-    verdict=Verdict(judge="saliency_sanity.verdicts:verdicts", rule=model_randomization.RULE),
+    summary="saliency_sanity.report.hooks:format_table_summary",
+    verdict=None,
     ranking=Ranking(label="sMPRT"),
     cli=None,
     example=_example,

@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", default=None, help="where to write the page (default: "
                                                 "RUN_DIR/report.html)")
     rp.add_argument("--margin", type=float, default=0.1,
-                    help="verdict margin as a fraction of (perfect - null) similarity (0.1)")
+                    help="data randomization verdict margin, as a fraction of (perfect - chance) "
+                         "similarity (0.1)")
     return parser
 
 

@@ -270,12 +270,10 @@ def keeps_run_dir(name: str) -> bool:
 
 
 def _summary(result: Any, margin: float = 0.1) -> str:
-    """What the terminal shows after a run: the ``summary`` its check declares (model
-    randomization: the stage-by-stage headlines, then the verdicts at full randomization); the
-    verdicts for a check that is not registered."""
-    from ..verdicts import format_summary
-
+    """What the terminal shows after a run: the ``summary`` its check declares (model and data
+    randomization: the one verdict per method, for model randomization which randomized blocks
+    each method ignores); the result's summary table for a check that is not registered."""
     spec = find(result.check)
     if spec is None:
-        return format_summary(result, margin=margin)
+        return result.summary().round(3).to_string(index=False)
     return "" if spec.summary is None else spec.part("summary")(result, margin=margin)

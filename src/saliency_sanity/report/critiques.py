@@ -85,19 +85,21 @@ def null_section(result: CheckResult) -> str:
     enabled = result.null is not None and not result.null.empty
     head = '<h2 id="null-reference">Null reference</h2>'
     if not enabled:
-        return (head + "<p>This run has no null reference (it was switched off), so the verdicts "
-                "cannot compare a method's final similarity with what two unrelated random "
-                "models share by chance; they are inconclusive.</p>")
+        return (head + "<p>This run has no null reference (it was switched off), so the "
+                "verdicts cannot measure what the maps of two unrelated random models share by "
+                "chance: their floor falls back to the random-map controls' similarity (0 "
+                "without them), which ignores what a method keeps whatever the weights.</p>")
     seed = info.get("seed") if isinstance(info, dict) else None
     seed_txt = f" (seed {_e(seed)}, derived from the run's seed)" if seed is not None else ""
     return (head + "<p>At every stage the same blocks were randomized a second time, on a fresh "
             f"copy of the trained model, with an independent seed{seed_txt}. The similarity "
             "between the maps of these two random models is the null reference: what maps of "
             "unrelated random models share by chance (input structure such as the background, "
-            "the architecture's own bias). A method passes when its maps at full randomization "
-            "are no more similar to the trained model's than this. It is drawn as dotted lines "
-            "on the similarity curves (Figures), given as the &ldquo;null&rdquo; number in the "
-            "verdict tables, and as the rows marked <i>null</i> in the per-stage tables.</p>")
+            "the architecture's own bias). At full randomization it is the floor of the verdicts: "
+            "the share of similarity a method's maps keep is measured from it. It is drawn as "
+            "dotted lines on the similarity curves (Figures), given as the floor and the stage "
+            "null band in the stage readings, and as the rows marked <i>null</i> in the "
+            "per-stage tables.</p>")
 
 
 def _ordered_metrics(metrics: Sequence[str]) -> list[str]:

@@ -9,9 +9,7 @@ import pandas as pd
 
 from ..results import CheckResult
 from ..results.spec import find as find_check
-from ..results.spec import get as get_check
 from ..results.spec import resolve
-from ..verdicts import format_stage_summary, format_summary
 
 
 @dataclass(frozen=True)
@@ -24,35 +22,54 @@ class Hook:
     stages: Callable[..., pd.DataFrame] | None
 
 
-def verdict_hook(result: CheckResult) -> Hook:
-    """The verdict hook of ``result``'s check; a check that is not registered, or declares no
-    verdict, is judged as model randomization's extras are (its rule and verdict, no stage
-    readings) when its page is the randomization page.
+def verdict_hook(result: CheckResult) -> Hook | None:
+    """The verdict hook of ``result``'s check; None for a check that is not registered or
+    declares no verdict.
 
     Example:
         >>> import pandas as pd
         >>> hook = verdict_hook(CheckResult(check="model_randomization", table=pd.DataFrame()))
         >>> hook.judge.__name__, hook.stages.__name__
-        ('verdicts', 'stage_verdicts')
+        ('verdict', 'stage_verdicts')
+        >>> verdict_hook(CheckResult(check="faithfulness", table=pd.DataFrame())) is None
+        True
     """
     spec = find_check(result.check)
-    own = spec is not None and spec.verdict is not None
     if spec is None or spec.verdict is None:
-        spec = get_check("model_randomization")
+        return None
     v = spec.verdict
-    stages = resolve(v.stages) if own and v.stages is not None else None
+    stages = resolve(v.stages) if v.stages is not None else None
     return Hook(judge=resolve(v.judge), rule=v.rule, stages=stages)
 
 
-def format_model_randomization_summary(result: CheckResult, margin: float = 0.1) -> str:
-    """What the terminal shows after a model randomization run: the stage-by-stage headlines
-    first (which blocks each method ignores), then the verdicts at full randomization.
+def format_table_summary(result: CheckResult, margin: float = 0.1) -> str:
+    """What the terminal shows after a run of a check without a verdict: the result's summary
+    table (mean and interval per method and score), rounded to three decimals.
 
     Example:
         >>> import pandas as pd
-        >>> r = CheckResult(check="model_randomization", table=pd.DataFrame(
-        ...     columns=["method", "stage", "layer", "sample", "metric", "value"]))
-        >>> isinstance(format_model_randomization_summary(r), str)
+        >>> t = pd.DataFrame({"method": "g", "stage": 1, "layer": "fc", "sample": [0, 1],
+        ...                   "metric": "ssim", "value": [0.5, 0.7]})
+        >>> "ssim" in format_table_summary(CheckResult(check="random_logit", table=t))
         True
     """
-    return format_stage_summary(result) + "\n\n" + format_summary(result, margin=margin)
+    return result.summary().round(3).to_string(index=False)
+
+
+def per_score_verdicts(result: CheckResult, margin: float = 0.1,
+                       min_samples: int = 5) -> pd.DataFrame | None:
+    """The table of ``result``'s verdict hook when it judges per method and score (data
+    randomization: :func:`~saliency_sanity.verdicts.data_verdicts`), the numbers behind the one
+    verdict per method; None for a check whose judge is the one verdict itself (model
+    randomization, whose numbers are its stage readings) or that has no verdict.
+
+    Example:
+        >>> import pandas as pd
+        >>> per_score_verdicts(CheckResult(check="model_randomization", table=pd.DataFrame()))
+    """
+    from ..verdicts import verdict
+
+    hook = verdict_hook(result)
+    if hook is None or hook.judge is verdict:
+        return None
+    return hook.judge(result, margin=margin, min_samples=min_samples)

@@ -22,8 +22,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import pandas as pd
-
 from .._io import atomic_write
 from ..results import CheckResult
 from ..results.files import CRITIQUE_FIGURES
@@ -32,6 +30,7 @@ from ..results.spec import get as get_check
 from ..verdicts import MAIN_SCORES
 from ._util import PNG_SIGNATURE, _ci, _num, _png_uri, _table, e
 from .artifacts import CritiqueArtifacts, load_critiques
+from .hooks import per_score_verdicts
 from .summary import CSS as _SUMMARY_CSS
 from .summary import _badge
 
@@ -50,7 +49,7 @@ th{background:#f0f2f6;font-weight:600}td.num{text-align:right;font-variant-numer
 tr.control td{background:#fafafa;color:#4a5160}
 .badge{display:inline-block;min-width:86px;text-align:center;padding:2px 8px;border-radius:10px;
  font-weight:700;font-size:12px;letter-spacing:.03em;text-transform:uppercase}
-.pass{background:#d8f3dc;color:#1b6b34}.fail{background:#fbdada;color:#9b1c1c}
+.pass{background:#d8f3dc;color:#1b6b34}.flagged{background:#fbdada;color:#9b1c1c}
 .inconclusive{background:#fff1c2;color:#7a5b00}.invalid{background:#e4e4e4;color:#444}
 .rule{background:#f3f6fb;border-left:4px solid #7a9cc6;padding:10px 14px;margin:10px 0;
  font-size:13px}
@@ -123,36 +122,32 @@ def _stage_labels(result: CheckResult) -> dict[int, str]:
     return labels
 
 
-def _detail_section(v: pd.DataFrame, result: CheckResult) -> str:
+def _detail_section(result: CheckResult, margin: float, min_samples: int) -> str:
+    """The verdict of every method and score with its numbers (folded), for a check whose
+    verdict hook judges per score (data randomization); empty otherwise."""
+    v = per_score_verdicts(result, margin=margin, min_samples=min_samples)
+    if v is None:
+        return ""
     if v.empty:
         return "<h2>Verdicts per score</h2><p>No results.</p>"
-    labels = _stage_labels(result)
     rank = {m: i for i, m in enumerate(MAIN_SCORES)}
     v = v.sort_values("metric", key=lambda c: c.map(lambda m: rank.get(m, len(rank))),
                       kind="stable")
-    independent = result.settings.get("order") == "independent"
-    head = ["method", "score"] + (["block"] if independent else []) + [
-        "verdict", "n", "first stage", "judged stage", "null", "sim &minus; null (95% CI)",
-        "p (paired t)", "P &minus; sim (95% CI)", "margin", "reason"]
+    head = ["method", "score", "verdict", "n", "similarity", "random maps",
+            "sim &minus; random (95% CI)", "p (paired t)", "P &minus; sim (95% CI)", "margin",
+            "reason"]
     rows, classes = [], []
     for _, r in v.iterrows():
-        row = [e(r["method"]), e(r["metric"])]
-        if independent:
-            row.append(e(labels.get(int(r["stage"]), r["stage"])))
-        row += [_badge(r["verdict"]), _num(r["n"], 0), _num(r["first_stage_mean"]),
-                _num(r["last_stage_mean"]), _num(r["null_mean"]),
-                f"{_num(r['diff_mean'])} {_ci(r['diff_lo'], r['diff_hi'])}",
-                _num(r["p_value"], 4),
-                f"{_num(r['change_mean'])} {_ci(r['change_lo'], r['change_hi'])}",
-                _num(r["delta"]), f'<span class="note">{e(r["reason"])}</span>']
-        rows.append(row)
+        rows.append([e(r["method"]), e(r["metric"]), _badge(r["verdict"]), _num(r["n"], 0),
+                     _num(r["last_stage_mean"]), _num(r["null_mean"]),
+                     f"{_num(r['diff_mean'])} {_ci(r['diff_lo'], r['diff_hi'])}",
+                     _num(r["p_value"], 4),
+                     f"{_num(r['change_mean'])} {_ci(r['change_lo'], r['change_hi'])}",
+                     _num(r["delta"]), f'<span class="note">{e(r["reason"])}</span>'])
         classes.append("control" if r["control"] else "")
-    k = v["stage"].max()
-    judged = "each block" if independent else f"stage {int(k)} ({labels.get(int(k), k)})"
     return ('<h2 id="verdicts-per-score">Verdicts per score</h2>'
-            f'<p class="sub">Judged at {e(judged)}. Differences are in oriented units '
-            "(higher = more similar); &ldquo;first stage&rdquo; is the first randomized stage, "
-            "shown for reference.</p>"
+            '<p class="sub">The random-label model\'s maps against the true-label model\'s. '
+            "Differences are in oriented units (higher = more similar).</p>"
             f"<details><summary>Every method and score ({len(rows)} rows): intervals, "
             "p-values, margins and reasons</summary>" + _table(head, rows, classes)
             + "</details>")

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
+
 from ..results import CheckResult
 from ..results.files import CRITIQUE_FIGURES
+from ..verdicts import has_verdict, verdict
 from ._util import e
 from .artifacts import CritiqueArtifacts
 from .critiques import contents, critique_sections, scales_section
-from .hooks import verdict_hook
 from .html import (
     _CSS,
     _SUMMARY_CSS,
@@ -33,7 +35,8 @@ Figures = list[tuple[str, bytes]]
 def randomization_page(result: CheckResult, figures: Figures, *, title: str,
                        margin: float = 0.1, min_samples: int = 5,
                        critiques: CritiqueArtifacts | None = None, **_: Any) -> str:
-    """The page of a randomization run: verdicts and headlines first (the check's verdict hook),
+    """The page of a randomization run: verdicts and headlines first (the one verdict per method,
+    :func:`saliency_sanity.verdicts.verdict`, for a check that declares a verdict),
     then the figures, the extras saved beside the run, the detail tables and the settings.
 
     Example:
@@ -44,7 +47,8 @@ def randomization_page(result: CheckResult, figures: Figures, *, title: str,
         >>> "<h1>MPRT</h1>" in randomization_page(r, [], title="MPRT")
         True
     """
-    v = verdict_hook(result).judge(result, margin=margin, min_samples=min_samples)
+    v = (verdict(result, min_samples=min_samples, margin=margin) if has_verdict(result.check)
+         else pd.DataFrame())
     order = result.settings.get("order")
     sub = ", ".join(str(x) for x in (
         f"{order} order" if order else None,
@@ -70,7 +74,7 @@ def randomization_page(result: CheckResult, figures: Figures, *, title: str,
         headlines_section(result, v, margin, min_samples),
         _figures_section(figures),
         extra,
-        _detail_section(v, result),
+        _detail_section(result, margin, min_samples),
         stage_readings_section(result, min_samples),
         _stage_tables_section(result),
         _stages_section(result),

@@ -1,6 +1,6 @@
 """The top of ``report.html``: what was explained (model, data, the model's accuracy on the
-explained inputs), one row per method with its verdict and stage headline and the numbers behind
-them, and the rule in one sentence (the formulas in a fold-out).
+explained inputs), one row per method with its verdict (:func:`saliency_sanity.verdicts.verdict`)
+and the numbers behind it, and the rule in one sentence (the formulas in a fold-out).
 
 Everything is read from the saved result (``settings``, ``stages`` and the tables through
 :mod:`saliency_sanity.verdicts`); nothing is recomputed. All text from the run is escaped.
@@ -24,9 +24,9 @@ from typing import Any
 import pandas as pd
 
 from ..results import CheckResult
-from ..verdicts import MAIN_SCORES, STAGE_RULE, method_summary, rule_text, stage_headlines
+from ..verdicts import MAIN_SCORES, VERDICTS, has_verdict, rule_text
 from ._util import _ci, _num, _table, e
-from .hooks import verdict_hook
+from .hooks import per_score_verdicts, verdict_hook
 
 #: Below this accuracy on the explained inputs the header warns about the preprocessing.
 LOW_ACCURACY = 0.5
@@ -124,25 +124,18 @@ def run_header(result: CheckResult) -> str:
     return f'<dl class="run" id="run">{body}</dl>'
 
 
-def _main_scores(result: CheckResult, v: pd.DataFrame) -> list[str]:
-    present = set(result.table["metric"]) if not result.table.empty else set(v["metric"])
-    return [m for m in MAIN_SCORES if m in present] or list(dict.fromkeys(v["metric"]))
+def _main_scores(result: CheckResult) -> list[str]:
+    present = list(dict.fromkeys(result.table["metric"])) if not result.table.empty else []
+    return [m for m in MAIN_SCORES if m in present] or present
 
 
-def _stage_frames(result: CheckResult, min_samples: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(stage_verdicts, stage_headlines) of a run whose check reads stages (its verdict hook's
-    ``stages``: model randomization); empty otherwise."""
-    stages = verdict_hook(result).stages
-    if stages is None or result.table.empty:
-        return pd.DataFrame(), pd.DataFrame()
-    try:
-        sv = stages(result, min_samples=min_samples)
-    except ValueError:
-        return pd.DataFrame(), pd.DataFrame()
-    if sv.empty:
-        return sv, pd.DataFrame()
-    h = stage_headlines(sv, min_samples=min_samples)
-    return sv, h
+def _stage_frame(result: CheckResult, min_samples: int) -> pd.DataFrame:
+    """The per-stage table of a run whose check reads stages (its verdict hook's ``stages``:
+    model randomization); empty otherwise."""
+    hook = verdict_hook(result)
+    if hook is None or hook.stages is None or result.table.empty:
+        return pd.DataFrame()
+    return hook.stages(result, min_samples=min_samples)
 
 
 def _text(x: Any) -> str:
@@ -173,19 +166,20 @@ def _kept_line(sv: pd.DataFrame, method: str, main: list[str]) -> str:
 
 def headlines_section(result: CheckResult, v: pd.DataFrame, margin: float = 0.1,
                       min_samples: int = 5) -> str:
-    """One row per method (controls after): the verdict at full randomization with the
-    similarity vs the null on each main score, and (model randomization) the stage headline
-    with the share of similarity the maps kept at each stage; then the rule.
+    """One row per method (controls after) of ``v``, the table of
+    :func:`saliency_sanity.verdicts.verdict`: its verdict and headline, with the numbers behind
+    them (model randomization: the share of similarity the maps kept at each stage; data
+    randomization: the similarity against random maps per main score); then the rule.
 
     Example:
         >>> import pandas as pd
         >>> from saliency_sanity.checks import CheckResult
-        >>> from saliency_sanity.verdicts import verdicts
+        >>> from saliency_sanity.verdicts import verdict
         >>> rows = [("g", k, f"L{k}", i, "ssim", 1.0 / k + 0.01 * i)
         ...         for k in (1, 2) for i in range(6)]
         >>> r = CheckResult(check="model_randomization", table=pd.DataFrame(
         ...     rows, columns=["method", "stage", "layer", "sample", "metric", "value"]))
-        >>> page = headlines_section(r, verdicts(r))
+        >>> page = headlines_section(r, verdict(r))
         >>> 'id="headlines"' in page and "<details>" in page
         True
     """
@@ -193,52 +187,41 @@ def headlines_section(result: CheckResult, v: pd.DataFrame, margin: float = 0.1,
     if result.settings.get("valid") is False:  # data randomization: not memorized
         parts.append(f'<p class="rule"><b>INVALID run:</b> '
                      f'{e(result.settings.get("invalid_reason", ""))}</p>')
+    if not has_verdict(result.check):
+        return "\n".join(parts + [f"<p>No verdict rule for a {e(result.check)} run: read the "
+                                   "figures and tables.</p>"])
     if v.empty:
         return "\n".join(parts + ["<p>No results.</p>", rule_section(result, margin,
                                                                        min_samples)])
-    s = method_summary(v)
-    main = _main_scores(result, v)
-    sv, h = _stage_frames(result, min_samples)
-    heads = h.set_index("method") if not h.empty else None
-    order = list(s[~s["control"]]["method"]) + list(s[s["control"]]["method"])
-    s = s.set_index("method").loc[order].reset_index()
+    main = _main_scores(result)
+    sv = _stage_frame(result, min_samples)
+    dv = per_score_verdicts(result, margin=margin, min_samples=min_samples)
+    order = list(v[~v["control"]]["method"]) + list(v[v["control"]]["method"])
+    v = v.set_index("method").loc[order].reset_index()
     rows, classes = [], []
     straddle = False
-    for _, r in s.iterrows():
+    for _, r in v.iterrows():
         kind = ' <span class="note">control</span>' if r["control"] else ""
+        text = str(r["headline"])
+        if _STRADDLE in text:
+            text, straddle = text.replace(_STRADDLE, ""), True
+        mark = "<sup>*</sup>" if "ambiguous" in text else ""
         cells = [f"{e(r['method'])}{kind}", _badge(r["verdict"])]
-        end = []
-        for m in main:
-            g = v[(v["method"] == r["method"]) & (v["metric"] == m)]
-            for _, x in g.iterrows():  # one row per block for the independent order
-                where = f"{e(x['layer'])}: " if len(g) > 1 else ""
-                if pd.isna(x["last_stage_mean"]):
-                    end.append(f"{where}n/a (NaN)")
-                else:
-                    end.append(f"{where}{_num(x['last_stage_mean'])} vs "
-                               f"{_num(x['null_mean'])}")
-        cells.append('<span class="note nw">' + "<br>".join(end) + "</span>" if end
-                     else "&ndash;")
-        if heads is not None:
-            if r["method"] in heads.index:
-                hr = heads.loc[r["method"]]
-                text = str(hr["headline"])
-                if _STRADDLE in text:
-                    text, straddle = text.replace(_STRADDLE, ""), True
-                flag = '<span class="flag">flagged</span>' if bool(hr["flagged"]) else ""
-                mark = "<sup>*</sup>" if "ambiguous" in text else ""
-                kept = "" if r["control"] else _kept_line(sv, r["method"], main)
-                cells.append(f"{flag}{e(text)}{mark}{kept}")
-            else:
-                cells.append("&ndash;")
+        if dv is not None:
+            cells.append(_vs_random(dv, r["method"], main))
+        kept = "" if r["control"] or sv.empty else _kept_line(sv, r["method"], main)
+        cells.append(f"{e(text)}{mark}{kept}")
         rows.append(cells)
         classes.append("control" if r["control"] else "")
-    head = ["method", "verdict",
-            "at full randomization<br><span class=\"note\">similarity vs null<br>"
-            f"({e(', '.join(main))})</span>"]
-    if heads is not None:
-        head.append("stage by stage<br><span class=\"note\">kept: the share of similarity to "
-                    f"the trained maps kept at each stage ({e(' / '.join(main))})</span>")
+    head = ["method", "verdict"]
+    if dv is not None:
+        head.append("similarity vs random maps<br>"
+                    f"<span class=\"note\">({e(', '.join(main))})</span>")
+        head.append("headline")
+    else:
+        head.append("which randomized blocks it ignores<br><span class=\"note\">kept: the "
+                    "share of similarity to the trained maps kept at each stage "
+                    f"({e(' / '.join(main))})</span>")
     table = _table(head, rows, classes).replace("<table>", '<table class="headlines" '
                                                            'id="headlines">', 1)
     parts.append(table)
@@ -247,12 +230,22 @@ def headlines_section(result: CheckResult, v: pd.DataFrame, margin: float = 0.1,
         notes.append("<sup>*</sup> Ambiguous: there the intervals straddle 1/2 or the scores "
                      "disagree; more samples may decide.")
     agree = _agreement_line(result)
-    if agree and heads is not None:
+    if agree and dv is None:
         notes.append(agree)
     if notes:
         parts.append(f'<p class="note">{" ".join(notes)}</p>')
     parts.append(rule_section(result, margin, min_samples))
     return "\n".join(parts)
+
+
+def _vs_random(dv: pd.DataFrame, method: str, main: list[str]) -> str:
+    """Data randomization: similarity of the random-label maps vs the random maps' (per score)."""
+    out = []
+    for m in main:
+        for _, x in dv[(dv["method"] == method) & (dv["metric"] == m)].iterrows():
+            out.append("n/a (NaN)" if pd.isna(x["last_stage_mean"]) else
+                       f"{_num(x['last_stage_mean'])} vs {_num(x['null_mean'])}")
+    return '<span class="note nw">' + "<br>".join(out) + "</span>" if out else "&ndash;"
 
 
 _STRADDLE = (" (there the intervals straddle 1/2 or the scores disagree; more samples may "
@@ -261,7 +254,7 @@ _STRADDLE = (" (there the intervals straddle 1/2 or the scores disagree; more sa
 
 def _badge(verdict: str) -> str:
     v = str(verdict)
-    cls = v if v in ("pass", "fail", "inconclusive", "invalid") else "invalid"
+    cls = v if v in VERDICTS else "invalid"
     return f'<span class="badge {cls}">{e(v)}</span>'
 
 
@@ -279,21 +272,30 @@ def _agreement_line(result: CheckResult) -> str:
             + " &middot; ".join(parts) + ".")
 
 
-_FORMULA = """\
-s_k,i    similarity of sample i's map at stage k to the trained model's map (oriented:
-         higher = more similar, mse negated); P = the score's perfect value (stage 0)
-null_k,i the same between two independently randomized models; K = the judged stage
+_STAGE_FORMULA = """\
+s_k,i   similarity of sample i's map at stage k to the trained model's map (oriented:
+        higher = more similar, mse negated); P = the score's perfect value (stage 0)
+F       floor: the similarity between the maps of two fully and independently randomized
+        models (the null at full randomization; else the random-map controls' mean)
 
-verdict at K:  d_i = s_K,i - null_K,i     e_i = P - s_K,i     delta = margin * (P - chance)
-  pass          = hi CI(d) <= delta  and  lo CI(e) > delta
-  fail          = lo CI(d) >  delta  or   hi CI(e) <= delta
-  inconclusive  otherwise, or n < {min_samples}, or no null            (margin = {margin:g})
+stage reading: retained_k,i = (s_k,i - F) / (P - F)
+  insensitive = lo CI(retained) > 1/2  on every main score, prediction agreement < 1/2
+  changed     = hi CI(retained) < 1/2  on every main score;  otherwise ambiguous
+verdict:  flagged       = some stage insensitive (it ignores the blocks randomized there),
+                          or F = P (the maps do not depend on the model)
+          pass          = every stage changed or not judged (agreement >= 1/2), one changed
+          inconclusive  otherwise, or n < {min_samples}
 """
 
-_STAGE_FORMULA = """\
-stage reading: retained_k,i = (s_k,i - F) / (P - F),  F = null at full randomization
-  insensitive = lo CI(retained) > 1/2  while prediction agreement < 1/2
-  changed     = hi CI(retained) < 1/2;  otherwise ambiguous
+_DATA_FORMULA = """\
+s_i     similarity of sample i's map for the random-label model to the true-label model's
+        map (oriented: higher = more similar, mse negated); P = the score's perfect value
+c_i     the same for the random-map controls (the null);  chance = mean of c
+
+d_i = s_i - c_i     e_i = P - s_i     delta = margin * (P - chance)
+  pass          = hi CI(d) <= delta  and  lo CI(e) > delta
+  flagged       = lo CI(d) >  delta  or   hi CI(e) <= delta
+  inconclusive  otherwise, or n < {min_samples}, or no random-map control   (margin = {margin:g})
 """
 
 
@@ -308,17 +310,17 @@ def rule_section(result: CheckResult, margin: float = 0.1, min_samples: int = 5)
         (1, True)
     """
     hook = verdict_hook(result)
+    if hook is None:
+        return ""
     plain = hook.rule
-    formula = _FORMULA.format(margin=margin, min_samples=min_samples)
-    words = e(rule_text(margin, min_samples))
-    if hook.stages is not None:
-        formula += "\n" + _STAGE_FORMULA
-        words += "</p><p>" + e(STAGE_RULE)
+    formula = (_STAGE_FORMULA if hook.stages is not None else _DATA_FORMULA).format(
+        margin=margin, min_samples=min_samples)
+    words = e(rule_text(result.check, margin, min_samples))
     return (f'<div class="rule" id="rule"><b>Rule.</b> {e(plain)}'
             "<details><summary>The formula</summary>"
             f"<pre>{e(formula)}</pre><p>{words}</p>"
-            "<p>95% t-intervals of the mean over samples. See docs/report.md and "
-            "docs/verdicts.md.</p></details></div>")
+            "<p>95% t-intervals of the mean over samples. See docs/verdicts.md and "
+            "docs/report.md.</p></details></div>")
 
 
 def stage_readings_section(result: CheckResult, min_samples: int = 5) -> str:
@@ -331,7 +333,7 @@ def stage_readings_section(result: CheckResult, min_samples: int = 5) -> str:
         >>> stage_readings_section(CheckResult(check="data_randomization", table=pd.DataFrame()))
         ''
     """
-    sv, _ = _stage_frames(result, min_samples)
+    sv = _stage_frame(result, min_samples)
     if sv.empty:
         return ""
     rank = {m: i for i, m in enumerate(MAIN_SCORES)}

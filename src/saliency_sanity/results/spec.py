@@ -108,14 +108,19 @@ class Verdict:
     """A check's verdict and the headlines of its report.
 
     Attributes:
-        judge: ``judge(result, margin=..., min_samples=...)``: one verdict row per method and
-            score (:func:`saliency_sanity.verdicts.verdicts`).
+        judge: ``judge(result, margin=..., min_samples=...)``: the check's verdict table, either
+            the one verdict per method itself (model randomization:
+            :func:`saliency_sanity.verdicts.verdict`) or the verdict per method and score behind
+            it (data randomization: :func:`saliency_sanity.verdicts.data_verdicts`), which the
+            report shows as its detail table. A check with a verdict is answered by
+            :func:`saliency_sanity.verdicts.verdict` and ``has_verdict``.
         rule: the rule in one plain sentence, shown above the formula in the report.
         stages: ``stages(result, min_samples=...)``: the stage-by-stage readings behind the
-            headlines; None when the check has no stages to read.
+            verdict (:func:`saliency_sanity.verdicts.stage_verdicts`); None when the check has
+            no stages to read.
 
     Example:
-        >>> Verdict(judge="saliency_sanity.verdicts:verdicts", rule="passes when ...",
+        >>> Verdict(judge="saliency_sanity.verdicts:verdict", rule="flagged when ...",
         ...         stages=None).stages is None
         True
     """

@@ -1,38 +1,34 @@
-"""Verdicts: what a researcher may conclude from a model randomization run.
+"""Verdicts: what a researcher may conclude from a run, one answer per question.
 
-- :func:`verdicts` (:mod:`.end`): pass / fail / inconclusive per method and score at full
-  randomization, against the null reference; :func:`method_summary`, :func:`format_summary`.
-- :func:`stage_verdicts`, :func:`stage_headlines` (:mod:`.stages`): a reading per stage (how much
-  the maps changed, against how much the model did) and one headline per method, e.g. "barely
-  changes while the top 2 blocks are randomized".
+- :func:`verdict`: one row per method, verdict pass / flagged / inconclusive (invalid for a
+  data randomization run that did not memorize), a headline and, for model randomization, the
+  randomized blocks the method ignores (:data:`RULE`, docs/verdicts.md).
+- :func:`stage_verdicts`: the per-stage table behind a model randomization verdict.
+- :func:`data_verdicts`: the per-score table behind a data randomization verdict.
+- :func:`format_verdict`: the verdicts as the terminal prints them.
 
 Example:
     >>> from saliency_sanity import verdicts
-    >>> callable(verdicts.verdicts) and callable(verdicts.stage_headlines)
-    True
+    >>> verdicts.VERDICTS
+    ('pass', 'flagged', 'inconclusive', 'invalid')
 """
 
-from .end import (
-    MAIN_SCORES,
-    RANDOM_CONTROLS,
+from ._common import MAIN_SCORES, RANDOM_CONTROLS, layers_by_stage
+from .data import DATA_COLUMNS, DATA_RULE, data_rule_text, data_verdicts
+from .stages import STAGE_COLUMNS, stage_verdicts
+from .verdict import (
+    QUESTIONS,
     RULE,
     VERDICT_COLUMNS,
-    format_summary,
-    method_summary,
+    VERDICTS,
+    format_verdict,
+    has_verdict,
     rule_text,
-    verdicts,
-)
-from .stages import (
-    HEADLINE_COLUMNS,
-    STAGE_COLUMNS,
-    STAGE_RULE,
-    format_stage_summary,
-    stage_headlines,
-    stage_verdicts,
+    verdict,
 )
 
 __all__ = [
-    "HEADLINE_COLUMNS", "MAIN_SCORES", "RANDOM_CONTROLS", "RULE", "STAGE_COLUMNS", "STAGE_RULE",
-    "VERDICT_COLUMNS", "format_stage_summary", "format_summary", "method_summary", "rule_text",
-    "stage_headlines", "stage_verdicts", "verdicts",
+    "DATA_COLUMNS", "DATA_RULE", "MAIN_SCORES", "QUESTIONS", "RANDOM_CONTROLS", "RULE",
+    "STAGE_COLUMNS", "VERDICTS", "VERDICT_COLUMNS", "data_rule_text", "data_verdicts",
+    "format_verdict", "has_verdict", "layers_by_stage", "rule_text", "stage_verdicts", "verdict",
 ]

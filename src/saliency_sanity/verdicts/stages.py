@@ -1,29 +1,26 @@
-"""Per-stage verdicts: how much the maps changed at each stage, against how much the model did.
+"""The per-stage table of the model randomization verdict: at each stage, how much the maps
+changed against how much the model did, and a reading per method and score.
 
-See docs/verdicts.md for the rule and its reasons; :data:`STAGE_RULE` states it in a sentence.
+:func:`saliency_sanity.verdicts.verdict` reads this table; docs/verdicts.md gives the rule and
+its reasons (:data:`saliency_sanity.verdicts.RULE` states it in words).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..results import CheckResult
-from .end import MAIN_SCORES, RANDOM_CONTROLS, _score_meta, _t_interval, _values, layers_by_stage
-
-#: The per-stage rule in one sentence (docs/verdicts.md gives the reasons).
-STAGE_RULE = (
-    "At a stage where most of the model's predictions changed (agreement with the trained "
-    "model's predictions below 1/2), a method is insensitive to the randomized blocks when its "
-    "maps kept more than half of their similarity to the trained model's maps, measured from "
-    "the similarity that the maps of two fully and independently randomized models share "
-    "(retained = (similarity - floor) / (perfect - floor), 95% t-interval over samples above "
-    "1/2 on every score), and changed when that interval lies below 1/2 on every score; "
-    "otherwise ambiguous."
+from ._common import (
+    RANDOM_CONTROLS,
+    _score_meta,
+    _t_interval,
+    _values,
+    layers_by_stage,
+    require_declared,
 )
 
 STAGE_COLUMNS = [
@@ -33,7 +30,6 @@ STAGE_COLUMNS = [
     "null_mean", "null_lo", "null_hi", "null_diff_mean", "null_diff_lo", "null_diff_hi",
     "vs_null", "logit_correlation", "prediction_agreement", "model_changed",
 ]
-HEADLINE_COLUMNS = ["method", "control", "flagged", "insensitive_top", "headline", "stages"]
 
 _HALF = 0.5
 
@@ -87,7 +83,8 @@ def stage_verdicts(result: CheckResult, min_samples: int = 5, ci: float = 0.95
                    ) -> pd.DataFrame:
     """One row per method (controls included), score and randomized stage k >= 1 of a model
     randomization result: how much the maps changed, how much the model changed, where the
-    similarity sits against the stage's null band, and a reading (:data:`STAGE_RULE`).
+    similarity sits against the stage's null band, and a reading (the first half of
+    :data:`saliency_sanity.verdicts.RULE`).
 
     Columns (:data:`STAGE_COLUMNS`), similarities oriented so that higher = more similar:
 
@@ -130,9 +127,7 @@ def stage_verdicts(result: CheckResult, min_samples: int = 5, ci: float = 0.95
         raise ValueError(f"ci must be in (0, 1), got {ci}")
     if min_samples < 2:
         raise ValueError(f"min_samples must be >= 2, got {min_samples}")
-    if result.check != "model_randomization":
-        raise ValueError(f"stage_verdicts needs a model randomization result, got "
-                         f"{result.check!r}")
+    require_declared(result, "stages", stage_verdicts)
     table = result.table
     if table is None or table.empty:
         return pd.DataFrame(columns=STAGE_COLUMNS)
@@ -219,127 +214,3 @@ def _null_band(result: CheckResult, method: str, metric: str, stage: int, s: pd.
     out.update(null_diff_mean=dm, null_diff_lo=dlo, null_diff_hi=dhi,
                vs_null="above" if dlo > 0 else "below" if dhi < 0 else "within")
     return out
-
-
-def stage_headlines(result: CheckResult | pd.DataFrame, main: Sequence[str] = MAIN_SCORES,
-                    min_samples: int = 5, ci: float = 0.95) -> pd.DataFrame:
-    """One headline per method from :func:`stage_verdicts` (a result or its table).
-
-    A stage reads **insensitive** for a method when every main score present (``spearman_abs``
-    and ``ssim``; all scores when neither was computed) reads insensitive, **changed** when
-    every one reads changed. ``insensitive_top`` counts the consecutive insensitive stages from
-    the first randomized one (the top blocks in cascading order); ``flagged`` is True when it
-    is at least 1 or when the maps do not depend on the model at all.
-
-    Columns (:data:`HEADLINE_COLUMNS`): ``method, control, flagged, insensitive_top, headline,
-    stages`` (each stage's combined reading, e.g. ``"fc2: insensitive; fc1: changed"``).
-
-    Example:
-        >>> sv = pd.DataFrame({"method": ["g", "g"], "control": [False, False],
-        ...     "metric": ["ssim", "ssim"], "stage": [1, 2], "layer": ["fc", "conv"],
-        ...     "reading": ["insensitive", "changed"], "n": [8, 8],
-        ...     "prediction_agreement": [0.1, 0.1], "retained_mean": [0.9, 0.2]})
-        >>> stage_headlines(sv)["headline"].tolist()[0][:60]
-        'barely changes while the top 1 block is randomized (fc), alt'
-    """
-    sv = result if isinstance(result, pd.DataFrame) else stage_verdicts(
-        result, min_samples=min_samples, ci=ci)
-    order = "cascading" if isinstance(result, pd.DataFrame) else result.settings.get(
-        "order", "cascading")
-    if sv.empty:
-        return pd.DataFrame(columns=HEADLINE_COLUMNS)
-    used = [m for m in main if m in set(sv["metric"])] or list(dict.fromkeys(sv["metric"]))
-    rows = []
-    for method, g in sv[sv["metric"].isin(used)].groupby("method", sort=False):
-        per_stage = []
-        for k, gs in g.groupby("stage", sort=True):
-            per_stage.append((int(k), str(gs["layer"].iloc[0]), _combine(list(gs["reading"])),
-                              gs))
-        readings = [r for _, _, r, _ in per_stage]
-        top = 0
-        for r in readings:
-            if r != "insensitive":
-                break
-            top += 1
-        detail = "; ".join(f"{lay}: {r}" for _, lay, r, _ in per_stage)
-        flagged = top >= 1 or (bool(readings) and all(r == "model-independent"
-                                                      for r in readings))
-        rows.append([method, bool(g["control"].any()), flagged, top,
-                     _headline(per_stage, top, order, min_samples), detail])
-    return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)
-
-
-def _combine(readings: list[str]) -> str:
-    """One stage's reading over the scores: unanimous readings stand; else ambiguous."""
-    for special in ("too few samples", "model-independent", "model unchanged"):
-        if special in readings:
-            return special
-    if all(r == readings[0] for r in readings):
-        return readings[0]
-    return "ambiguous"
-
-
-def _headline(per_stage: list[tuple[int, str, str, pd.DataFrame]], top: int, order: str,
-              min_samples: int) -> str:
-    readings = [r for _, _, r, _ in per_stage]
-    layers = [lay for _, lay, _, _ in per_stage]
-    if readings and all(r == "model-independent" for r in readings):
-        return ("never changes: its maps do not depend on the model (two unrelated random "
-                "models give the same maps)")
-    if top >= 1:
-        agree = pd.concat([gs["prediction_agreement"] for _, _, _, gs in per_stage[:top]])
-        agree = agree.dropna()
-        where = "top" if order == "cascading" else "first"
-        kept = pd.concat([gs["retained_mean"] for _, _, _, gs in per_stage[:top]]).dropna()
-        text = (f"barely changes while the {where} {top} block{'s are' if top > 1 else ' is'} "
-                f"randomized ({', '.join(layers[:top])}), although the predictions change "
-                "completely")
-        if len(agree):
-            text += (f" (agreement with the trained model {agree.min():.0%}-{agree.max():.0%}"
-                     if agree.min() != agree.max() else
-                     f" (agreement with the trained model {agree.min():.0%}")
-            text += f"; maps keep {kept.min():.0%}-{kept.max():.0%} of their similarity)"
-        notes = {src[src.index("(constant") + 1:-1] for _, _, _, gs in per_stage[:top]
-                 for src in gs.get("floor_source", pd.Series(dtype=str)).dropna()
-                 if "(constant null maps" in src}
-        if notes:
-            text += ("; caution, degenerate floor: " + "; ".join(sorted(notes))
-                     + ", read the per-stage numbers")
-        rest = [lay for lay, r in zip(layers[top:], readings[top:], strict=True)
-                if r == "insensitive"]
-        if rest:
-            text += f"; also insensitive at {', '.join(rest)}"
-        return text
-    if readings and all(r == "changed" for r in readings):
-        return "changes with every randomized block"
-    if "too few samples" in readings:
-        n = min(int(gs["n"].min()) for _, _, _, gs in per_stage)
-        return (f"inconclusive: too few samples (n = {n} non-NaN, need {min_samples}) at "
-                + ", ".join(lay for lay, r in zip(layers, readings, strict=True)
-                            if r == "too few samples"))
-    parts = []
-    for label in ("changed", "ambiguous", "model unchanged", "insensitive"):
-        at = [lay for lay, r in zip(layers, readings, strict=True) if r == label]
-        if at:
-            parts.append(f"{label} at {', '.join(at)}")
-    return "not flagged: " + "; ".join(parts) + (
-        " (there the intervals straddle 1/2 or the scores disagree; more samples may decide)"
-        if "ambiguous" in readings else "")
-
-
-def format_stage_summary(result: CheckResult, min_samples: int = 5) -> str:
-    """The per-method stage headlines as plain text.
-
-    Example:
-        >>> # print(format_stage_summary(result))
-    """
-    h = stage_headlines(result, min_samples=min_samples)
-    if h.empty:
-        return "stage verdicts: none (empty result)"
-    width = max(len(str(m)) for m in h["method"]) + 2
-    lines = ["stage verdicts: " + STAGE_RULE]
-    for _, r in h.iterrows():
-        tag = " (control)" if r["control"] else ""
-        mark = "FLAGGED " if r["flagged"] else "        "
-        lines.append(f"  {str(r['method'] + tag):<{width + 10}} {mark}{r['headline']}")
-    return "\n".join(lines)
