@@ -114,8 +114,11 @@ def assert_declares_everything(spec: CheckSpec) -> None:
     assert spec.verdict is None or (isinstance(spec.verdict, Verdict)
                                     and callable(registry.resolve(spec.verdict.judge))
                                     and spec.verdict.rule)
-    if spec.verdict is not None and spec.verdict.stages is not None:
-        assert callable(registry.resolve(spec.verdict.stages))
+    if spec.verdict is not None:
+        assert isinstance(spec.verdict.question, str) and spec.verdict.question.endswith("?")
+        for hook in ("stages", "per_method", "rule_text", "line"):
+            fn = getattr(spec.verdict, hook)
+            assert fn is None or callable(registry.resolve(fn)), f"{spec.name}.verdict.{hook}"
     if spec.ranking is not None:
         assert isinstance(spec.ranking, Ranking)
         for fn in (spec.ranking.table, spec.ranking.views):
@@ -345,3 +348,65 @@ def test_a_new_check_needs_only_its_spec_and_one_registration(monkeypatch, tmp_p
 
     msg = interrupted_message(argparse.Namespace(command="toy-check", out="o"))
     assert "finished work is kept in o" in msg
+
+
+# ------------------------------------------------------------------ a new check's own verdict
+def _toy_per_method(result: CheckResult, *, min_samples: int, ci: float, main: tuple[str, ...],
+                    margin: float) -> list[dict[str, Any]]:
+    means = result.table.groupby("method", sort=False)["value"].mean()
+    return [{"method": m, "control": False, "verdict": "pass" if v < margin else "flagged",
+             "headline": f"mean {v:.2f}", "ignores": "", "stages": f"n = {min_samples}"}
+            for m, v in means.items()]
+
+
+def _toy_rule_text(margin: float, min_samples: int) -> str:
+    return f"a toy method passes when its mean value is below {margin:g}"
+
+
+def _toy_line(row: Any) -> str:
+    return f"{row['headline']} [{row['stages']}]"
+
+
+def test_a_new_check_declares_its_own_question_and_rule_without_editing_verdicts(monkeypatch):
+    from saliency_sanity._registry import Registry
+    from saliency_sanity.report.summary import rule_section
+    from saliency_sanity.verdicts import QUESTIONS, format_verdict, has_verdict, rule_text, verdict
+
+    fresh: Registry[Any] = Registry("check")
+    monkeypatch.setattr(registry, "CHECKS", fresh)
+    for s in SPECS:
+        registry.register(s)
+    own = Verdict(judge=verdict, rule="a toy method passes when its values are small",
+                  question="are the toy values small?", per_method=_toy_per_method,
+                  rule_text=_toy_rule_text, line=_toy_line)
+    toy = CheckSpec("toy", run=_toy_run, title="Toy check", columns=("method", "value"),
+                    figures=None, report=None, summary="saliency_sanity.verdicts:format_verdict",
+                    verdict=own, ranking=None, cli=None, example=Example)
+    with pytest.raises(ValueError, match="its Verdict does not declare question, rule_text"):
+        registry.register(dataclasses.replace(toy, verdict=Verdict(
+            judge=verdict, rule="r", per_method=_toy_per_method)))
+    with pytest.raises(ValueError, match=r"verdict.line 'no colon' is not a 'module:attribute'"):
+        registry.register(dataclasses.replace(toy, verdict=dataclasses.replace(
+            own, line="no colon")))
+    registry.register(toy)
+    table = pd.DataFrame({"method": ["g", "g", "h", "h"], "stage": 1, "layer": "fc",
+                          "sample": [0, 1, 0, 1], "metric": "ssim",
+                          "value": [0.0, 0.1, 0.5, 0.7]})
+    result = CheckResult(check="toy", table=table)
+    assert has_verdict("toy") and QUESTIONS["toy"] == "are the toy values small?"
+    assert list(QUESTIONS)[-1] == "toy" and "toy" in QUESTIONS
+    assert verdict(result, margin=0.2)["verdict"].tolist() == ["pass", "flagged"]
+    assert rule_text("toy", 0.2) == "a toy method passes when its mean value is below 0.2"
+    assert format_verdict(result, margin=0.2, min_samples=3).splitlines() == [
+        "verdicts: are the toy values small? (scores: ssim)",
+        "  g           PASS          mean 0.05 [n = 3]",
+        "  h           FLAGGED       mean 0.60 [n = 3]",
+        "rule: a toy method passes when its mean value is below 0.2",
+    ]
+    section = rule_section(result, margin=0.2)
+    assert "a toy method passes when its values are small" in section
+    assert "a toy method passes when its mean value is below 0.2" in section
+    # the built-in checks still answer their own questions
+    assert QUESTIONS["model_randomization"] == "which randomized blocks does each method ignore?"
+    assert rule_text("data_randomization").startswith("Similarities between the maps")
+

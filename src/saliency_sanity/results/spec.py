@@ -118,16 +118,39 @@ class Verdict:
         stages: ``stages(result, min_samples=...)``: the stage-by-stage readings behind the
             verdict (:func:`saliency_sanity.verdicts.stage_verdicts`); None when the check has
             no stages to read.
+        question: the question the verdict answers, printed above the verdicts (``"which
+            randomized blocks does each method ignore?"``).
+        per_method: ``per_method(result, *, min_samples, ci, main, margin) -> [row]``: one dict
+            per method with the columns of :data:`saliency_sanity.verdicts.VERDICT_COLUMNS`,
+            the rows of :func:`saliency_sanity.verdicts.verdict`.
+        rule_text: ``rule_text(margin, min_samples) -> str``: the full rule in words
+            (:func:`saliency_sanity.verdicts.rule_text`, the terminal and the report's fold-out).
+        line: ``line(row) -> str``: the text after a method's verdict word in
+            :func:`saliency_sanity.verdicts.format_verdict`, given its row of
+            :func:`~saliency_sanity.verdicts.verdict`; None: the row's headline.
+
+    ``question``, ``per_method`` and ``rule_text`` must be declared: :func:`register` names the
+    ones left out.
 
     Example:
-        >>> Verdict(judge="saliency_sanity.verdicts:verdict", rule="flagged when ...",
-        ...         stages=None).stages is None
-        True
+        >>> v = Verdict(judge="saliency_sanity.verdicts:verdict", rule="flagged when ...",
+        ...             question="does it work?", per_method="builtins:list",
+        ...             rule_text="builtins:str")
+        >>> v.stages is None, v.line is None
+        (True, True)
     """
 
     judge: Part
     rule: str
     stages: Part = None
+    question: str = MISSING
+    per_method: Part = MISSING
+    rule_text: Part = MISSING
+    line: Part = None
+
+
+#: The parts of a :class:`Verdict` that name a function (a ``"module:attribute"`` reference).
+VERDICT_HOOKS = ("judge", "stages", "per_method", "rule_text", "line")
 
 
 @dataclass(frozen=True)
@@ -216,8 +239,11 @@ def _validate(spec: CheckSpec) -> None:
         raise TypeError(f"check {spec.name!r}: " + "; ".join(
             f"{p} must be a {t.__name__} or None, got {type(getattr(spec, p)).__name__}"
             for p, t in wrong))
-    for p in ("run", "figures", "report", "summary", "example"):
-        value = getattr(spec, p)
+    hooks = [(p, getattr(spec, p)) for p in ("run", "figures", "report", "summary", "example")]
+    if spec.verdict is not None:
+        _validate_verdict(spec.name, spec.verdict)
+        hooks += [(f"verdict.{p}", getattr(spec.verdict, p)) for p in VERDICT_HOOKS]
+    for p, value in hooks:
         if isinstance(value, str) and (":" not in value or value.startswith(":")):
             raise ValueError(f"check {spec.name!r}: {p} {value!r} is not a 'module:attribute' "
                              "reference")
@@ -225,6 +251,20 @@ def _validate(spec: CheckSpec) -> None:
             or not all(isinstance(c, str) for c in spec.columns)):
         raise ValueError(f"check {spec.name!r}: columns must be a non-empty sequence of column "
                          f"names, got {spec.columns!r}")
+
+
+def _validate_verdict(name: str, v: Verdict) -> None:
+    missing = [p for p in ("question", "per_method", "rule_text") if getattr(v, p) is MISSING]
+    if missing:
+        raise ValueError(f"check {name!r}: its Verdict does not declare {', '.join(missing)} "
+                         "(the question it answers, the rows per method, the rule in words)")
+    if not isinstance(v.question, str) or not v.question:
+        raise ValueError(f"check {name!r}: Verdict.question must be a non-empty string, got "
+                         f"{v.question!r}")
+    none = [p for p in ("judge", "per_method", "rule_text") if getattr(v, p) is None]
+    if none:
+        raise ValueError(f"check {name!r}: Verdict.{', Verdict.'.join(none)} cannot be None; "
+                         "a check without a verdict declares verdict=None")
 
 
 #: Every registered check: ``CHECKS.factory(name)`` is its run function,

@@ -7,6 +7,11 @@
 - :func:`data_verdicts`: the per-score table behind a data randomization verdict.
 - :func:`format_verdict`: the verdicts as the terminal prints them.
 
+Each check's question, rows per method and rule in words are its ``Verdict`` part
+(:mod:`saliency_sanity.results.spec`): :func:`model_method_verdicts` and :func:`model_rule_text`
+for model randomization, :func:`data_method_verdicts`, :func:`data_rule_text` and
+:func:`data_verdict_line` for data randomization.
+
 Example:
     >>> from saliency_sanity import verdicts
     >>> verdicts.VERDICTS
@@ -14,7 +19,14 @@ Example:
 """
 
 from ._common import MAIN_SCORES, RANDOM_CONTROLS, layers_by_stage
-from .data import DATA_COLUMNS, DATA_RULE, data_rule_text, data_verdicts
+from .data import (
+    DATA_COLUMNS,
+    DATA_RULE,
+    data_method_verdicts,
+    data_rule_text,
+    data_verdict_line,
+    data_verdicts,
+)
 from .stages import STAGE_COLUMNS, stage_verdicts
 from .verdict import (
     QUESTIONS,
@@ -23,12 +35,15 @@ from .verdict import (
     VERDICTS,
     format_verdict,
     has_verdict,
+    model_method_verdicts,
+    model_rule_text,
     rule_text,
     verdict,
 )
 
 __all__ = [
     "DATA_COLUMNS", "DATA_RULE", "MAIN_SCORES", "QUESTIONS", "RANDOM_CONTROLS", "RULE",
-    "STAGE_COLUMNS", "VERDICTS", "VERDICT_COLUMNS", "data_rule_text", "data_verdicts",
-    "format_verdict", "has_verdict", "layers_by_stage", "rule_text", "stage_verdicts", "verdict",
+    "STAGE_COLUMNS", "VERDICTS", "VERDICT_COLUMNS", "data_method_verdicts", "data_rule_text",
+    "data_verdict_line", "data_verdicts", "format_verdict", "has_verdict", "layers_by_stage",
+    "model_method_verdicts", "model_rule_text", "rule_text", "stage_verdicts", "verdict",
 ]

@@ -39,7 +39,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -56,7 +56,8 @@ from ._common import (
     require_declared,
 )
 
-__all__ = ["DATA_COLUMNS", "DATA_RULE", "data_rule_text", "data_verdicts"]
+__all__ = ["DATA_COLUMNS", "DATA_RULE", "data_method_verdicts", "data_rule_text",
+           "data_verdict_line", "data_verdicts"]
 
 DATA_RULE = (
     "Similarities between the maps of the model trained on random labels and those of the "
@@ -294,3 +295,15 @@ def data_method_verdicts(result: CheckResult, margin: float = 0.1, min_samples: 
                      "ignores": "the labels" if verdict == "flagged" else "",
                      "stages": detail})
     return rows
+
+
+def data_verdict_line(row: pd.Series | Mapping[str, Any]) -> str:
+    """A method's text in :func:`saliency_sanity.verdicts.format_verdict` (the data
+    randomization ``Verdict.line`` hook): its headline, then each main score's verdict.
+
+    Example:
+        >>> data_verdict_line({"headline": "its maps depend on the labels",
+        ...                    "stages": "ssim: pass; spearman_abs: pass"})
+        'its maps depend on the labels (ssim: pass; spearman_abs: pass)'
+    """
+    return f"{row['headline']} ({row['stages']})"

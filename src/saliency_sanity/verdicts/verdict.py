@@ -11,6 +11,10 @@ verdict.
 For the data randomization test (do the maps depend on the labels?) :func:`verdict` reads
 :func:`~saliency_sanity.verdicts.data_verdicts`, with the same vocabulary.
 
+What differs per check (its question, its rows per method, its rule in words, its line in the
+terminal) is declared in the check's :class:`~saliency_sanity.results.spec.Verdict` part and
+read from the registry here: a new check with a verdict needs no edit in this package.
+
 Example:
     >>> import pandas as pd
     >>> from saliency_sanity.checks import CheckResult
@@ -28,15 +32,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
 from ..results import CheckResult
-from ..results.spec import find
+from ..results.spec import CheckSpec, find, resolve, specs
 from ._common import MAIN_SCORES, _main_used
-from .data import data_method_verdicts, data_rule_text
 from .stages import stage_verdicts
 
 #: The verdict vocabulary, the same for every check.
@@ -64,11 +67,25 @@ RULE = (
     "not that they explain the model well."
 )
 
-#: Each check's question, printed above its verdicts.
-QUESTIONS = {
-    "model_randomization": "which randomized blocks does each method ignore?",
-    "data_randomization": "do the maps depend on the labels the model learnt?",
-}
+class _Questions(Mapping[str, str]):
+    """Each registered check's question (``Verdict.question``), read from the registry."""
+
+    def __getitem__(self, check: str) -> str:
+        return _verdict_spec(check).verdict.question
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([s.name for s in specs() if s.verdict is not None])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+#: Each check's question, printed above its verdicts: ``QUESTIONS[check]`` is the
+#: ``Verdict.question`` its spec declares.
+QUESTIONS: Mapping[str, str] = _Questions()
 
 _HALF_NOTE = (" (there the intervals straddle 1/2 or the scores disagree; more samples may "
               "decide)")
@@ -94,11 +111,8 @@ def verdict(result: CheckResult, *, min_samples: int = 5, ci: float = 0.95,
         >>> verdict(CheckResult(check="model_randomization", table=pd.DataFrame())).empty
         True
     """
-    rule = _RULES.get(result.check) if has_verdict(result.check) else None
-    if rule is None:
-        raise ValueError(f"no verdict rule for a {result.check!r} result; verdicts exist for: "
-                         f"{', '.join(c for c in _RULES if has_verdict(c))}")
-    rows = rule(result, min_samples=min_samples, ci=ci, main=tuple(main), margin=margin)
+    per_method = resolve(_verdict_spec(result.check).verdict.per_method)
+    rows = per_method(result, min_samples=min_samples, ci=ci, main=tuple(main), margin=margin)
     return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
 
 
@@ -114,6 +128,15 @@ def has_verdict(check: str) -> bool:
     return spec is not None and spec.verdict is not None
 
 
+def _verdict_spec(check: str) -> CheckSpec:
+    """The spec of ``check``, which must declare a verdict."""
+    spec = find(check)
+    if spec is None or spec.verdict is None:
+        raise ValueError(f"no verdict rule for a {check!r} result; verdicts exist for: "
+                         f"{', '.join(s.name for s in specs() if s.verdict is not None)}")
+    return spec
+
+
 def rule_text(check: str = "model_randomization", margin: float = 0.1,
               min_samples: int = 5) -> str:
     """The rule behind :func:`verdict` for ``check``, in words.
@@ -121,9 +144,23 @@ def rule_text(check: str = "model_randomization", margin: float = 0.1,
     Example:
         >>> rule_text().startswith("At each randomized stage")
         True
+        >>> rule_text("faithfulness")
+        Traceback (most recent call last):
+        ...
+        ValueError: no verdict rule for a 'faithfulness' result; verdicts exist for: \
+model_randomization, data_randomization
     """
-    if check == "data_randomization":
-        return data_rule_text(margin, min_samples)
+    return str(resolve(_verdict_spec(check).verdict.rule_text)(margin, min_samples))
+
+
+def model_rule_text(margin: float = 0.1, min_samples: int = 5) -> str:
+    """The model randomization rule in words (:data:`RULE`; ``margin`` and ``min_samples``
+    are taken for the ``Verdict.rule_text`` hook and do not change it).
+
+    Example:
+        >>> model_rule_text() == RULE
+        True
+    """
     return RULE
 
 
@@ -143,24 +180,35 @@ def format_verdict(result: CheckResult, *, margin: float = 0.1, min_samples: int
     present = set(result.table["metric"])
     main = ", ".join(_main_used(list(present), MAIN_SCORES))
     width = max(len(str(m)) for m in v["method"]) + 10
-    lines = [f"verdicts: {QUESTIONS[result.check]} (scores: {main})"]
+    hook = _verdict_spec(result.check).verdict
+    line = resolve(hook.line) if hook.line is not None else None
+    lines = [f"verdicts: {hook.question} (scores: {main})"]
     for _, r in v.iterrows():
         name = str(r["method"]) + (" (control)" if r["control"] else "")
-        text = str(r["headline"])
-        if result.check == "data_randomization":
-            text += f" ({r['stages']})"
+        text = str(r["headline"]) if line is None else str(line(r))
         lines.append(f"  {name:<{width}} {str(r['verdict']).upper():<13} {text}")
     lines.append("rule: " + rule_text(result.check, margin, min_samples))
     return "\n".join(lines)
 
 
-def _model_randomization(result: CheckResult, *, min_samples: int, ci: float,
-                         main: tuple[str, ...], margin: float) -> list[dict[str, Any]]:
+def model_method_verdicts(result: CheckResult, *, min_samples: int = 5, ci: float = 0.95,
+                          main: Sequence[str] = MAIN_SCORES, margin: float = 0.1
+                          ) -> list[dict[str, Any]]:
+    """One row per method of a model randomization result for :func:`verdict` (its
+    ``Verdict.per_method`` hook), read from :func:`~saliency_sanity.verdicts.stage_verdicts`;
+    ``margin`` is taken for the hook and not used.
+
+    Example:
+        >>> import pandas as pd
+        >>> from saliency_sanity.checks import CheckResult
+        >>> model_method_verdicts(CheckResult(check="model_randomization", table=pd.DataFrame()))
+        []
+    """
     sv = stage_verdicts(result, min_samples=min_samples, ci=ci)
     if sv.empty:
         return []
     order = result.settings.get("order", "cascading")
-    used = _main_used(list(sv["metric"]), main)
+    used = _main_used(list(sv["metric"]), tuple(main))
     rows = []
     for method, g in sv[sv["metric"].isin(used)].groupby("method", sort=False):
         per_stage = [(str(gs["layer"].iloc[0]), _combine(list(gs["reading"])), gs)
@@ -257,15 +305,3 @@ def _flagged(per_stage: list[tuple[str, str, pd.DataFrame]], hits: list[int], or
                                   [readings[i] for i in between],
                                   ("model unchanged", "ambiguous", "changed"))
     return ignored, text
-
-
-def _data_randomization(result: CheckResult, *, min_samples: int, ci: float,
-                        main: tuple[str, ...], margin: float) -> list[dict[str, Any]]:
-    return data_method_verdicts(result, margin=margin, min_samples=min_samples, ci=ci,
-                                main=main)
-
-
-_RULES: dict[str, Callable[..., list[dict[str, Any]]]] = {
-    "model_randomization": _model_randomization,
-    "data_randomization": _data_randomization,
-}
