@@ -147,7 +147,7 @@ _SCRIPT = textwrap.dedent("""
     from saliency_sanity import data, training
     from saliency_sanity.checks.roar import diffroar
     ds = data.load("mnist", n_train=600, n_test=200)
-    r = diffroar("mnist_mlp", ds, None, "gradient", ks=(1.0, 0.5, 0.2), repeats=2,
+    r = diffroar("mnist_mlp", ds, None, method="gradient", ks=(1.0, 0.5, 0.2), repeats=2,
                  trainer=training.TrainConfig(epochs=3, target_train_acc=None),
                  model_kwargs={"width": 0.05}, run_dir=sys.argv[1], progress=False)
     cols = ["k", "side", "repeat", "seed", "test_acc", "train_acc", "epochs", "cache_key"]

@@ -37,5 +37,9 @@ def test_readme_numbers_match_the_demo(tmp_path):
     nums = tool.numbers(result)
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     d = tool.drift(text, nums)
-    assert d <= 0.01, (f"README's demo numbers drift by {d:.3f}; run python "
+    # The demo trains its model, and float32 training on another CPU ends at another model:
+    # measured 0.03 between the machine that wrote the README and an AMD EPYC (AVX-512) one,
+    # while a real change, the demo with seed 1 instead of 0, moves them by 0.05 (same machine).
+    # The line between: 0.04 (docs/reproducibility.md).
+    assert d <= 0.04, (f"README's demo numbers drift by {d:.3f}; run python "
                        f"tools/readme_demo.py\nnow: {tool.paragraph(nums)}")
