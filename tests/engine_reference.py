@@ -145,7 +145,7 @@ def tables(name: str, model: nn.Module, x: torch.Tensor, reuse: bool = True
                                      scores=scores(["spearman_abs", "ssim"]), seed=seed, **common)
         out[f"random_logit|{seed}"] = r.table
         out[f"scales|{seed}"] = checks.activation_scale_analysis(model, x, seed=seed,
-                                                                 batch_size=BATCH_SIZE).table
+                                                                 **common).table
     return out
 
 
@@ -192,8 +192,6 @@ def everything(reuse: bool = True, stored: dict[str, np.ndarray] | None = None
     return out, {"x": x.numpy(), **weights}
 
 
-#: columns that name a group of values: a value's allowance is its group's worst conditioning
-_GROUP = {"metric": ("method", "stage", "metric"), "key": ("key",), "scale_ratio": ("stage",)}
 #: the absolute allowance of every value on another CPU, on top of its conditioning
 ATOL = 2e-4
 #: how many times its measured conditioning (:func:`conditioning`) a value may move
@@ -205,11 +203,25 @@ OUTLIERS = 0.02
 
 def value_columns(t: pd.DataFrame) -> list[str]:
     """The numeric columns of a table that hold results (not labels)."""
-    if "metric" in t.columns:
-        return ["value"]
-    if "key" in t.columns:
+    if "metric" in t.columns or "key" in t.columns:
         return ["value"]
     return [c for c in t.columns if c in ("spearman", "spearman_spatial", "scale_ratio")]
+
+
+def group_columns(t: pd.DataFrame) -> list[str]:
+    """The columns naming a value's group (its allowance is the group's worst conditioning):
+    method x stage x metric; an output-change key; a stage of the activation scales."""
+    if "metric" in t.columns:
+        return ["method", "stage", "metric"]
+    return ["key"] if "key" in t.columns else ["stage"]
+
+
+def beyond(got: np.ndarray, want: np.ndarray, cond: np.ndarray) -> np.ndarray:
+    """Where a recomputed value lies beyond its allowance ``ATOL + COND_FACTOR * cond`` (NaN in
+    both is equal; NaN in one only is beyond unless the allowance is infinite)."""
+    allow = ATOL + COND_FACTOR * cond
+    bad = (np.abs(got - want) > allow) | ((np.isnan(got) != np.isnan(want)) & ~np.isinf(allow))
+    return bad & ~(np.isnan(got) & np.isnan(want))
 
 
 #: the environment that limits torch's, oneDNN's and MKL's kernels to AVX2: the same float32
@@ -234,13 +246,7 @@ def conditioning(native: dict[str, pd.DataFrame], other: dict[str, pd.DataFrame]
             d = np.abs(va - vb)
             d[np.isnan(va) & np.isnan(vb)] = 0.0
             d[np.isnan(va) != np.isnan(vb)] = np.inf
-            keys = next((g for k, g in _GROUP.items() if k in a.columns), None)
-            if c in ("spearman", "spearman_spatial", "scale_ratio"):
-                keys = _GROUP["scale_ratio"]
-            if keys is None:
-                out[name][c] = d
-                continue
-            grp = a[list(keys)].astype(str).agg("|".join, axis=1)
+            grp = a[group_columns(a)].astype(str).agg("|".join, axis=1)
             out[name][c] = pd.Series(d).groupby(grp.to_numpy()).transform("max").to_numpy()
     return out
 
@@ -270,9 +276,7 @@ def violations(name: str, got: pd.DataFrame, want: pd.DataFrame,
                            f"vs {w[i]!r})" + ("" if cond is None else ": a label column"))
             continue
         allow = ATOL + COND_FACTOR * cond[c]
-        nan = np.isnan(g) != np.isnan(w)
-        bad = (np.abs(g - w) > allow) | (nan & ~np.isinf(allow))
-        bad &= ~(np.isnan(g) & np.isnan(w))
+        bad = beyond(g, w, cond[c])
         if bad.sum() > max(2, OUTLIERS * len(w)):
             i = int(np.argmax(bad))
             out.append(f"{name}.{c}: {int(bad.sum())} of {len(w)} values beyond their allowance, "

@@ -161,13 +161,11 @@ def figures(got: dict[str, pd.DataFrame], want: dict[str, pd.DataFrame],
         kind = name.split("|")[1]  # cnn|mprt|cascading|0 -> mprt
         if len(g) == len(w):
             for c in ref.value_columns(w):
-                allow = ref.ATOL + ref.COND_FACTOR * cond[name][c]
-                gv, wv = g[c].to_numpy(float), w[c].to_numpy(float)
-                n = int(((np.abs(gv - wv) > allow) & ~(np.isnan(gv) & np.isnan(wv))).sum())
+                n = int(ref.beyond(g[c].to_numpy(float), w[c].to_numpy(float),
+                                   cond[name][c]).sum())
                 if n:
                     bad[kind] = bad.get(kind, 0) + n
-        failing = [x for x in ref.violations(name, g, w, cond[name])]
-        if failing:
+        if ref.violations(name, g, w, cond[name]):
             fails.append(name)
         if len(g) != len(w):
             continue
